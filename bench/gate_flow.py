@@ -1,0 +1,85 @@
+"""Benchmark: 1 M gate passage records, CSV file → gate_flow (Bytewax) → embedded ClickHouse.
+
+End to end: reading the file, parsing and validating, windowing, occupancy, and the inserts
+into chDB. Prints events/s, per-batch latency percentiles and peak memory; the last line is the
+headline figure.
+
+    .venv/bin/python bench/gate_flow.py [--records 1000000] [--batch-rows 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from bytewax.run import cli_main
+
+from crowdwatch.replay import FileSource, ReplayFile
+from crowdwatch.settings import DEFAULT_SITE_FILE, Settings
+from crowdwatch.simulate import default_surge, simulate_day, write_records
+from crowdwatch.site import load_site
+from crowdwatch.warehouse import Warehouse
+from pipelines.gate_flow import build
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--batch-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Bytewax workers; the file is split in as many parts"
+    )
+    args = parser.parse_args()
+
+    site = load_site(DEFAULT_SITE_FILE)
+    day = date(2026, 11, 20)
+    per_day = simulate_day(site, day, seed=0, surge=default_surge()).height
+    records = simulate_day(
+        site, day, seed=1, scale=args.records / per_day, surge=default_surge()
+    ).head(args.records)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = []
+        size = -(-records.height // args.workers)
+        for i in range(args.workers):
+            parts.append(Path(tmp) / f"passages_{i}.csv")
+            write_records(records.slice(i * size, size), parts[-1])
+        settings = Settings(data_dir=Path(tmp), batch_rows=args.batch_rows)
+        with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+            warehouse.migrate()
+            emitted: list[float] = []
+            source = FileSource(
+                [ReplayFile(path, site.site.timezone, args.batch_rows) for path in parts],
+                progress=lambda *_: emitted.append(time.perf_counter()),
+            )
+            flow = build(settings, source=source)
+            start = time.perf_counter()
+            cli_main(flow, workers_per_process=args.workers)
+            elapsed = time.perf_counter() - start
+            stored = warehouse.query(
+                "SELECT toInt64(sum(entries) + sum(exits)) AS n FROM zone_metrics FINAL "
+                "WHERE scope = 'zone'"
+            )["n"][0]
+    if stored != records.height:
+        raise SystemExit(f"counted {stored} of {records.height} records")
+    gaps = np.diff([start, *emitted]) * 1000
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"records: {records.height:,} passages, {len(emitted)} batches of {args.batch_rows:,}, "
+        f"{args.workers} worker(s)"
+    )
+    print(f"elapsed: {elapsed:.2f} s (file read, parse, windows, occupancy, chDB inserts)")
+    print(
+        f"batch interval p50/p99: {np.percentile(gaps, 50):.0f} / {np.percentile(gaps, 99):.0f} ms"
+    )
+    print(f"peak memory (RSS): {peak_mb:.0f} MB")
+    print(f"throughput: {records.height / elapsed:,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()

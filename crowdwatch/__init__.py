@@ -1,0 +1,1 @@
+"""crowdwatch: crowd-safety analytics over gate, video and emergency-call streams."""

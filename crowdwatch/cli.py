@@ -1,0 +1,255 @@
+"""The ``crowdwatch`` command line.
+
+Settings come from the environment (``CROWDWATCH_*``) and the options here, built once at this
+edge. Known failures print one clear line and what to do, with exit status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from pydantic import ValidationError
+from rich.console import Console
+
+from crowdwatch import registry
+from crowdwatch.flow import PipelineConfigError
+from crowdwatch.replay import ReplayError
+from crowdwatch.runner import print_frame, replay_files, run_flow
+from crowdwatch.settings import Settings
+from crowdwatch.site import SiteError, load_site
+from crowdwatch.warehouse import Warehouse, WarehouseError, describe_dsn
+
+KNOWN_ERRORS = (
+    SiteError,
+    WarehouseError,
+    ReplayError,
+    PipelineConfigError,
+    ClickHouseError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("site_file", "data_dir", "clickhouse_dsn", "window_s", "batch_rows", "workers"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def _warehouse(settings: Settings) -> Warehouse:
+    return Warehouse.connect(settings.dsn(), settings.clickhouse_database)
+
+
+def cmd_db_migrate(args: argparse.Namespace, console: Console) -> None:
+    """Apply pending migrations."""
+    settings = _settings(args)
+    with _warehouse(settings) as warehouse:
+        applied = warehouse.migrate()
+        names = ", ".join(m.name for m in applied) or "nothing (up to date)"
+        console.print(f"migrated {describe_dsn(settings.dsn())}: applied {names}")
+
+
+def cmd_replay(args: argparse.Namespace, console: Console) -> None:
+    """Replay recorded files through a pipeline."""
+    settings = _settings(args)
+    speed = None if args.max else args.speed
+    replay_files(settings, args.pipeline, args.files, speed=speed, console=console)
+    console.print(f"replayed {len(args.files)} file(s) into {describe_dsn(settings.dsn())}")
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> None:
+    """Run a pipeline on its configured input."""
+    settings = _settings(args)
+    if args.input is not None:
+        settings = settings.model_copy(update={"input_path": args.input})
+    with _warehouse(settings) as warehouse:
+        warehouse.check_tables("zone_metrics", "rejected_events")
+    run_flow(registry.get(args.pipeline)(settings), settings.workers)
+
+
+def cmd_pipelines(args: argparse.Namespace, console: Console) -> None:
+    """List the pipelines found in ``pipelines/``."""
+    for name, build in sorted(registry.discover().items()):
+        doc = (sys.modules[build.__module__].__doc__ or "").strip().splitlines()
+        console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")
+
+
+def cmd_query(args: argparse.Namespace, console: Console) -> None:
+    """Run SQL against the warehouse and print the result."""
+    settings = _settings(args)
+    with _warehouse(settings) as warehouse:
+        frame = warehouse.query(args.sql)
+    if args.format == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(frame.write_ndjson())
+    else:
+        print_frame(frame, console)
+        console.print(f"{frame.height} row(s)", style="dim")
+
+
+def cmd_simulate(args: argparse.Namespace, console: Console) -> None:
+    """Generate a day of gate passages at a site and write them to a file."""
+    from crowdwatch.simulate import Surge, default_surge, simulate_day, write_records
+
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    surge: Surge | None = None
+    if not args.no_surge:
+        surge = default_surge() if args.surge is None else parse_surge(args.surge)
+    frame = simulate_day(site, args.day, seed=args.seed, scale=args.scale, surge=surge)
+    write_records(frame, args.out)
+    console.print(
+        f"wrote {frame.height:,} passages of {args.day} at {site.site.name} to {args.out}"
+    )
+
+
+def parse_surge(text: str) -> Any:
+    """Parse ``STATION@HH:MM+MINUTES:EXTRA`` (e.g. ``STD@21:30+45:6000``)."""
+    from crowdwatch.simulate import Surge
+
+    try:
+        station, rest = text.split("@")
+        at, rest = rest.split("+")
+        minutes, extra = rest.split(":")
+        return Surge(station, time.fromisoformat(at), int(minutes), int(extra))
+    except ValueError:
+        raise ValueError(
+            f"--surge {text!r}: expected STATION@HH:MM+MINUTES:EXTRA, e.g. STD@21:30+45:6000"
+        ) from None
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> None:
+    """Run the demo: a simulated day with a surge through the gate pipeline."""
+    from crowdwatch.demo import run_demo
+
+    run_demo(_settings(args), console, day=args.day)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (default: CROWDWATCH_* environment variables)")
+    group.add_argument("--site-file", type=Path, help="site YAML (CROWDWATCH_SITE_FILE)")
+    group.add_argument("--data-dir", type=Path, help="local state directory")
+    group.add_argument("--clickhouse-dsn", help="chdb:///path or http(s)://user:pw@host:8123/db")
+    group.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with ``--help`` on every command."""
+    parser = argparse.ArgumentParser(
+        prog="crowdwatch",
+        description="Crowd-safety analytics: gate, video and 110-call streams into ClickHouse.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="warehouse administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    migrate = db_sub.add_parser("migrate", help="apply infra/clickhouse/NNN_*.sql in order")
+    _common(migrate)
+    migrate.set_defaults(func=cmd_db_migrate)
+
+    replay = sub.add_parser("replay", help="stream recorded files through a pipeline")
+    replay.add_argument("files", type=Path, nargs="+", help="CSV, JSONL or Parquet files")
+    replay.add_argument("--pipeline", default="gate_flow", help="pipeline name (default gate_flow)")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed", type=float, default=None, help="N x recorded speed (1 = real time)"
+    )
+    pace.add_argument("--max", action="store_true", help="as fast as possible (the default)")
+    replay.add_argument("--batch-rows", type=int, help="rows per micro-batch")
+    replay.add_argument("--window-s", type=int, help="metric window in seconds (default 60)")
+    replay.add_argument("--workers", type=int, help="Bytewax worker threads")
+    _common(replay)
+    replay.set_defaults(func=cmd_replay)
+
+    simulate = sub.add_parser("simulate", help="generate a realistic day of gate passages")
+    simulate.add_argument(
+        "--day", type=date.fromisoformat, default=_default_day(), help="YYYY-MM-DD"
+    )
+    simulate.add_argument("--out", type=Path, required=True, help=".csv, .jsonl or .parquet")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--scale", type=float, default=1.0, help="multiply every rate")
+    surge = simulate.add_mutually_exclusive_group()
+    surge.add_argument("--surge", help="STATION@HH:MM+MINUTES:EXTRA (default STD@21:30+45:6000)")
+    surge.add_argument("--no-surge", action="store_true", help="an ordinary day")
+    _common(simulate)
+    simulate.set_defaults(func=cmd_simulate)
+
+    run = sub.add_parser("run", help="run a pipeline on its configured input")
+    run.add_argument("pipeline", help="a module of pipelines/, e.g. gate_flow")
+    run.add_argument("--input", type=Path, help="recorded file (CROWDWATCH_INPUT_PATH)")
+    run.add_argument("--workers", type=int, help="Bytewax worker threads")
+    _common(run)
+    run.set_defaults(func=cmd_run)
+
+    listing = sub.add_parser("pipelines", help="list the pipelines")
+    listing.add_argument("--debug", action="store_true", help="show tracebacks")
+    listing.set_defaults(func=cmd_pipelines)
+
+    demo = sub.add_parser("demo", help="simulate a day with a surge and show what happened")
+    demo.add_argument("--day", type=date.fromisoformat, default=_default_day(), help="YYYY-MM-DD")
+    _common(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    query = sub.add_parser("query", help="run SQL on the warehouse and print a table")
+    query.add_argument("sql", help="e.g. 'SELECT * FROM zone_metrics FINAL LIMIT 10'")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _common(query)
+    query.set_defaults(func=cmd_query)
+    return parser
+
+
+def _default_day() -> date:
+    """The most recent weekday before today (a full, ordinary working day)."""
+    day = datetime.now(UTC).date()
+    while True:
+        day = date.fromordinal(day.toordinal() - 1)
+        if day.weekday() < 5:
+            return day
+
+
+def error_message(exc: BaseException) -> str | None:
+    """One line for a known failure (also when wrapped by Bytewax), or None for a bug."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ValidationError):
+            first = seen.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return f"setting {where}: {first['msg']} (see crowdwatch --help and CROWDWATCH_*)"
+        if isinstance(seen, KNOWN_ERRORS):
+            text = str(seen).strip()
+            return text.splitlines()[0] if text else type(seen).__name__
+        seen = seen.__cause__
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``crowdwatch`` command."""
+    args = build_parser().parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    func: Callable[[argparse.Namespace, Console], None] = args.func
+    try:
+        func(args, console)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = error_message(exc)
+        if message is None or getattr(args, "debug", False):
+            raise
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

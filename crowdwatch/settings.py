@@ -1,0 +1,68 @@
+"""One frozen, typed settings object, built once at the edge and passed in.
+
+Every field can be set from the environment with the prefix ``CROWDWATCH_``
+(``CROWDWATCH_CLICKHOUSE_DSN``, ``CROWDWATCH_SITE_FILE`` …) or from a ``.env`` file.
+Library code never reads ``os.environ``: it takes a ``Settings``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SITE_FILE = REPO_ROOT / "infra" / "sites" / "example_interchange.yaml"
+DEFAULT_DATA_DIR = REPO_ROOT / ".crowdwatch"
+
+
+class Settings(BaseSettings):
+    """Settings for every crowdwatch command and pipeline."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CROWDWATCH_", env_file=".env", frozen=True, extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        description="Where the embedded warehouse and other local state live.",
+    )
+    clickhouse_dsn: SecretStr | None = Field(
+        default=None,
+        description=(
+            "chdb:///path for the embedded engine, http(s)://user:pw@host:8123/db for a server. "
+            "Default: the embedded engine under data_dir/warehouse."
+        ),
+    )
+    clickhouse_database: str = Field(default="crowdwatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    site_file: Path = Field(default=DEFAULT_SITE_FILE, description="The site YAML file.")
+    batch_rows: int = Field(
+        default=100_000, gt=0, description="Rows per micro-batch read from files."
+    )
+    window_s: int = Field(default=60, gt=0, description="Metric window length in seconds.")
+    late_horizon_s: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description=(
+            "How far behind a station's newest record a late record may be and still correct "
+            "its window; older records go to rejected_events."
+        ),
+    )
+    input_path: Path | None = Field(
+        default=None,
+        description="A recorded file (CSV, JSONL, Parquet) to read when no source is given.",
+    )
+    replay_speed: float | None = Field(
+        default=None, gt=0, description="Replay at this multiple of recorded speed; None: max."
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="Bytewax workers in this process.")
+    rate_window_minutes: int = Field(
+        default=5, gt=0, description="Minutes averaged for the inflow rate."
+    )
+
+    def dsn(self) -> str:
+        """Return the ClickHouse DSN, defaulting to the embedded engine under ``data_dir``."""
+        if self.clickhouse_dsn is not None:
+            return self.clickhouse_dsn.get_secret_value()
+        return f"chdb://{(self.data_dir / 'warehouse').resolve()}"

@@ -1,0 +1,268 @@
+"""The site model: stations, zones, gates and cameras, loaded from a validated YAML file.
+
+A site file is the one source of truth for zones. Loading checks every field and every
+cross-reference (a gate's zone must exist and belong to the gate's station, ids are unique …);
+an error names the file and the field.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import time
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SiteError(ValueError):
+    """A site file that cannot be used; the message names the file and the field."""
+
+
+class ZoneKind(StrEnum):
+    """What a zone is; it decides defaults such as the occupancy model."""
+
+    PLATFORM = "platform"
+    CONCOURSE = "concourse"
+    ENTRANCE = "entrance"
+    HALL = "hall"
+    PLAZA = "plaza"
+    SCENIC_AREA = "scenic_area"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+LatLon = tuple[Annotated[float, Field(ge=-90, le=90)], Annotated[float, Field(ge=-180, le=180)]]
+
+
+class Polygon(_Model):
+    """A zone outline as ``[lat, lon]`` points (at least three)."""
+
+    polygon: list[LatLon] = Field(min_length=3)
+
+
+class Circle(_Model):
+    """A zone as a centre ``[lat, lon]`` and a radius in metres."""
+
+    centre: LatLon
+    radius_m: float = Field(gt=0)
+
+
+class DwellModel(_Model):
+    """Metro occupancy: people inside ≈ entries over the last N minutes + exits over the last M.
+
+    People who tapped in during the last ``entry_minutes`` are still walking to or waiting on
+    the platform; people who tap out spent about ``exit_minutes`` inside before their tap.
+    """
+
+    model: Literal["dwell"] = "dwell"
+    entry_minutes: int = Field(default=8, ge=1, le=240)
+    exit_minutes: int = Field(default=3, ge=1, le=240)
+
+
+class BalanceModel(_Model):
+    """Enclosed venue occupancy: cumulative entries − exits, never below 0.
+
+    The count resets to 0 every day at ``reset_at`` local time (a time when the venue is
+    empty), so that missed exits do not accumulate for ever.
+    """
+
+    model: Literal["balance"] = "balance"
+    reset_at: time = time(4, 0)
+
+
+OccupancyModel = Annotated[DwellModel | BalanceModel, Field(discriminator="model")]
+
+
+class Station(_Model):
+    """A station, transport hub or venue: a group of zones."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str
+    lines: list[str] = Field(default_factory=list)
+    neighbours: list[str] = Field(
+        default_factory=list, description="Adjacent stations on the network."
+    )
+    entry_zone: str | None = Field(
+        default=None,
+        description="The zone that station-level gate counts (no gate id) are attributed to.",
+    )
+
+
+class Zone(_Model):
+    """An area with an area in m², a capacity and an occupancy model."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str
+    kind: ZoneKind
+    station: str
+    area_m2: float = Field(gt=0)
+    capacity: int = Field(gt=0)
+    geometry: Polygon | Circle | None = None
+    occupancy: OccupancyModel = Field(default_factory=DwellModel)
+
+
+class Gate(_Model):
+    """A fare gate (or a bank of gates) between the outside and a zone."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    station: str
+    zone: str
+    direction: Literal["in", "out", "both"] = "both"
+
+
+class CameraRoi(_Model):
+    """A camera's region of interest and the zone it watches."""
+
+    id: str
+    zone: str
+
+
+class Camera(_Model):
+    """A camera and its regions of interest."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    station: str
+    rois: list[CameraRoi] = Field(min_length=1)
+
+
+class SiteInfo(_Model):
+    """The site's name and local time zone (naive timestamps are read in it)."""
+
+    name: str
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+
+def _duplicates(ids: list[str]) -> list[str]:
+    return sorted(i for i, n in Counter(ids).items() if n > 1)
+
+
+class Site(_Model):
+    """A whole site, with its cross-references checked."""
+
+    site: SiteInfo
+    stations: list[Station] = Field(min_length=1)
+    zones: list[Zone] = Field(min_length=1)
+    gates: list[Gate] = Field(default_factory=list)
+    cameras: list[Camera] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Site:
+        for name, ids in (
+            ("stations", [s.id for s in self.stations]),
+            ("zones", [z.id for z in self.zones]),
+            ("gates", [g.id for g in self.gates]),
+            ("cameras", [c.id for c in self.cameras]),
+        ):
+            if dup := _duplicates(ids):
+                raise ValueError(f"{name}: duplicate ids {dup}")
+        stations = {s.id for s in self.stations}
+        if shared := sorted(stations & {z.id for z in self.zones}):
+            raise ValueError(f"zones: ids {shared} are also station ids (they share a column)")
+        zone_station = {z.id: z.station for z in self.zones}
+        for i, zone in enumerate(self.zones):
+            if zone.station not in stations:
+                raise ValueError(f"zones.{i}.station: unknown station {zone.station!r}")
+        for i, station in enumerate(self.stations):
+            if (
+                station.entry_zone is not None
+                and zone_station.get(station.entry_zone) != station.id
+            ):
+                raise ValueError(
+                    f"stations.{i}.entry_zone: {station.entry_zone!r} is not a zone of "
+                    f"{station.id!r}"
+                )
+            for neighbour in station.neighbours:
+                if neighbour not in stations:
+                    raise ValueError(f"stations.{i}.neighbours: unknown station {neighbour!r}")
+        for i, gate in enumerate(self.gates):
+            if gate.station not in stations:
+                raise ValueError(f"gates.{i}.station: unknown station {gate.station!r}")
+            if zone_station.get(gate.zone) != gate.station:
+                raise ValueError(
+                    f"gates.{i}.zone: {gate.zone!r} is not a zone of station {gate.station!r}"
+                )
+        for i, camera in enumerate(self.cameras):
+            if camera.station not in stations:
+                raise ValueError(f"cameras.{i}.station: unknown station {camera.station!r}")
+            for j, roi in enumerate(camera.rois):
+                if roi.zone not in zone_station:
+                    raise ValueError(f"cameras.{i}.rois.{j}.zone: unknown zone {roi.zone!r}")
+        return self
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        """The site's local time zone."""
+        return ZoneInfo(self.site.timezone)
+
+    @cached_property
+    def zone_by_id(self) -> dict[str, Zone]:
+        """Zones by id."""
+        return {z.id: z for z in self.zones}
+
+    @cached_property
+    def station_by_id(self) -> dict[str, Station]:
+        """Stations by id."""
+        return {s.id: s for s in self.stations}
+
+    @cached_property
+    def gate_by_id(self) -> dict[str, Gate]:
+        """Gates by id."""
+        return {g.id: g for g in self.gates}
+
+    def zones_of(self, station_id: str) -> list[Zone]:
+        """The zones of a station, in file order."""
+        return [z for z in self.zones if z.station == station_id]
+
+    def entry_zone_of(self, station_id: str) -> str | None:
+        """The zone that station-level counts go to: ``entry_zone``, or the only zone."""
+        station = self.station_by_id[station_id]
+        if station.entry_zone is not None:
+            return station.entry_zone
+        zones = self.zones_of(station_id)
+        return zones[0].id if len(zones) == 1 else None
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def load_site(path: Path | str) -> Site:
+    """Load and validate a site file.
+
+    Raises:
+        SiteError: the file is missing, is not YAML, or a field is wrong; the message names
+            the file and the field.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SiteError(f"{path}: site file not found (set CROWDWATCH_SITE_FILE)") from None
+    except yaml.YAMLError as exc:
+        raise SiteError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SiteError(f"{path}: expected a mapping with site, stations and zones")
+    try:
+        return Site.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_location(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise SiteError(f"{path}: {problems}") from None

@@ -1,0 +1,1 @@
+"""People detectors for video and anomaly detectors over zone metrics."""

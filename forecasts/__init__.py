@@ -1,0 +1,1 @@
+"""Crowd-flow forecasts (Prophet) and forecast-based early warning."""

@@ -1,0 +1,1 @@
+"""Dataflows: one module per pipeline, each exposing ``build(settings, *, source, sink)``."""

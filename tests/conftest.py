@@ -1,0 +1,53 @@
+"""Shared fixtures: one embedded ClickHouse engine per test process, a database per test.
+
+chDB allows one engine path per process, so every test shares one path and gets a fresh
+database of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crowdwatch.settings import REPO_ROOT, Settings
+from crowdwatch.warehouse import Warehouse
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+HANGZHOU = SHARED_DATA / "hangzhou_metro" / "hangzhou_metro_10min_inout.csv"
+HANGZHOU_SITE = REPO_ROOT / "infra" / "sites" / "hangzhou_metro.yaml"
+EXAMPLE_SITE = REPO_ROOT / "infra" / "sites" / "example_interchange.yaml"
+
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("crowdwatch")
+
+
+@pytest.fixture
+def settings(engine_dir: Path) -> Settings:
+    """Settings on the example site with a fresh, empty database on the shared engine."""
+    return Settings(
+        data_dir=engine_dir,
+        site_file=EXAMPLE_SITE,
+        clickhouse_database=f"test_{next(_databases)}",
+    )
+
+
+@pytest.fixture
+def warehouse(settings: Settings) -> Iterator[Warehouse]:
+    """A migrated warehouse for ``settings``."""
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as wh:
+        wh.migrate()
+        yield wh
+
+
+@pytest.fixture
+def hangzhou() -> Path:
+    if not HANGZHOU.exists():
+        pytest.skip(f"real data missing: {HANGZHOU} (the shared data folder sits beside the repo)")
+    return HANGZHOU

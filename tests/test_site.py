@@ -1,0 +1,89 @@
+"""Site files: the shipped ones load, and a wrong field is named with its file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crowdwatch.site import BalanceModel, DwellModel, SiteError, load_site
+from tests.conftest import EXAMPLE_SITE
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def example() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
+
+
+def test_example_site_loads_with_its_models() -> None:
+    site = load_site(EXAMPLE_SITE)
+    assert {s.id for s in site.stations} == {"CTR", "RVS", "NPK", "STD", "WLK"}
+    assert isinstance(site.zone_by_id["WLK-lakeside"].occupancy, BalanceModel)
+    assert isinstance(site.zone_by_id["CTR-concourse"].occupancy, DwellModel)
+    assert site.entry_zone_of("RVS") == "RVS-concourse"  # the only zone
+    assert site.entry_zone_of("CTR") == "CTR-concourse"  # set explicitly among four
+    assert site.gate_by_id["WLK-G03"].direction == "out"
+    kinds = {z.kind.value for z in site.zones}
+    assert {"platform", "concourse", "entrance", "plaza", "scenic_area"} <= kinds
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["zones"][0].update(capacity=0),
+            "zones.0.capacity: Input should be greater than 0",
+        ),
+        (lambda d: d["zones"][0].update(kind="ballroom"), "zones.0.kind"),
+        (
+            lambda d: d["zones"][1].update(station="NOWHERE"),
+            "zones.1.station: unknown station 'NOWHERE'",
+        ),
+        (
+            lambda d: d["gates"][0].update(zone="RVS-concourse"),
+            "gates.0.zone: 'RVS-concourse' is not a zone of station 'CTR'",
+        ),
+        (lambda d: d["gates"].append(dict(d["gates"][0])), "gates: duplicate ids ['CTR-G01']"),
+        (
+            lambda d: d["site"].update(timezone="Mars/Olympus"),
+            "site.timezone: unknown time zone 'Mars/Olympus'",
+        ),
+        (lambda d: d["stations"][0].update(entry_zone="RVS-concourse"), "stations.0.entry_zone"),
+        (
+            lambda d: d["cameras"][0]["rois"][0].update(zone="nope"),
+            "cameras.0.rois.0.zone: unknown zone 'nope'",
+        ),
+        (lambda d: d["zones"][0].update(occupancy={"model": "magic"}), "zones.0.occupancy"),
+        (
+            lambda d: d["zones"][0].update(colour="red"),
+            "zones.0.colour: Extra inputs are not permitted",
+        ),
+        (lambda d: d["zones"][0].update(id="CTR"), "ids ['CTR'] are also station ids"),
+    ],
+)
+def test_errors_name_the_file_and_the_field(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
+    data = example()
+    change(data)
+    path = write(tmp_path, data)
+    with pytest.raises(SiteError) as error:
+        load_site(path)
+    assert str(error.value).startswith(str(path))
+    assert message in str(error.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(SiteError, match="site file not found"):
+        load_site(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site: [unclosed", encoding="utf-8")
+    with pytest.raises(SiteError, match="not valid YAML"):
+        load_site(bad)
+    bad.write_text("- a list\n", encoding="utf-8")
+    with pytest.raises(SiteError, match="expected a mapping"):
+        load_site(bad)
