@@ -114,9 +114,9 @@ def test_malformed_records_are_rejected_and_every_good_one_counted(
 
 
 def test_a_late_record_corrects_its_window(settings: Settings, warehouse: Warehouse) -> None:
-    on_time = passages(600, step_s=2.0)  # 08:00 to 08:20
+    on_time = passages(450, step_s=2.0)  # 08:00 to 08:15
     late = passages(7, start=T0 + timedelta(minutes=5, seconds=10), step_s=1.0)  # 08:05 window
-    run_into(settings, [batch(on_time), batch(late)])  # arrives after 08:20: 15 minutes late
+    run_into(settings, [batch(on_time), batch(late)])  # arrives at 08:15: 10 minutes late
     window = warehouse.query(
         "SELECT entries, exits, occupancy FROM zone_metrics FINAL "
         "WHERE zone_id = 'RVS-concourse' AND ts = {ts:DateTime64(3)}",
