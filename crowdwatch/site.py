@@ -106,6 +106,13 @@ class Zone(_Model):
     capacity: int = Field(gt=0)
     geometry: Polygon | Circle | None = None
     occupancy: OccupancyModel = Field(default_factory=DwellModel)
+    video_combine: Literal["sum", "max"] = Field(
+        default="sum",
+        description=(
+            "how to combine cameras' regions that watch this zone: sum for disjoint regions, "
+            "max for overlapping ones"
+        ),
+    )
 
 
 class Gate(_Model):
@@ -117,20 +124,49 @@ class Gate(_Model):
     direction: Literal["in", "out", "both"] = "both"
 
 
-class CameraRoi(_Model):
-    """A camera's region of interest and the zone it watches."""
+PixelPoint = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]
 
-    id: str
+
+class CameraRoi(_Model):
+    """A camera's region of interest and the zone it watches.
+
+    ``polygon_px`` is the region in image pixels (default: the whole frame). A person is in
+    the region when the bottom centre of their box (where they stand) is inside it.
+    ``overcrowding_threshold`` is the DeepStream nvdsanalytics overcrowding level, in persons
+    (default: the zone's capacity share seen by this region is not known, so none).
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     zone: str
+    polygon_px: list[PixelPoint] | None = Field(default=None, min_length=3)
+    overcrowding_threshold: int | None = Field(default=None, gt=0)
+
+
+class CountingLine(_Model):
+    """A counting line in image pixels: crossing it in ``in_direction`` enters ``zone``.
+
+    ``line_px`` is ``[x1, y1, x2, y2]``; ``in_direction`` is the way people move when they
+    enter (``right``, ``left``, ``down`` or ``up`` in the image).
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    zone: str
+    line_px: tuple[float, float, float, float]
+    in_direction: Literal["right", "left", "down", "up"]
 
 
 class Camera(_Model):
-    """A camera and its regions of interest."""
+    """A camera: its image size, expected frame rate, regions of interest and counting lines."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     station: str
+    resolution: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (1920, 1080)
+    fps: float = Field(default=25.0, gt=0, description="expected frames per second")
+    offline_after_s: float = Field(
+        default=10.0, gt=0, description="no message for this long: the camera is offline"
+    )
     rois: list[CameraRoi] = Field(min_length=1)
-
+    lines: list[CountingLine] = Field(default_factory=list)
 
 class SiteInfo(_Model):
     """The site's name and local time zone (naive timestamps are read in it)."""
@@ -203,6 +239,12 @@ class Site(_Model):
             for j, roi in enumerate(camera.rois):
                 if roi.zone not in zone_station:
                     raise ValueError(f"cameras.{i}.rois.{j}.zone: unknown zone {roi.zone!r}")
+            for j, line in enumerate(camera.lines):
+                if line.zone not in zone_station:
+                    raise ValueError(f"cameras.{i}.lines.{j}.zone: unknown zone {line.zone!r}")
+            for name, items in (("rois", camera.rois), ("lines", camera.lines)):
+                if dup := _duplicates([item.id for item in items]):
+                    raise ValueError(f"cameras.{i}.{name}: duplicate ids {dup}")
         return self
 
     @cached_property
@@ -219,6 +261,11 @@ class Site(_Model):
     def station_by_id(self) -> dict[str, Station]:
         """Stations by id."""
         return {s.id: s for s in self.stations}
+
+    @cached_property
+    def camera_by_id(self) -> dict[str, Camera]:
+        """Cameras by id."""
+        return {c.id: c for c in self.cameras}
 
     @cached_property
     def gate_by_id(self) -> dict[str, Gate]:
