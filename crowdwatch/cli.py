@@ -20,16 +20,19 @@ from rich.console import Console
 
 from crowdwatch import registry
 from crowdwatch.flow import PipelineConfigError
+from crowdwatch.mot import MotError, mot_messages, read_mot
 from crowdwatch.replay import ReplayError
-from crowdwatch.runner import print_frame, replay_files, run_flow
+from crowdwatch.runner import prepare_warehouse, print_frame, replay_files, run_flow
 from crowdwatch.settings import Settings
 from crowdwatch.site import SiteError, load_site
+from crowdwatch.sitesync import sync_site
 from crowdwatch.warehouse import Warehouse, WarehouseError, describe_dsn
 
 KNOWN_ERRORS = (
     SiteError,
     WarehouseError,
     ReplayError,
+    MotError,
     PipelineConfigError,
     ClickHouseError,
     FileNotFoundError,
@@ -59,6 +62,39 @@ def cmd_db_migrate(args: argparse.Namespace, console: Console) -> None:
         console.print(f"migrated {describe_dsn(settings.dsn())}: applied {names}")
 
 
+def cmd_site_sync(args: argparse.Namespace, console: Console) -> None:
+    """Mirror the site file into the warehouse's site tables."""
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    with _warehouse(settings) as warehouse:
+        counts = sync_site(warehouse, site)
+    console.print(
+        f"synced {settings.site_file}: "
+        + ", ".join(f"{n} {table.removeprefix('site_')}" for table, n in counts.items())
+    )
+
+
+def cmd_mot(args: argparse.Namespace, console: Console) -> None:
+    """Turn a MOT detections file into a camera's JSON messages."""
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    if args.camera not in site.camera_by_id:
+        raise ValueError(
+            f"--camera {args.camera!r} is not in {settings.site_file}; cameras: "
+            + ", ".join(site.camera_by_id)
+        )
+    start = args.start if args.start.tzinfo is not None else args.start.replace(tzinfo=site.tz)
+    messages = mot_messages(
+        read_mot(args.file),
+        site.camera_by_id[args.camera],
+        start_ms=int(start.timestamp() * 1000),
+        min_confidence=args.min_confidence,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(m.to_json(site.tz) + "\n" for m in messages), encoding="utf-8")
+    console.print(f"wrote {len(messages)} messages of camera {args.camera} to {args.out}")
+
+
 def cmd_replay(args: argparse.Namespace, console: Console) -> None:
     """Replay recorded files through a pipeline."""
     settings = _settings(args)
@@ -72,8 +108,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     settings = _settings(args)
     if args.input is not None:
         settings = settings.model_copy(update={"input_path": args.input})
-    with _warehouse(settings) as warehouse:
-        warehouse.check_tables("zone_metrics", "rejected_events")
+    prepare_warehouse(settings, load_site(settings.site_file))
     run_flow(registry.get(args.pipeline)(settings), settings.workers)
 
 
@@ -184,6 +219,28 @@ def build_parser() -> argparse.ArgumentParser:
     surge.add_argument("--no-surge", action="store_true", help="an ordinary day")
     _common(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    site = sub.add_parser("site", help="the site file and the warehouse's site tables")
+    site_sub = site.add_subparsers(dest="site_command", required=True, metavar="COMMAND")
+    sync = site_sub.add_parser(
+        "sync", help="write stations, zones, gates, cameras to the warehouse"
+    )
+    _common(sync)
+    sync.set_defaults(func=cmd_site_sync)
+
+    mot = sub.add_parser("mot", help="turn MOT-format detections into a camera's messages")
+    mot.add_argument("file", type=Path, help="MOT file: frame,track_id,left,top,width,height,conf")
+    mot.add_argument("--camera", required=True, help="the camera of the site that saw it")
+    mot.add_argument("--out", type=Path, required=True, help="messages as JSON lines")
+    mot.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        default="2026-11-20T08:00:00",
+        help="capture time of frame 1 (ISO 8601; site time zone if naive)",
+    )
+    mot.add_argument("--min-confidence", type=float, default=0.5)
+    _common(mot)
+    mot.set_defaults(func=cmd_mot)
 
     run = sub.add_parser("run", help="run a pipeline on its configured input")
     run.add_argument("pipeline", help="a module of pipelines/, e.g. gate_flow")

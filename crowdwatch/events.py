@@ -26,11 +26,16 @@ import polars as pl
 from crowdwatch.isotime import epoch_ms
 from crowdwatch.site import Site
 
-RecordKind = Literal["passage", "count"]
+RecordKind = Literal["passage", "count", "video"]
 
 PASSAGE_FIELDS = ("ts", "gate_id", "station_id", "direction", "ticket_type")
 COUNT_FIELDS = ("start", "end", "gate_id", "station_id", "entries", "exits")
-FIELDS: dict[RecordKind, tuple[str, ...]] = {"passage": PASSAGE_FIELDS, "count": COUNT_FIELDS}
+VIDEO_FIELDS = ("camera_id", "frame", "ts", "persons", "rois", "lines")
+FIELDS: dict[RecordKind, tuple[str, ...]] = {
+    "passage": PASSAGE_FIELDS,
+    "count": COUNT_FIELDS,
+    "video": VIDEO_FIELDS,
+}
 
 FLOW_SCHEMA = pl.Schema(
     {
@@ -65,7 +70,7 @@ class RawBatch:
 
     Attributes:
         source: where the records came from, e.g. ``file:flows.csv`` (stored with rejects).
-        kind: ``passage`` or ``count``.
+        kind: ``passage`` or ``count`` (gate records), ``video`` (camera messages).
         frame: string columns named as in `FIELDS`, or one ``payload`` column of JSON lines.
         first_row: the position of the first row in its source (a file row, a stream offset),
             when the source has stable positions. A rejected row is stored under its position,
@@ -157,7 +162,7 @@ Check = tuple[pl.Expr, pl.Expr | str]
 """An expression true where a row fails, and the reason to store for it."""
 
 
-def _split(
+def split_rows(
     frame: pl.DataFrame, checks: list[Check], payload: pl.Expr, batch: RawBatch, received_at_ms: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split rows into those that pass every check and the rejected rows (`REJECTED_SCHEMA`).
@@ -271,7 +276,7 @@ def parse_passages(
             ),
         ),
     ]
-    good, rejected = _split(frame, checks, payload, batch, received_at_ms)
+    good, rejected = split_rows(frame, checks, payload, batch, received_at_ms)
     flows = (
         good.group_by(
             pl.col("_station").alias("station_id"),
@@ -326,7 +331,7 @@ def parse_counts(
                 pl.format(f"{name} '{{}}' is not a non-negative integer", name),
             ),
         ]
-    good, rejected = _split(frame, [*checks, *_lookup_errors()], payload, batch, received_at_ms)
+    good, rejected = split_rows(frame, [*checks, *_lookup_errors()], payload, batch, received_at_ms)
     flows = (
         _spread(good, window_ms)
         .group_by("station_id", "zone_id", "window")
@@ -366,6 +371,12 @@ def _spread(good: pl.DataFrame, window_ms: int) -> pl.DataFrame:
 def parse_batch(
     batch: RawBatch, directory: GateDirectory, window_ms: int, received_at_ms: int
 ) -> Parsed:
-    """Parse a batch of either kind."""
-    parse = parse_passages if batch.kind == "passage" else parse_counts
-    return parse(batch, directory, window_ms, received_at_ms)
+    """Parse a batch of gate records of either kind; other kinds are rejected whole."""
+    if batch.kind == "passage":
+        return parse_passages(batch, directory, window_ms, received_at_ms)
+    if batch.kind == "count":
+        return parse_counts(batch, directory, window_ms, received_at_ms)
+    frame, payload = _fields(batch)
+    checks: list[Check] = [(pl.lit(True), f"a {batch.kind} record, not a gate record")]
+    _, rejected = split_rows(frame, checks, payload, batch, received_at_ms)
+    return Parsed(flows=pl.DataFrame(schema=FLOW_SCHEMA), rejected=rejected)

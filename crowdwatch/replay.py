@@ -29,7 +29,7 @@ from crowdwatch.isotime import epoch_ms
 
 HANGZHOU_FIELDS = ("timestamp", "station_idx", "inflow", "outflow")
 HANGZHOU_INTERVAL = "10m"
-TIME_FIELD: dict[RecordKind, str] = {"passage": "ts", "count": "start"}
+TIME_FIELD: dict[RecordKind, str] = {"passage": "ts", "count": "start", "video": "ts"}
 PACE_TICK_S = 0.25
 
 Progress = Callable[[str, int, int], None]
@@ -63,14 +63,16 @@ def detect_kind(columns: list[str], path: Path) -> RecordKind | None:
     names = set(columns)
     if names >= set(HANGZHOU_FIELDS):
         return None
+    if {"camera_id", "rois"} <= names:
+        return "video"
     if "ts" in names and "direction" in names:
         return "passage"
     if {"start", "end"} <= names:
         return "count"
     raise ReplayError(
         f"{path}: cannot tell the record kind from columns {sorted(names)}; expected passage "
-        f"fields {list(PASSAGE_FIELDS)}, count fields {list(COUNT_FIELDS)} or Hangzhou flows "
-        f"{list(HANGZHOU_FIELDS)}"
+        f"fields {list(PASSAGE_FIELDS)}, count fields {list(COUNT_FIELDS)}, Hangzhou flows "
+        f"{list(HANGZHOU_FIELDS)} or camera messages (JSON lines with camera_id and rois)"
     )
 
 
@@ -86,6 +88,20 @@ def _first_json_keys(path: Path) -> list[str]:
     raise ReplayError(f"{path}: no JSON object found in the file")
 
 
+def read_lines(path: Path) -> pl.DataFrame:
+    """The non-blank lines of a text file as one ``payload`` column (read natively)."""
+    lines = pl.read_csv(
+        path,
+        has_header=False,
+        separator="\x00",
+        quote_char=None,
+        new_columns=["payload"],
+        schema_overrides={"payload": pl.String},
+        infer_schema=False,
+    )
+    return lines.filter(pl.col("payload").str.strip_chars() != "")
+
+
 def read_records(path: Path) -> tuple[RecordKind, pl.DataFrame]:
     """Read a recorded file into string columns (or JSON ``payload`` lines) and its kind.
 
@@ -99,11 +115,10 @@ def read_records(path: Path) -> tuple[RecordKind, pl.DataFrame]:
         if suffix == ".csv":
             frame = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
         elif suffix in (".jsonl", ".ndjson"):
-            lines = path.read_text(encoding="utf-8").splitlines()
             kind = detect_kind(_first_json_keys(path), path)
             if kind is None:
                 raise ReplayError(f"{path}: Hangzhou flows are read from CSV only")
-            return kind, pl.DataFrame({"payload": [line for line in lines if line.strip()]})
+            return kind, read_lines(path)
         elif suffix == ".parquet":
             frame = pl.read_parquet(path)
             frame = frame.select(pl.col(c).cast(pl.String) for c in frame.columns)

@@ -15,8 +15,16 @@ from rich.table import Table
 from crowdwatch import registry
 from crowdwatch.replay import FileSource, ReplayFile
 from crowdwatch.settings import Settings
-from crowdwatch.site import load_site
+from crowdwatch.site import Site, load_site
+from crowdwatch.sitesync import sync_site
 from crowdwatch.warehouse import Warehouse
+
+
+def prepare_warehouse(settings: Settings, site: Site) -> None:
+    """Check the warehouse is migrated and mirror the site file into its site tables."""
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.check_tables("zone_metrics", "rejected_events", "site_zones", "video_frames")
+        sync_site(warehouse, site)
 
 
 def run_flow(flow: Dataflow, workers: int) -> None:
@@ -35,8 +43,7 @@ def replay_files(
     """Stream files through a pipeline into the warehouse, with a progress bar per file."""
     site = load_site(settings.site_file)
     build = registry.get(pipeline)
-    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
-        warehouse.check_tables("zone_metrics", "rejected_events")
+    prepare_warehouse(settings, site)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
             "its window; older records go to rejected_events."
         ),
     )
+    video_window_s: int = Field(default=5, gt=0, description="Video headcount window in seconds.")
+    video_horizon_s: int = Field(
+        default=120,
+        gt=0,
+        description="Camera messages later than this behind their station's newest are rejected.",
+    )
     input_path: Path | None = Field(
         default=None,
         description="A recorded file (CSV, JSONL, Parquet) to read when no source is given.",

@@ -168,6 +168,7 @@ class Camera(_Model):
     rois: list[CameraRoi] = Field(min_length=1)
     lines: list[CountingLine] = Field(default_factory=list)
 
+
 class SiteInfo(_Model):
     """The site's name and local time zone (naive timestamps are read in it)."""
 

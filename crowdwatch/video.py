@@ -18,6 +18,7 @@ line to the other between two frames, within the line's extent; the direction de
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,9 +26,14 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
+import pyarrow as pa
+import pyarrow.json as pa_json
 import shapely
 
-from crowdwatch.site import Camera, CountingLine
+from crowdwatch.events import Check, RawBatch, split_rows
+from crowdwatch.isotime import epoch_ms
+from crowdwatch.site import Camera, CountingLine, Site
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -109,7 +115,12 @@ class CameraGeometry:
     def __init__(self, camera: Camera) -> None:
         self.camera = camera
         width, height = camera.resolution
-        whole = [(0.0, 0.0), (float(width), 0.0), (float(width), float(height)), (0.0, float(height))]
+        whole = [
+            (0.0, 0.0),
+            (float(width), 0.0),
+            (float(width), float(height)),
+            (0.0, float(height)),
+        ]
         self.roi_ids = [roi.id for roi in camera.rois]
         self.polygons = [
             shapely.Polygon(roi.polygon_px if roi.polygon_px is not None else whole)
@@ -123,9 +134,7 @@ class CameraGeometry:
         """``(n_points, n_rois)``: whether each point is inside each ROI (edges count)."""
         if x.size == 0:
             return np.zeros((0, len(self.polygons)), dtype=bool)
-        return np.stack(
-            [shapely.intersects_xy(polygon, x, y) for polygon in self.polygons], axis=1
-        )
+        return np.stack([shapely.intersects_xy(polygon, x, y) for polygon in self.polygons], axis=1)
 
     def roi_counts(self, boxes: Floats) -> list[RoiCount]:
         """People per ROI for one frame's ``(n, 4)`` boxes."""
@@ -140,14 +149,14 @@ class CameraGeometry:
         ]
 
 
-def line_crossings(line: CountingLine, before: Floats, after: Floats) -> tuple[int, int]:
-    """How many of the moves ``before[i] → after[i]`` cross ``line`` inwards and outwards.
+def crossing_directions(line: CountingLine, before: Floats, after: Floats) -> Ints:
+    """Per move ``before[i] → after[i]``: +1 if it crosses ``line`` inwards, -1 outwards, else 0.
 
     A move crosses when its start and end are strictly on opposite sides of the line and the
     crossing point lies within the line segment. Inwards is the side ``in_direction`` points to.
     """
     if before.size == 0:
-        return 0, 0
+        return np.zeros(0, dtype=np.int64)
     x1, y1, x2, y2 = line.line_px
     d = np.array([x2 - x1, y2 - y1])
     side_before = d[0] * (before[:, 1] - y1) - d[1] * (before[:, 0] - x1)
@@ -159,6 +168,230 @@ def line_crossings(line: CountingLine, before: Floats, after: Floats) -> tuple[i
     with np.errstate(divide="ignore", invalid="ignore"):
         t = ((before[:, 0] - x1) * move[:, 1] - (before[:, 1] - y1) * move[:, 0]) / -denominator
     crossed &= (t >= 0) & (t <= 1)
-    inward = np.array(IN_VECTORS[line.in_direction])
-    going_in = move @ inward > 0
-    return int((crossed & going_in).sum()), int((crossed & ~going_in).sum())
+    going_in = move @ np.array(IN_VECTORS[line.in_direction]) > 0
+    return np.where(crossed, np.where(going_in, 1, -1), 0).astype(np.int64)
+
+
+def line_crossings(line: CountingLine, before: Floats, after: Floats) -> tuple[int, int]:
+    """How many of the moves ``before[i] → after[i]`` cross ``line`` inwards and outwards."""
+    directions = crossing_directions(line, before, after)
+    return int((directions > 0).sum()), int((directions < 0).sum())
+
+
+# --- decoding camera messages in batches -------------------------------------------------
+
+MESSAGE_SCHEMA = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("frame", pa.int64()),
+        ("ts", pa.string()),
+        ("persons", pa.int64()),
+        ("rois", pa.list_(pa.struct([("id", pa.string()), ("persons", pa.int64())]))),
+        (
+            "lines",
+            pa.list_(pa.struct([("id", pa.string()), ("in", pa.int64()), ("out", pa.int64())])),
+        ),
+    ]
+)
+_PARSE = pa_json.ParseOptions(explicit_schema=MESSAGE_SCHEMA, unexpected_field_behavior="ignore")
+_INTEGERS = ("frame", "persons")
+
+
+def _type_error(message: object) -> str | None:
+    """Why a decoded JSON value does not fit `MESSAGE_SCHEMA`, or None when it does."""
+    if not isinstance(message, dict):
+        return "not a JSON object"
+    if not isinstance(message.get("camera_id", ""), str) or not isinstance(
+        message.get("ts", ""), str
+    ):
+        return "camera_id and ts must be strings"
+    for name in _INTEGERS:
+        value = message.get(name, 0)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return f"{name} must be an integer, got {value!r}"
+    for name, keys in (("rois", ("persons",)), ("lines", ("in", "out"))):
+        items = message.get(name, [])
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            return f"{name} must be a list of objects"
+        for item in items:
+            if not isinstance(item.get("id"), str):
+                return f"every entry of {name} needs a string id"
+            for key in keys:
+                value = item.get(key)
+                if not isinstance(value, int) or isinstance(value, bool):
+                    return f"{name} entry {item.get('id')!r}: {key} must be an integer"
+    return None
+
+
+def decode_messages(payloads: pl.Series) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Decode JSON camera messages; return the decodable ones and ``(index, reason)`` of the rest.
+
+    The whole batch goes through Arrow's JSON reader at once. Only when that fails (a bad line
+    somewhere) is each line checked on its own, so a feed of garbage costs its own batches time
+    but never loses a good message. The table has a ``_row`` column: each message's index.
+    """
+    rows = pa.array(range(payloads.len()), pa.int64())
+    if payloads.len() and payloads.null_count() == 0:
+        data = payloads.str.join("\n").item().encode()
+        try:
+            table = pa_json.read_json(io.BytesIO(data), parse_options=_PARSE)
+            if table.num_rows == payloads.len():
+                return table.append_column("_row", rows), []
+        except pa.ArrowInvalid:
+            pass
+    good: list[dict[str, object]] = []
+    kept: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for index, line in enumerate(payloads.to_list()):
+        try:
+            message = json.loads(line or "")
+        except json.JSONDecodeError:
+            bad.append((index, "not valid JSON"))
+            continue
+        if (reason := _type_error(message)) is not None:
+            bad.append((index, reason))
+            continue
+        good.append(message)
+        kept.append(index)
+    table = pa.Table.from_pylist(good, schema=MESSAGE_SCHEMA)
+    return table.append_column("_row", pa.array(kept, pa.int64())), bad
+
+
+@dataclass(frozen=True)
+class CameraDirectory:
+    """What parsing needs from the site about cameras, as plain mappings."""
+
+    camera_station: dict[str, str]
+    roi_zone: dict[str, str]
+    line_zone: dict[str, str]
+    timezone: str
+
+    @classmethod
+    def from_site(cls, site: Site) -> CameraDirectory:
+        """Build the mappings; ROIs and lines are keyed ``camera_id/roi_id``."""
+        return cls(
+            camera_station={c.id: c.station for c in site.cameras},
+            roi_zone={f"{c.id}/{r.id}": r.zone for c in site.cameras for r in c.rois},
+            line_zone={f"{c.id}/{line.id}": line.zone for c in site.cameras for line in c.lines},
+            timezone=site.site.timezone,
+        )
+
+
+@dataclass(frozen=True)
+class VideoParsed:
+    """One batch of camera messages, validated and flattened.
+
+    Attributes:
+        messages: ``camera_id, station_id, frame, ts_ms, persons`` per message.
+        rois: ``camera_id, station_id, roi_id, zone_id, frame, ts_ms, persons`` per ROI.
+        lines: ``camera_id, station_id, line_id, zone_id, ts_ms, entered, exited`` per line.
+        rejected: rows for ``rejected_events``.
+    """
+
+    messages: pl.DataFrame
+    rois: pl.DataFrame
+    lines: pl.DataFrame
+    rejected: pl.DataFrame
+
+
+def _item_errors(
+    frame: pl.DataFrame, column: str, directory: dict[str, str], counts: tuple[str, ...]
+) -> pl.DataFrame:
+    """Per message, the first problem among its ROI or line entries (``_row``, ``_error``)."""
+    items = (
+        frame.select("_row", "camera_id", pl.col(column))
+        .explode(column)
+        .filter(pl.col(column).is_not_null())
+        .unnest(column)
+    )
+    key = pl.concat_str("camera_id", pl.lit("/"), "id")
+    known = key.is_in(list(directory))
+    negative = pl.any_horizontal(pl.col(c) < 0 for c in counts)
+    kind = "ROI" if column == "rois" else "line"
+    error = (
+        pl.when(~known)
+        .then(pl.format(f"unknown {kind} '{{}}' for camera '{{}}'", "id", "camera_id"))
+        .when(negative)
+        .then(pl.format(f"{kind} '{{}}' has a negative count", "id"))
+    )
+    return (
+        items.select("_row", error.alias("_error"))
+        .filter(pl.col("_error").is_not_null())
+        .group_by("_row")
+        .agg(pl.col("_error").first())
+    )
+
+
+def parse_video(batch: RawBatch, directory: CameraDirectory, received_at_ms: int) -> VideoParsed:
+    """Validate a batch of JSON camera messages and flatten them per ROI and per line."""
+    if batch.frame.columns != ["payload"]:
+        raise ValueError("camera messages come as JSON lines (one payload column)")
+    payloads = batch.frame["payload"].cast(pl.String)
+    table, undecodable = decode_messages(payloads)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.with_columns(
+        epoch_ms(frame["ts"], directory.timezone).alias("ts_ms"),
+        pl.col("camera_id")
+        .replace_strict(directory.camera_station, default=None, return_dtype=pl.String)
+        .alias("station_id"),
+        pl.col("lines").fill_null(pl.lit([], dtype=frame.schema["lines"])),
+    )
+    roi_errors = _item_errors(frame, "rois", directory.roi_zone, ("persons",))
+    line_errors = _item_errors(frame, "lines", directory.line_zone, ("in", "out"))
+    frame = frame.join(roi_errors.rename({"_error": "_roi_error"}), on="_row", how="left").join(
+        line_errors.rename({"_error": "_line_error"}), on="_row", how="left"
+    )
+    checks: list[Check] = [
+        (pl.col("camera_id").is_null(), "camera_id missing"),
+        (pl.col("station_id").is_null(), pl.format("unknown camera '{}'", "camera_id")),
+        (pl.col("ts").is_null(), "ts missing"),
+        (pl.col("ts_ms").is_null(), pl.format("ts '{}' is not an ISO 8601 time", "ts")),
+        (pl.col("frame").is_null(), "frame missing"),
+        (pl.col("frame") < 0, "frame is negative"),
+        (pl.col("persons").is_null(), "persons missing"),
+        (pl.col("persons") < 0, "persons is negative"),
+        (pl.col("rois").is_null(), "rois missing"),
+        (pl.col("_roi_error").is_not_null(), pl.col("_roi_error")),
+        (pl.col("_line_error").is_not_null(), pl.col("_line_error")),
+    ]
+    payload_expr = pl.lit(payloads.fill_null("")).gather(pl.col("_row"))
+    good, rejected = split_rows(frame, checks, payload_expr, batch, received_at_ms)
+    if undecodable:
+        rows, reasons = zip(*undecodable, strict=True)
+        broken = pl.DataFrame({"_row": list(rows), "_reason": list(reasons)})
+        _, more = split_rows(
+            broken, [(pl.lit(True), pl.col("_reason"))], payload_expr, batch, received_at_ms
+        )
+        rejected = pl.concat([rejected, more])
+    keys = ("camera_id", "station_id")
+    rois = (
+        good.select(*keys, "frame", "ts_ms", "rois")
+        .explode("rois")
+        .filter(pl.col("rois").is_not_null())
+        .unnest("rois")
+        .rename({"id": "roi_id"})
+        .with_columns(
+            pl.concat_str("camera_id", pl.lit("/"), "roi_id")
+            .replace_strict(directory.roi_zone, default=None, return_dtype=pl.String)
+            .alias("zone_id")
+        )
+        .select(*keys, "roi_id", "zone_id", "frame", "ts_ms", "persons")
+    )
+    lines = (
+        good.select(*keys, "ts_ms", "lines")
+        .explode("lines")
+        .filter(pl.col("lines").is_not_null())
+        .unnest("lines")
+        .rename({"id": "line_id", "in": "entered", "out": "exited"})
+        .with_columns(
+            pl.concat_str("camera_id", pl.lit("/"), "line_id")
+            .replace_strict(directory.line_zone, default=None, return_dtype=pl.String)
+            .alias("zone_id")
+        )
+        .select(*keys, "line_id", "zone_id", "ts_ms", "entered", "exited")
+    )
+    messages = good.select(*keys, "frame", "ts_ms", "persons")
+    return VideoParsed(messages=messages, rois=rois, lines=lines, rejected=rejected)

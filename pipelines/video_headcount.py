@@ -1,0 +1,157 @@
+"""Video headcounts: people per camera ROI and zone over short windows, and camera health.
+
+Input is micro-batches of camera messages (JSON lines: see `crowdwatch.video`), from the
+DeepStream probe, the CPU detector, stock DeepStream payloads or recorded detections. A batch
+is decoded and validated at once; bad messages go to ``rejected_events``. Per station, a state
+keeps the last two minutes of per-frame ROI counts and writes, for every window the batch
+touched: per camera ROI the frames, mean, max and p90 of the per-frame counts
+(``video_roi_windows``); per zone the cameras combined — summed for disjoint ROIs, max for
+overlapping ones, as the zone says — with line crossings and rates (``video_zone_metrics``);
+each camera's frame rate and state, online, offline or stuck (``camera_health``,
+``camera_status``). Raw per-frame counts go to ``video_frames``.
+
+Run: ``crowdwatch replay messages.jsonl --pipeline video_headcount`` or
+``CROWDWATCH_INPUT_PATH=messages.jsonl python -m bytewax.run "pipelines.video_headcount:build()"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import bytewax.operators as op
+import polars as pl
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from crowdwatch.events import RawBatch
+from crowdwatch.flow import default_sink, default_source, now_ms
+from crowdwatch.headcount import StationVideo
+from crowdwatch.settings import Settings
+from crowdwatch.site import Site, load_site
+from crowdwatch.video import CameraDirectory, VideoParsed, parse_video
+from crowdwatch.warehouse import TableRows
+
+StationBatch = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
+"""A station's messages, ROI rows and line rows from one batch."""
+
+
+def by_station(parsed: VideoParsed) -> Iterable[tuple[str, StationBatch]]:
+    """Split a batch per station, the key of the window state."""
+    if parsed.messages.height == 0:
+        return []
+    rois = parsed.rois.partition_by("station_id", as_dict=True)
+    lines = parsed.lines.partition_by("station_id", as_dict=True)
+    return [
+        (
+            str(key[0]),
+            (
+                messages,
+                rois.get(key, parsed.rois.clear()),
+                lines.get(key, parsed.lines.clear()),
+            ),
+        )
+        for key, messages in parsed.messages.partition_by("station_id", as_dict=True).items()
+    ]
+
+
+def late_rejects(late: pl.DataFrame, horizon_s: int) -> pl.DataFrame:
+    """Messages too late to correct their windows, as ``rejected_events`` rows."""
+    return late.select(
+        pl.lit(now_ms()).cast(pl.Datetime("ms", "UTC")).alias("received_at"),
+        pl.lit("video_headcount").alias("source"),
+        pl.format("late {} frame {} at {}", "camera_id", "frame", "ts_ms").alias("position"),
+        pl.lit(f"later than the video horizon of {horizon_s} s behind the station's newest").alias(
+            "reason"
+        ),
+        pl.struct("camera_id", "frame", "ts_ms").struct.json_encode().alias("payload"),
+    )
+
+
+class StationLogic(StatefulBatchLogic[StationBatch, TableRows, StationVideo | None]):
+    """Feeds a station's batches to its `StationVideo`; wakes up to notice silent cameras.
+
+    Bytewax builds the logic without its key, so the state is created on the first batch,
+    from the station id in it.
+    """
+
+    def __init__(self, site: Site, settings: Settings, state: StationVideo | None) -> None:
+        self.site = site
+        self.settings = settings
+        self.state = state
+
+    def on_batch(self, values: list[StationBatch]) -> tuple[Iterable[TableRows], bool]:
+        """Update the windows with each batch; emit the changed rows per table."""
+        out: list[TableRows] = []
+        for messages, rois, lines in values:
+            if self.state is None:
+                self.state = StationVideo(
+                    str(messages["station_id"][0]),
+                    self.site,
+                    window_s=self.settings.video_window_s,
+                    horizon_s=self.settings.video_horizon_s,
+                )
+            tables, late = self.state.update(messages, rois, lines, time.time_ns())
+            out.extend((table, rows) for table, rows in tables.items() if rows.height)
+            if late.height:
+                out.append(("rejected_events", late_rejects(late, self.settings.video_horizon_s)))
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[TableRows], bool]:
+        """Mark cameras offline that went quiet in wall-clock time."""
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        rows = self.state.silence(time.time_ns())
+        return ([("camera_status", rows)] if rows.height else []), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """When the next camera could time out."""
+        at = None if self.state is None else self.state.next_silence_check_ms()
+        return None if at is None else datetime.fromtimestamp(at / 1000, UTC)
+
+    def snapshot(self) -> StationVideo | None:
+        """A copy of the state (the live one keeps changing)."""
+        return copy.deepcopy(self.state)
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    source: Source[RawBatch] | None = None,
+    sink: Sink[TableRows] | None = None,
+) -> Dataflow:
+    """Build the video headcount dataflow.
+
+    Args:
+        settings: defaults to ``Settings()`` from the environment.
+        source: `RawBatch` items of camera messages; defaults to replaying
+            ``settings.input_path``.
+        sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
+    """
+    config = settings or Settings()
+    site = load_site(config.site_file)
+    directory = CameraDirectory.from_site(site)
+
+    flow = Dataflow("video_headcount")
+    raw = op.input("camera_messages", flow, source or default_source(config, site.site.timezone))
+    # RawBatch of JSON camera messages
+    parsed = op.map("parse", raw, lambda b: parse_video(b, directory, now_ms()))
+    # VideoParsed(messages, rois, lines, rejected)
+    rejected = op.filter_map(
+        "rejected", parsed, lambda p: ("rejected_events", p.rejected) if p.rejected.height else None
+    )
+    # ("rejected_events", frame)
+    per_station = op.flat_map("by_station", parsed, by_station)
+    # (station_id, (messages, rois, lines) of that station)
+    station_rows = op.stateful_batch(
+        "station_video", per_station, lambda resume: StationLogic(site, config, resume)
+    )
+    # (station_id, (table, frame))
+    rows = op.merge("rows", rejected, op.key_rm("tables", station_rows))
+    # (table, frame)
+    op.output("warehouse", rows, sink or default_sink(config))
+    return flow
