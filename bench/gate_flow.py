@@ -10,20 +10,15 @@ headline figure.
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-from bytewax.run import cli_main
+from _harness import timed_replay
 
-from crowdwatch.replay import FileSource, ReplayFile
-from crowdwatch.settings import DEFAULT_SITE_FILE, Settings
+from crowdwatch.settings import DEFAULT_SITE_FILE
 from crowdwatch.simulate import default_surge, simulate_day, write_records
 from crowdwatch.site import load_site
-from crowdwatch.warehouse import Warehouse
 from pipelines.gate_flow import build
 
 
@@ -49,36 +44,25 @@ def main() -> None:
         for i in range(args.workers):
             parts.append(Path(tmp) / f"passages_{i}.csv")
             write_records(records.slice(i * size, size), parts[-1])
-        settings = Settings(data_dir=Path(tmp), batch_rows=args.batch_rows)
-        with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
-            warehouse.migrate()
-            emitted: list[float] = []
-            source = FileSource(
-                [ReplayFile(path, site.site.timezone, args.batch_rows) for path in parts],
-                progress=lambda *_: emitted.append(time.perf_counter()),
-            )
-            flow = build(settings, source=source)
-            start = time.perf_counter()
-            cli_main(flow, workers_per_process=args.workers)
-            elapsed = time.perf_counter() - start
-            stored = warehouse.query(
-                "SELECT toInt64(sum(entries) + sum(exits)) AS n FROM zone_metrics FINAL "
-                "WHERE scope = 'zone'"
-            )["n"][0]
+        run = timed_replay(
+            build,
+            parts,
+            data_dir=Path(tmp),
+            timezone=site.site.timezone,
+            batch_rows=args.batch_rows,
+            workers=args.workers,
+            result_sql="SELECT toInt64(sum(entries) + sum(exits)) AS n FROM zone_metrics FINAL "
+            "WHERE scope = 'zone'",
+        )
+    stored = run.result["n"][0]
     if stored != records.height:
         raise SystemExit(f"counted {stored} of {records.height} records")
-    gaps = np.diff([start, *emitted]) * 1000
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"records: {records.height:,} passages, {len(emitted)} batches of {args.batch_rows:,}, "
+        f"records: {records.height:,} passages, batches of {args.batch_rows:,}, "
         f"{args.workers} worker(s)"
     )
-    print(f"elapsed: {elapsed:.2f} s (file read, parse, windows, occupancy, chDB inserts)")
-    print(
-        f"batch interval p50/p99: {np.percentile(gaps, 50):.0f} / {np.percentile(gaps, 99):.0f} ms"
-    )
-    print(f"peak memory (RSS): {peak_mb:.0f} MB")
-    print(f"throughput: {records.height / elapsed:,.0f} events/s")
+    run.report("file read, parse, windows, occupancy, chDB inserts")
+    print(f"throughput: {records.height / run.elapsed_s:,.0f} events/s")
 
 
 if __name__ == "__main__":

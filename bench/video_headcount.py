@@ -12,19 +12,15 @@ peak memory; the last line is the headline figure.
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from bytewax.run import cli_main
+from _harness import timed_replay
 
-from crowdwatch.replay import FileSource, ReplayFile
-from crowdwatch.settings import DEFAULT_SITE_FILE, REPO_ROOT, Settings
+from crowdwatch.settings import DEFAULT_SITE_FILE, REPO_ROOT
 from crowdwatch.site import load_site
-from crowdwatch.warehouse import Warehouse
 from pipelines.video_headcount import build
 
 MOT = REPO_ROOT.parent / "shared" / "data" / "video_detections" / "mot17_yolov8n_bytetrack"
@@ -105,36 +101,27 @@ def main() -> None:
             paths.append(Path(tmp) / f"messages_{i}.jsonl")
             lines = feed.filter(part == i)["payload"]
             paths[-1].write_text("\n".join(lines) + "\n", encoding="utf-8")
-        settings = Settings(data_dir=Path(tmp), batch_rows=args.batch_rows)
-        with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
-            warehouse.migrate()
-            emitted: list[float] = []
-            source = FileSource(
-                [ReplayFile(path, site.site.timezone, args.batch_rows) for path in paths],
-                progress=lambda *_: emitted.append(time.perf_counter()),
-            )
-            flow = build(settings, source=source)
-            start = time.perf_counter()
-            cli_main(flow, workers_per_process=args.workers)
-            elapsed = time.perf_counter() - start
-            stored = warehouse.query("SELECT count() AS n FROM video_frames")["n"][0]
-            rejected = warehouse.query("SELECT count() AS n FROM rejected_events")["n"][0]
+        run = timed_replay(
+            build,
+            paths,
+            data_dir=Path(tmp),
+            timezone=site.site.timezone,
+            batch_rows=args.batch_rows,
+            workers=args.workers,
+            result_sql="SELECT (SELECT count() FROM video_frames) AS stored, "
+            "(SELECT count() FROM rejected_events) AS rejected",
+        )
+    stored, rejected = run.result.row(0)
     if rejected or stored < feed.height:
         raise SystemExit(
             f"stored {stored} ROI frames of {feed.height} messages, {rejected} rejected"
         )
-    gaps = np.diff([start, *emitted]) * 1000
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"messages: {feed.height:,} from {len(site.cameras)} cameras, "
         f"batches of {args.batch_rows:,}, {args.workers} worker(s)"
     )
-    print(f"elapsed: {elapsed:.2f} s (read, decode, validate, windows, health, chDB inserts)")
-    print(
-        f"batch interval p50/p99: {np.percentile(gaps, 50):.0f} / {np.percentile(gaps, 99):.0f} ms"
-    )
-    print(f"peak memory (RSS): {peak_mb:.0f} MB")
-    print(f"throughput: {feed.height / elapsed:,.0f} messages/s")
+    run.report("read, decode, validate, windows, health, chDB inserts")
+    print(f"throughput: {feed.height / run.elapsed_s:,.0f} messages/s")
 
 
 if __name__ == "__main__":

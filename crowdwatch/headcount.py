@@ -58,8 +58,6 @@ FRAME_SCHEMA = pl.Schema(
     {
         "camera_id": pl.String(),
         "roi_id": pl.String(),
-        "zone_id": pl.String(),
-        "station_id": pl.String(),
         "ts": pl.Datetime("ms", "UTC"),
         "frame": pl.UInt64(),
         "persons": pl.UInt32(),
@@ -215,8 +213,6 @@ class StationVideo:
             "video_frames": new.select(
                 "camera_id",
                 "roi_id",
-                "zone_id",
-                pl.lit(self.station_id).alias("station_id"),
                 _ms("ts_ms").alias("ts"),
                 "frame",
                 "persons",

@@ -152,8 +152,9 @@ class CameraGeometry:
 def crossing_directions(line: CountingLine, before: Floats, after: Floats) -> Ints:
     """Per move ``before[i] → after[i]``: +1 if it crosses ``line`` inwards, -1 outwards, else 0.
 
-    A move crosses when its start and end are strictly on opposite sides of the line and the
-    crossing point lies within the line segment. Inwards is the side ``in_direction`` points to.
+    A move crosses when its start and end are on opposite sides of the line and the crossing
+    point lies within the line segment; a point on the line counts as on its non-negative side.
+    Inwards is the side ``in_direction`` points to.
     """
     if before.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -161,7 +162,9 @@ def crossing_directions(line: CountingLine, before: Floats, after: Floats) -> In
     d = np.array([x2 - x1, y2 - y1])
     side_before = d[0] * (before[:, 1] - y1) - d[1] * (before[:, 0] - x1)
     side_after = d[0] * (after[:, 1] - y1) - d[1] * (after[:, 0] - x1)
-    crossed = side_before * side_after < 0
+    # a point on the line belongs to the non-negative side, so a path that stops on the line
+    # and goes on is counted once, when it leaves it
+    crossed = (side_before >= 0) != (side_after >= 0)
     # where along the line the move crosses it: t in [0, 1] means within the segment
     move = after - before
     denominator = move[:, 0] * d[1] - move[:, 1] * d[0]
@@ -296,32 +299,39 @@ class VideoParsed:
     rejected: pl.DataFrame
 
 
-def _item_errors(
-    frame: pl.DataFrame, column: str, directory: dict[str, str], counts: tuple[str, ...]
-) -> pl.DataFrame:
-    """Per message, the first problem among its ROI or line entries (``_row``, ``_error``)."""
+def _flatten(
+    frame: pl.DataFrame, column: str, zones: dict[str, str], counts: tuple[str, ...]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The ROI or line entries of every message, one row each, with their zone.
+
+    Also, per message, the first problem among its entries (``_row``, ``_error``).
+    """
     items = (
-        frame.select("_row", "camera_id", pl.col(column))
+        frame.select("_row", "camera_id", "station_id", "frame", "ts_ms", column)
         .explode(column)
         .filter(pl.col(column).is_not_null())
         .unnest(column)
+        .with_columns(
+            pl.concat_str("camera_id", pl.lit("/"), "id")
+            .replace_strict(zones, default=None, return_dtype=pl.String)
+            .alias("zone_id")
+        )
     )
-    key = pl.concat_str("camera_id", pl.lit("/"), "id")
-    known = key.is_in(list(directory))
-    negative = pl.any_horizontal(pl.col(c) < 0 for c in counts)
     kind = "ROI" if column == "rois" else "line"
-    error = (
-        pl.when(~known)
-        .then(pl.format(f"unknown {kind} '{{}}' for camera '{{}}'", "id", "camera_id"))
-        .when(negative)
-        .then(pl.format(f"{kind} '{{}}' has a negative count", "id"))
-    )
-    return (
-        items.select("_row", error.alias("_error"))
-        .filter(pl.col("_error").is_not_null())
+    negative = pl.any_horizontal(pl.col(c) < 0 for c in counts)
+    errors = (
+        items.filter(pl.col("zone_id").is_null() | negative)
+        .select(
+            "_row",
+            pl.when(pl.col("zone_id").is_null())
+            .then(pl.format(f"unknown {kind} '{{}}' for camera '{{}}'", "id", "camera_id"))
+            .otherwise(pl.format(f"{kind} '{{}}' has a negative count", "id"))
+            .alias("_error"),
+        )
         .group_by("_row")
         .agg(pl.col("_error").first())
     )
+    return items, errors
 
 
 def parse_video(batch: RawBatch, directory: CameraDirectory, received_at_ms: int) -> VideoParsed:
@@ -339,8 +349,8 @@ def parse_video(batch: RawBatch, directory: CameraDirectory, received_at_ms: int
         .alias("station_id"),
         pl.col("lines").fill_null(pl.lit([], dtype=frame.schema["lines"])),
     )
-    roi_errors = _item_errors(frame, "rois", directory.roi_zone, ("persons",))
-    line_errors = _item_errors(frame, "lines", directory.line_zone, ("in", "out"))
+    rois, roi_errors = _flatten(frame, "rois", directory.roi_zone, ("persons",))
+    lines, line_errors = _flatten(frame, "lines", directory.line_zone, ("in", "out"))
     frame = frame.join(roi_errors.rename({"_error": "_roi_error"}), on="_row", how="left").join(
         line_errors.rename({"_error": "_line_error"}), on="_row", how="left"
     )
@@ -367,31 +377,17 @@ def parse_video(batch: RawBatch, directory: CameraDirectory, received_at_ms: int
         )
         rejected = pl.concat([rejected, more])
     keys = ("camera_id", "station_id")
-    rois = (
-        good.select(*keys, "frame", "ts_ms", "rois")
-        .explode("rois")
-        .filter(pl.col("rois").is_not_null())
-        .unnest("rois")
-        .rename({"id": "roi_id"})
-        .with_columns(
-            pl.concat_str("camera_id", pl.lit("/"), "roi_id")
-            .replace_strict(directory.roi_zone, default=None, return_dtype=pl.String)
-            .alias("zone_id")
-        )
-        .select(*keys, "roi_id", "zone_id", "frame", "ts_ms", "persons")
+    kept = good.select("_row")
+    rois = rois.join(kept, on="_row", how="semi").select(
+        *keys, pl.col("id").alias("roi_id"), "zone_id", "frame", "ts_ms", "persons"
     )
-    lines = (
-        good.select(*keys, "ts_ms", "lines")
-        .explode("lines")
-        .filter(pl.col("lines").is_not_null())
-        .unnest("lines")
-        .rename({"id": "line_id", "in": "entered", "out": "exited"})
-        .with_columns(
-            pl.concat_str("camera_id", pl.lit("/"), "line_id")
-            .replace_strict(directory.line_zone, default=None, return_dtype=pl.String)
-            .alias("zone_id")
-        )
-        .select(*keys, "line_id", "zone_id", "ts_ms", "entered", "exited")
+    lines = lines.join(kept, on="_row", how="semi").select(
+        *keys,
+        pl.col("id").alias("line_id"),
+        "zone_id",
+        "ts_ms",
+        pl.col("in").alias("entered"),
+        pl.col("out").alias("exited"),
     )
     messages = good.select(*keys, "frame", "ts_ms", "persons")
     return VideoParsed(messages=messages, rois=rois, lines=lines, rejected=rejected)

@@ -40,10 +40,11 @@ def parse(lines: list[str]):  # type: ignore[no-untyped-def]
 
 def test_crossings_need_both_sides_and_the_segment() -> None:
     line = CountingLine(id="l", zone="z", line_px=(100, 0, 100, 50), in_direction="right")
-    before = np.array([[90.0, 10], [110, 10], [90, 80], [90, 10], [100, 10]])
-    after = np.array([[110.0, 10], [90, 10], [110, 80], [95, 10], [110, 10]])
-    # in, out, below the segment's end, not across, starting on the line (not strictly across)
-    assert crossing_directions(line, before, after).tolist() == [1, -1, 0, 0, 0]
+    before = np.array([[90.0, 10], [110, 10], [90, 80], [90, 10], [90, 10], [100, 10]])
+    after = np.array([[110.0, 10], [90, 10], [110, 80], [95, 10], [100, 10], [110, 10]])
+    # in, out, below the segment's end, not across; then a path that stops on the line and
+    # goes on counts once, not twice
+    assert crossing_directions(line, before, after).tolist() == [1, -1, 0, 0, 0, 1]
     upward = CountingLine(id="l", zone="z", line_px=(0, 100, 200, 100), in_direction="up")
     assert crossing_directions(
         upward, np.array([[50.0, 120]]), np.array([[60.0, 90]])

@@ -2,13 +2,12 @@
 -- Window tables are ReplacingMergeTree(version), one row per key and window, read with FINAL:
 -- a window is rewritten as its frames arrive and when a late frame corrects it.
 
--- Raw per-frame people per camera ROI. Raw data: expires 7 days after it was written.
+-- Raw per-frame people per camera ROI (its zone and station are in site_cameras and the
+-- site file). Raw data: expires 7 days after it was written.
 CREATE TABLE IF NOT EXISTS video_frames
 (
     camera_id LowCardinality(String),
     roi_id LowCardinality(String),
-    zone_id LowCardinality(String),
-    station_id LowCardinality(String),
     ts DateTime64(3, 'UTC') COMMENT 'capture time',
     frame UInt64,
     persons UInt32,

@@ -214,3 +214,26 @@ def test_messages_later_than_the_horizon_are_rejected(
     assert rejected["reason"].unique().to_list() == [
         "later than the video horizon of 120 s behind the station's newest"
     ]
+
+
+def test_the_cpu_detector_on_real_video_lands_in_the_warehouse(
+    settings: Settings, warehouse: Warehouse
+) -> None:
+    from detectors.cpu_hog import detect
+
+    video = SHARED_DATA / "video" / "vtest.avi"
+    if not video.exists():
+        pytest.skip(f"real data missing: {video}")
+    messages = list(detect(video, SITE.camera_by_id["WLK-CAM01"], start_ms=T0_MS, max_frames=20))
+    assert len(messages) == 20
+    run_main(build(settings, source=TestingSource(batches(messages, size=7))))
+    stored = warehouse.query(
+        "SELECT frame, persons FROM video_frames FINAL WHERE camera_id = 'WLK-CAM01' ORDER BY frame"
+    )
+    assert stored.rows() == [(m.frame, m.rois[0].persons) for m in messages]
+    assert stored["persons"].sum() > 0  # the video shows people walking
+    zone = warehouse.query(
+        "SELECT sum(headcount * rois) > 0 AS seen, max(window_s) AS w "
+        "FROM video_zone_metrics FINAL WHERE zone_id = 'WLK-lakeside'"
+    )
+    assert zone.rows() == [(True, 5)]
