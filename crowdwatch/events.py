@@ -26,7 +26,7 @@ import polars as pl
 from crowdwatch.isotime import epoch_ms
 from crowdwatch.site import Site
 
-RecordKind = Literal["passage", "count", "video"]
+RecordKind = Literal["passage", "count", "video", "deepstream_full", "deepstream_minimal"]
 
 PASSAGE_FIELDS = ("ts", "gate_id", "station_id", "direction", "ticket_type")
 COUNT_FIELDS = ("start", "end", "gate_id", "station_id", "entries", "exits")
@@ -35,6 +35,8 @@ FIELDS: dict[RecordKind, tuple[str, ...]] = {
     "passage": PASSAGE_FIELDS,
     "count": COUNT_FIELDS,
     "video": VIDEO_FIELDS,
+    "deepstream_full": ("@timestamp", "sensor", "object"),
+    "deepstream_minimal": ("@timestamp", "sensorId", "objects"),
 }
 
 FLOW_SCHEMA = pl.Schema(
@@ -70,7 +72,8 @@ class RawBatch:
 
     Attributes:
         source: where the records came from, e.g. ``file:flows.csv`` (stored with rejects).
-        kind: ``passage`` or ``count`` (gate records), ``video`` (camera messages).
+        kind: ``passage`` or ``count`` (gate records), ``video`` (camera messages),
+            ``deepstream_full`` or ``deepstream_minimal`` (stock DeepStream nvmsgconv payloads).
         frame: string columns named as in `FIELDS`, or one ``payload`` column of JSON lines.
         first_row: the position of the first row in its source (a file row, a stream offset),
             when the source has stable positions. A rejected row is stored under its position,

@@ -29,7 +29,13 @@ from crowdwatch.isotime import epoch_ms
 
 HANGZHOU_FIELDS = ("timestamp", "station_idx", "inflow", "outflow")
 HANGZHOU_INTERVAL = "10m"
-TIME_FIELD: dict[RecordKind, str] = {"passage": "ts", "count": "start", "video": "ts"}
+TIME_FIELD: dict[RecordKind, str] = {
+    "passage": "ts",
+    "count": "start",
+    "video": "ts",
+    "deepstream_full": "@timestamp",
+    "deepstream_minimal": "@timestamp",
+}
 PACE_TICK_S = 0.25
 
 Progress = Callable[[str, int, int], None]
@@ -65,6 +71,10 @@ def detect_kind(columns: list[str], path: Path) -> RecordKind | None:
         return None
     if {"camera_id", "rois"} <= names:
         return "video"
+    if {"sensorId", "objects"} <= names:
+        return "deepstream_minimal"
+    if {"sensor", "object", "@timestamp"} <= names:
+        return "deepstream_full"
     if "ts" in names and "direction" in names:
         return "passage"
     if {"start", "end"} <= names:
@@ -72,7 +82,8 @@ def detect_kind(columns: list[str], path: Path) -> RecordKind | None:
     raise ReplayError(
         f"{path}: cannot tell the record kind from columns {sorted(names)}; expected passage "
         f"fields {list(PASSAGE_FIELDS)}, count fields {list(COUNT_FIELDS)}, Hangzhou flows "
-        f"{list(HANGZHOU_FIELDS)} or camera messages (JSON lines with camera_id and rois)"
+        f"{list(HANGZHOU_FIELDS)}, camera messages (JSON lines with camera_id and rois) or "
+        "DeepStream nvmsgconv payloads (full: sensor, object; minimal: sensorId, objects)"
     )
 
 

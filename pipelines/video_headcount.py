@@ -1,7 +1,8 @@
 """Video headcounts: people per camera ROI and zone over short windows, and camera health.
 
-Input is micro-batches of camera messages (JSON lines: see `crowdwatch.video`), from the
-DeepStream probe, the CPU detector, stock DeepStream payloads or recorded detections. A batch
+Input is micro-batches of camera messages (JSON lines: see `crowdwatch.video`) from the
+DeepStream probe, the CPU detector or recorded detections, or of stock DeepStream nvmsgconv
+payloads (full or minimal schema), which are counted into the same messages. A batch
 is decoded and validated at once; bad messages go to ``rejected_events``. Per station, a state
 keeps the last two minutes of per-frame ROI counts and writes, for every window the batch
 touched: per camera ROI the frames, mean, max and p90 of the per-frame counts
@@ -28,13 +29,14 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from crowdwatch.events import RawBatch
+from crowdwatch.events import Check, RawBatch, split_rows
 from crowdwatch.flow import default_sink, default_source, now_ms
 from crowdwatch.headcount import StationVideo
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
 from crowdwatch.video import CameraDirectory, VideoParsed, parse_video
 from crowdwatch.warehouse import TableRows
+from detectors.deepstream import stock
 
 StationBatch = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
 """A station's messages, ROI rows and line rows from one batch."""
@@ -57,6 +59,50 @@ def by_station(parsed: VideoParsed) -> Iterable[tuple[str, StationBatch]]:
         )
         for key, messages in parsed.messages.partition_by("station_id", as_dict=True).items()
     ]
+
+
+STOCK_PARSERS = {"deepstream_full": stock.parse_full, "deepstream_minimal": stock.parse_minimal}
+STOCK_SENSOR = {"deepstream_full": "$.sensor.id", "deepstream_minimal": "$.sensorId"}
+
+
+def parse_stock(
+    batch: RawBatch, site: Site, directory: CameraDirectory, received_at_ms: int
+) -> VideoParsed:
+    """Stock DeepStream payloads → people per camera and frame → the camera message path.
+
+    Payloads that do not parse, and those of cameras the site does not know, are rejected with
+    the reason. A full-schema frame (one message per object) must arrive within one batch.
+    """
+    payloads = batch.frame["payload"].cast(pl.String).fill_null("")
+    parsed = STOCK_PARSERS[batch.kind](payloads.to_list())
+    messages, unknown = stock.to_messages(parsed.detections, site, frames=parsed.frames)
+    lines = pl.DataFrame(
+        {"payload": [m.to_json(site.tz) for m in messages]}, schema={"payload": pl.String}
+    )
+    video = parse_video(RawBatch(batch.source, "video", lines), directory, received_at_ms)
+    reasons = {payload: reason for payload, reason in parsed.rejected}
+    sensors = payloads.str.json_path_match(STOCK_SENSOR[batch.kind])
+    rows = pl.DataFrame({"_row": range(payloads.len()), "payload": payloads, "sensor": sensors})
+    checks: list[Check] = [
+        (
+            pl.col("payload").is_in(list(reasons)),
+            pl.col("payload").replace_strict(reasons, default=None),
+        ),
+        (pl.col("sensor").is_in(unknown), pl.format("unknown camera '{}'", "sensor")),
+    ]
+    _, rejected = split_rows(rows, checks, pl.col("payload"), batch, received_at_ms)
+    return VideoParsed(
+        video.messages, video.rois, video.lines, pl.concat([rejected, video.rejected])
+    )
+
+
+def parse_camera_batch(
+    batch: RawBatch, site: Site, directory: CameraDirectory, received_at_ms: int
+) -> VideoParsed:
+    """Parse our camera messages or stock DeepStream payloads."""
+    if batch.kind in STOCK_PARSERS:
+        return parse_stock(batch, site, directory, received_at_ms)
+    return parse_video(batch, directory, received_at_ms)
 
 
 def late_rejects(late: pl.DataFrame, horizon_s: int) -> pl.DataFrame:
@@ -139,7 +185,7 @@ def build(
     flow = Dataflow("video_headcount")
     raw = op.input("camera_messages", flow, source or default_source(config, site.site.timezone))
     # RawBatch of JSON camera messages
-    parsed = op.map("parse", raw, lambda b: parse_video(b, directory, now_ms()))
+    parsed = op.map("parse", raw, lambda b: parse_camera_batch(b, site, directory, now_ms()))
     # VideoParsed(messages, rois, lines, rejected)
     rejected = op.filter_map(
         "rejected", parsed, lambda p: ("rejected_events", p.rejected) if p.rejected.height else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -237,3 +238,42 @@ def test_the_cpu_detector_on_real_video_lands_in_the_warehouse(
         "FROM video_zone_metrics FINAL WHERE zone_id = 'WLK-lakeside'"
     )
     assert zone.rows() == [(True, 5)]
+
+
+SAMPLES = Path(__file__).parent.parent / "detectors" / "samples"
+
+
+def stock_payload(name: str, camera: str, timestamp: str) -> str:
+    doc = json.loads((SAMPLES / name).read_text(encoding="utf-8"))
+    doc["@timestamp"] = timestamp
+    if "sensorId" in doc:
+        doc["sensorId"] = camera
+    else:
+        doc["sensor"]["id"] = camera
+    return json.dumps(doc)
+
+
+def test_stock_deepstream_payloads_count_people_and_reject_the_rest(
+    settings: Settings, warehouse: Warehouse
+) -> None:
+    minimal = [
+        stock_payload("minimal_person_frame.json", "CTR-CAM03", "2026-11-20T00:00:00.000Z"),
+        stock_payload("minimal_person_frame.json", "CAM-NOWHERE", "2026-11-20T00:00:00.040Z"),
+        '{"version": "4.0", "sensorId": "CTR-CAM03"}',
+    ]
+    full = [
+        stock_payload("full_deepstream_test4_person.json", "STD-CAM01", "2026-11-20T00:00:01.000Z")
+    ]
+    feed = [
+        RawBatch("ds-min", "deepstream_minimal", pl.DataFrame({"payload": minimal}), 0),
+        RawBatch("ds-full", "deepstream_full", pl.DataFrame({"payload": full}), 0),
+    ]
+    run_main(build(settings, source=TestingSource(feed)))
+    stored = warehouse.query("SELECT camera_id, persons FROM video_frames FINAL ORDER BY camera_id")
+    # the minimal frame holds two people and a bag; the full message one person
+    assert stored.rows() == [("CTR-CAM03", 2), ("STD-CAM01", 1)]
+    rejected = warehouse.query(
+        "SELECT source, position, reason FROM rejected_events FINAL ORDER BY position"
+    )
+    assert rejected.rows()[0] == ("ds-min", "row 1", "unknown camera 'CAM-NOWHERE'")
+    assert rejected.rows()[1] == ("ds-min", "row 2", "missing key '@timestamp'")
