@@ -26,7 +26,7 @@ import polars as pl
 from crowdwatch.isotime import epoch_ms
 from crowdwatch.site import Site
 
-RecordKind = Literal["passage", "count", "video", "deepstream_full", "deepstream_minimal"]
+RecordKind = Literal["passage", "count", "video", "deepstream_full", "deepstream_minimal", "call"]
 
 PASSAGE_FIELDS = ("ts", "gate_id", "station_id", "direction", "ticket_type")
 COUNT_FIELDS = ("start", "end", "gate_id", "station_id", "entries", "exits")
@@ -37,6 +37,23 @@ FIELDS: dict[RecordKind, tuple[str, ...]] = {
     "video": VIDEO_FIELDS,
     "deepstream_full": ("@timestamp", "sensor", "object"),
     "deepstream_minimal": ("@timestamp", "sensorId", "objects"),
+    "call": (
+        "call_id",
+        "received_at",
+        "updated_at",
+        "lat",
+        "lon",
+        "district",
+        "address",
+        "category_code",
+        "category_text",
+        "priority",
+        "status",
+        "caller_phone",
+        "caller_name",
+        "caller_id_number",
+        "description",
+    ),
 }
 
 FLOW_SCHEMA = pl.Schema(
@@ -73,7 +90,8 @@ class RawBatch:
     Attributes:
         source: where the records came from, e.g. ``file:flows.csv`` (stored with rejects).
         kind: ``passage`` or ``count`` (gate records), ``video`` (camera messages),
-            ``deepstream_full`` or ``deepstream_minimal`` (stock DeepStream nvmsgconv payloads).
+            ``deepstream_full`` or ``deepstream_minimal`` (stock DeepStream nvmsgconv payloads),
+            ``call`` (110 emergency-call records).
         frame: string columns named as in `FIELDS`, or one ``payload`` column of JSON lines.
         first_row: the position of the first row in its source (a file row, a stream offset),
             when the source has stable positions. A rejected row is stored under its position,
@@ -122,7 +140,7 @@ class GateDirectory:
         )
 
 
-def _fields(batch: RawBatch) -> tuple[pl.DataFrame, pl.Expr]:
+def record_fields(batch: RawBatch) -> tuple[pl.DataFrame, pl.Expr]:
     """Every field of the batch's kind as a string column, and how to rebuild a row's payload.
 
     JSON lines are read field by field with a JSON path; their payload is the line itself.
@@ -250,7 +268,7 @@ def parse_passages(
     batch: RawBatch, directory: GateDirectory, window_ms: int, received_at_ms: int
 ) -> Parsed:
     """Parse one-record-per-passage rows into per-window entries and exits per zone."""
-    frame, payload = _fields(batch)
+    frame, payload = record_fields(batch)
     frame = _lookup(frame, directory)
     frame = frame.with_columns(
         epoch_ms(frame["ts"], directory.timezone).alias("_ts"),
@@ -303,7 +321,7 @@ def parse_counts(
     An interval that spans several windows is split in proportion to the overlap, rounded so
     that the parts add up to the interval's count exactly.
     """
-    frame, payload = _fields(batch)
+    frame, payload = record_fields(batch)
     frame = _lookup(frame, directory)
     frame = frame.with_columns(
         epoch_ms(frame["start"], directory.timezone).alias("_start"),
@@ -379,7 +397,7 @@ def parse_batch(
         return parse_passages(batch, directory, window_ms, received_at_ms)
     if batch.kind == "count":
         return parse_counts(batch, directory, window_ms, received_at_ms)
-    frame, payload = _fields(batch)
+    frame, payload = record_fields(batch)
     checks: list[Check] = [(pl.lit(True), f"a {batch.kind} record, not a gate record")]
     _, rejected = split_rows(frame, checks, payload, batch, received_at_ms)
     return Parsed(flows=pl.DataFrame(schema=FLOW_SCHEMA), rejected=rejected)

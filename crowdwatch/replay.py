@@ -29,12 +29,14 @@ from crowdwatch.isotime import epoch_ms
 
 HANGZHOU_FIELDS = ("timestamp", "station_idx", "inflow", "outflow")
 HANGZHOU_INTERVAL = "10m"
+SEATTLE_FIELDS = ("Address", "Type", "Datetime", "Latitude", "Longitude", "Incident Number")
 TIME_FIELD: dict[RecordKind, str] = {
     "passage": "ts",
     "count": "start",
     "video": "ts",
     "deepstream_full": "@timestamp",
     "deepstream_minimal": "@timestamp",
+    "call": "received_at",
 }
 PACE_TICK_S = 0.25
 
@@ -64,13 +66,48 @@ def hangzhou_to_counts(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def seattle_to_calls(frame: pl.DataFrame) -> pl.DataFrame:
+    """Turn Seattle Fire 911 records into canonical call records (string columns).
+
+    Their time is US text (``11/09/2011 10:04:00 PM +0000``), or, in a dozen records, ISO text
+    with hour 24 for the hour after midnight; it becomes ISO 8601. Rows whose time does not
+    parse keep the original text, so that they are rejected with it.
+    """
+    text = pl.col("Datetime").str.strip_chars()
+    us = text.str.to_datetime("%m/%d/%Y %I:%M:%S %p %z", strict=False, time_unit="ms")
+    # a few records are ISO with hour 24 for the hour after midnight: 2011-10-24T24:22 is
+    # 2011-10-25T00:22
+    past_midnight = (
+        text.str.replace(r"T24:", "T00:")
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S%z", strict=False, time_unit="ms")
+        .dt.offset_by("1d")
+    )
+    iso = (
+        pl.when(text.str.contains(r"^\d{4}-\d{2}-\d{2}T24:"))
+        .then(past_midnight)
+        .otherwise(us)
+        .dt.convert_time_zone("UTC")
+        .dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+    )
+    return frame.select(
+        pl.col("Incident Number").alias("call_id"),
+        pl.coalesce(iso, text).alias("received_at"),
+        pl.col("Latitude").alias("lat"),
+        pl.col("Longitude").alias("lon"),
+        pl.col("Address").alias("address"),
+        pl.col("Type").alias("category_text"),
+    )
+
+
 def detect_kind(columns: list[str], path: Path) -> RecordKind | None:
-    """The record kind of a layout, or None for Hangzhou flows (converted to counts)."""
+    """The record kind of a layout, or None for layouts converted on reading."""
     names = set(columns)
-    if names >= set(HANGZHOU_FIELDS):
+    if names >= set(HANGZHOU_FIELDS) or names >= set(SEATTLE_FIELDS):
         return None
     if {"camera_id", "rois"} <= names:
         return "video"
+    if {"call_id", "received_at"} <= names:
+        return "call"
     if {"sensorId", "objects"} <= names:
         return "deepstream_minimal"
     if {"sensor", "object", "@timestamp"} <= names:
@@ -128,7 +165,7 @@ def read_records(path: Path) -> tuple[RecordKind, pl.DataFrame]:
         elif suffix in (".jsonl", ".ndjson"):
             kind = detect_kind(_first_json_keys(path), path)
             if kind is None:
-                raise ReplayError(f"{path}: Hangzhou flows are read from CSV only")
+                raise ReplayError(f"{path}: Hangzhou and Seattle layouts are read from CSV only")
             return kind, read_lines(path)
         elif suffix == ".parquet":
             frame = pl.read_parquet(path)
@@ -138,9 +175,11 @@ def read_records(path: Path) -> tuple[RecordKind, pl.DataFrame]:
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ReplayError(f"{path}: cannot read: {exc}") from exc
     kind = detect_kind(frame.columns, path)
-    if kind is None:
+    if kind is not None:
+        return kind, frame
+    if set(HANGZHOU_FIELDS) <= set(frame.columns):
         return "count", hangzhou_to_counts(frame)
-    return kind, frame
+    return "call", seattle_to_calls(frame)
 
 
 def _event_times(kind: RecordKind, frame: pl.DataFrame, timezone: str) -> npt.NDArray[np.int64]:

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SITE_FILE = REPO_ROOT / "infra" / "sites" / "example_interchange.yaml"
 DEFAULT_DATA_DIR = REPO_ROOT / ".crowdwatch"
+DEFAULT_CATEGORIES_FILE = REPO_ROOT / "infra" / "calls" / "categories.yaml"
 
 
 class Settings(BaseSettings):
@@ -54,6 +55,20 @@ class Settings(BaseSettings):
         default=120,
         gt=0,
         description="Camera messages later than this behind their station's newest are rejected.",
+    )
+    call_categories_file: Path = Field(
+        default=DEFAULT_CATEGORIES_FILE,
+        description="Dispatch categories → crowd-safety groups and weights.",
+    )
+    caller_hash_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key for the keyed hash of caller phone numbers (links repeat callers); without it "
+            "phone numbers are dropped."
+        ),
+    )
+    burst_threshold: float = Field(
+        default=4.0, gt=0, description="Call burst alert: -log10 of the Poisson tail."
     )
     input_path: Path | None = Field(
         default=None,
