@@ -80,6 +80,39 @@ class BalanceModel(_Model):
 OccupancyModel = Annotated[DwellModel | BalanceModel, Field(discriminator="model")]
 
 
+Role = Literal["station_master", "transit_police", "local_police", "street_office"]
+"""Who responds to a big crowd at a station, as metro stations organise it."""
+
+Level = Literal["blue", "yellow", "orange", "red"]
+"""The four-colour big-crowd warning levels, lowest first."""
+
+
+class Contact(_Model):
+    """How to reach one role at one station: a name and a webhook for alert events."""
+
+    name: str
+    webhook: str | None = Field(default=None, pattern=r"^https?://\S+$")
+
+
+_YELLOW: tuple[Role, ...] = ("station_master",)
+_ORANGE: tuple[Role, ...] = ("station_master", "transit_police")
+_RED: tuple[Role, ...] = ("station_master", "transit_police", "local_police", "street_office")
+
+
+class Routing(_Model):
+    """Which roles each warning level calls; each level's list should include the lower's."""
+
+    blue: list[Role] = Field(default_factory=list)
+    yellow: list[Role] = Field(default_factory=lambda: list(_YELLOW))
+    orange: list[Role] = Field(default_factory=lambda: list(_ORANGE))
+    red: list[Role] = Field(default_factory=lambda: list(_RED))
+
+    def roles(self, level: Level) -> list[Role]:
+        """The roles called at ``level``."""
+        roles: list[Role] = getattr(self, level)
+        return roles
+
+
 class Station(_Model):
     """A station, transport hub or venue: a group of zones."""
 
@@ -92,6 +125,12 @@ class Station(_Model):
     entry_zone: str | None = Field(
         default=None,
         description="The zone that station-level gate counts (no gate id) are attributed to.",
+    )
+    contacts: dict[Role, Contact] = Field(
+        default_factory=dict, description="Who to call at this station, by role."
+    )
+    routing: Routing | None = Field(
+        default=None, description="This station's routing, instead of the site's."
     )
 
 
@@ -197,6 +236,7 @@ class Site(_Model):
     zones: list[Zone] = Field(min_length=1)
     gates: list[Gate] = Field(default_factory=list)
     cameras: list[Camera] = Field(default_factory=list)
+    routing: Routing = Field(default_factory=Routing)
 
     @model_validator(mode="after")
     def _check_references(self) -> Site:
@@ -272,6 +312,12 @@ class Site(_Model):
     def gate_by_id(self) -> dict[str, Gate]:
         """Gates by id."""
         return {g.id: g for g in self.gates}
+
+    def routes(self, station_id: str, level: Level) -> list[tuple[Role, Contact | None]]:
+        """Who to call at ``level`` at a station: each role and its contact (None if unset)."""
+        station = self.station_by_id[station_id]
+        routing = station.routing or self.routing
+        return [(role, station.contacts.get(role)) for role in routing.roles(level)]
 
     def zones_of(self, station_id: str) -> list[Zone]:
         """The zones of a station, in file order."""
