@@ -145,6 +145,13 @@ class Zone(_Model):
     capacity: int = Field(gt=0)
     geometry: Polygon | Circle | None = None
     occupancy: OccupancyModel = Field(default_factory=DwellModel)
+    headcount_from: Literal["auto", "video", "gates", "max"] = Field(
+        default="auto",
+        description=(
+            "where the zone's headcount comes from: video (cameras), gates (the occupancy "
+            "model), max (both, the larger); auto: video when a camera watches the zone"
+        ),
+    )
     video_combine: Literal["sum", "max"] = Field(
         default="sum",
         description=(
