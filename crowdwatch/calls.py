@@ -32,7 +32,7 @@ import polars as pl
 import shapely
 
 from crowdwatch.calls_categories import Categories
-from crowdwatch.events import Check, RawBatch, record_fields, split_rows
+from crowdwatch.events import FIELDS, Check, RawBatch, record_fields, split_rows
 from crowdwatch.isotime import epoch_ms
 from crowdwatch.privacy import keyed_hash, scrub_text
 from crowdwatch.site import Circle, Polygon, Site
@@ -264,18 +264,5 @@ def parse_calls(
     return calls, rejected
 
 
-FIELDS_STORED_IN_REJECTS = (
-    "call_id",
-    "received_at",
-    "updated_at",
-    "lat",
-    "lon",
-    "district",
-    "address",
-    "category_code",
-    "category_text",
-    "priority",
-    "status",
-    "description",
-)
+FIELDS_STORED_IN_REJECTS = tuple(f for f in FIELDS["call"] if f not in CALLER_FIELDS)
 """What a rejected call's stored payload keeps: no caller fields, text already scrubbed."""

@@ -23,8 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from crowdwatch.yamlfile import load_yaml_model
 
 __all__ = ["OTHER", "Categories", "CategoriesError", "CategoryGroup", "load_categories"]
 
@@ -154,10 +155,6 @@ class Categories(BaseModel):
         )
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def load_categories(path: Path | str) -> Categories:
     """Load and validate a categories file.
 
@@ -165,20 +162,10 @@ def load_categories(path: Path | str) -> Categories:
         CategoriesError: the file is missing, is not YAML, or a field is wrong; the message
             names the file and the field.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CategoriesError(f"{path}: categories file not found") from None
-    except yaml.YAMLError as exc:
-        raise CategoriesError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise CategoriesError(f"{path}: expected a mapping with a list of groups")
-    try:
-        return Categories.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{_location(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
-        raise CategoriesError(f"{path}: {problems}") from None
+    return load_yaml_model(
+        path,
+        Categories,
+        CategoriesError,
+        missing="categories file not found (set CROWDWATCH_CALL_CATEGORIES_FILE)",
+        expected="a list of groups",
+    )

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from crowdwatch.yamlfile import load_yaml_model
 
 
 class SiteError(ValueError):
@@ -339,10 +340,6 @@ class Site(_Model):
         return zones[0].id if len(zones) == 1 else None
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def load_site(path: Path | str) -> Site:
     """Load and validate a site file.
 
@@ -350,20 +347,10 @@ def load_site(path: Path | str) -> Site:
         SiteError: the file is missing, is not YAML, or a field is wrong; the message names
             the file and the field.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SiteError(f"{path}: site file not found (set CROWDWATCH_SITE_FILE)") from None
-    except yaml.YAMLError as exc:
-        raise SiteError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise SiteError(f"{path}: expected a mapping with site, stations and zones")
-    try:
-        return Site.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{_location(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
-        raise SiteError(f"{path}: {problems}") from None
+    return load_yaml_model(
+        path,
+        Site,
+        SiteError,
+        missing="site file not found (set CROWDWATCH_SITE_FILE)",
+        expected="site, stations and zones",
+    )
