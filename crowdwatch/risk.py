@@ -10,7 +10,8 @@ reason (which threshold, which values).
 
 Fused headcount, by the zone's ``headcount_from`` rule: ``video`` (cameras see the zone, e.g. a
 platform), ``gates`` (occupancy from the gate model, e.g. an enclosed venue), ``max`` (both,
-the larger: the safe side). ``auto`` is video when a camera watches the zone, else gates.
+the larger: the safe side). ``auto`` is gates when gates count the zone, else video when a
+camera watches it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ZoneReadings:
     burst_alert: bool = False
     burst_score: float = 0.0
     anomaly_score: float = 0.0
+    surge_score: float = 0.0
     inflow_history: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=64))
 
 
@@ -59,16 +61,24 @@ class ZoneState:
     inflow_per_min: float | None
     inflow_trend_per_min2: float | None
     anomaly_score: float
+    surge_score: float
     burst_score: float
     level: Level | None
 
 
 def headcount_rule(zone: Zone, site: Site) -> str:
-    """The zone's headcount source: its ``headcount_from``, with ``auto`` resolved."""
+    """The zone's headcount source: its ``headcount_from``, with ``auto`` resolved.
+
+    ``auto``: gates when gates count the zone (their occupancy model covers all of it, like a
+    venue's balance), else video when a camera watches it (a platform), else gates.
+    """
     if zone.headcount_from != "auto":
         return zone.headcount_from
+    gated = any(g.zone == zone.id for g in site.gates) or any(
+        site.entry_zone_of(s.id) == zone.id for s in site.stations
+    )
     watched = any(roi.zone == zone.id for camera in site.cameras for roi in camera.rois)
-    return "video" if watched else "gates"
+    return "video" if watched and not gated else "gates"
 
 
 class StationRisk:
@@ -84,6 +94,7 @@ class StationRisk:
         trend_window_s: int = 300,
     ) -> None:
         self.station_id = station_id
+        self.timezone = site.site.timezone
         self.zones = {z.id: z for z in site.zones_of(station_id)}
         self.rules = {z.id: headcount_rule(z, site) for z in self.zones.values()}
         self.thresholds = thresholds or Thresholds()
@@ -106,7 +117,8 @@ class StationRisk:
         if isinstance(inflow, int | float):
             readings.inflow_history.append((ts_ms, float(inflow)))
 
-    def _headcount(self, zone_id: str) -> tuple[float | None, str]:
+    def headcount_of(self, zone_id: str) -> tuple[float | None, str]:
+        """The zone's fused headcount and where it came from."""
         readings, rule = self.readings[zone_id], self.rules[zone_id]
         if rule == "video":
             return readings.video_headcount, "video"
@@ -128,7 +140,7 @@ class StationRisk:
         states, events = [], []
         for zone_id, zone in self.zones.items():
             readings = self.readings[zone_id]
-            headcount, source = self._headcount(zone_id)
+            headcount, source = self.headcount_of(zone_id)
             density = None if headcount is None else headcount / zone.area_m2
             share = None if headcount is None else headcount / zone.capacity
             inputs = ZoneInputs(
@@ -152,6 +164,7 @@ class StationRisk:
                     inflow_per_min=readings.inflow_per_min,
                     inflow_trend_per_min2=self._trend(readings, ts_ms),
                     anomaly_score=readings.anomaly_score,
+                    surge_score=readings.surge_score,
                     burst_score=readings.burst_score,
                     level=level,
                 )

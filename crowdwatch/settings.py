@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     burst_threshold: float = Field(
         default=4.0, gt=0, description="Call burst alert: -log10 of the Poisson tail."
     )
+    risk_tick_s: int = Field(default=10, gt=0, description="Zone state every N seconds.")
     input_path: Path | None = Field(
         default=None,
         description="A recorded file (CSV, JSONL, Parquet) to read when no source is given.",

@@ -47,11 +47,11 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
     def statements(self) -> list[str]:
-        """The file's statements, comments removed."""
+        """The file's statements, comments removed; a statement ends with ``;`` at a line end."""
         text = "\n".join(
             line for line in self.sql.splitlines() if not line.lstrip().startswith("--")
         )
-        return [s.strip() for s in text.split(";") if s.strip()]
+        return [s.strip() for s in re.split(r";[ \t]*(?:\n|$)", text) if s.strip()]
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:

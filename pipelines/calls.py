@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import bytewax.operators as op
 import polars as pl
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
@@ -30,7 +30,7 @@ from crowdwatch.calls_categories import load_categories
 from crowdwatch.events import RawBatch
 from crowdwatch.flow import default_sink, default_source, now_ms
 from crowdwatch.settings import Settings
-from crowdwatch.site import load_site
+from crowdwatch.site import Site, load_site
 from crowdwatch.warehouse import TableRows
 
 Parsed = tuple[pl.DataFrame, pl.DataFrame]
@@ -43,6 +43,40 @@ def table_rows(parsed: Parsed) -> Iterable[TableRows]:
     return [
         (t, rows) for t, rows in (("calls", calls), ("rejected_events", rejected)) if rows.height
     ]
+
+
+@operator
+def call_rows(
+    step_id: str, up: Stream[RawBatch], site: Site, settings: Settings
+) -> Stream[TableRows]:
+    """Call records → ``calls``, ``call_counts``, ``call_bursts`` and ``rejected_events`` rows."""
+    key = settings.caller_hash_key.get_secret_value().encode() if settings.caller_hash_key else None
+    directory = CallDirectory(
+        zones=CallZones(site),
+        categories=load_categories(settings.call_categories_file),
+        hash_key=key,
+        timezone=site.site.timezone,
+    )
+    params = BurstParams(threshold=settings.burst_threshold)
+
+    def count(
+        state: CallWindows | None, calls: pl.DataFrame
+    ) -> tuple[CallWindows, list[TableRows]]:
+        state = state or CallWindows(site.site.timezone, params)
+        tables = state.update(calls, time.time_ns())
+        return state, [(t, rows) for t, rows in tables.items() if rows.height]
+
+    parsed = op.map("parse", up, lambda b: parse_calls(b, directory, now_ms()))
+    # (calls, rejected)
+    stored = op.flat_map("stored_rows", parsed, table_rows)
+    # ("calls" | "rejected_events", frame)
+    keyed = op.key_on("one_state", op.map("calls_only", parsed, lambda p: p[0]), lambda _: "site")
+    # ("site", calls)
+    counted = op.stateful_map("call_windows", keyed, count)
+    # ("site", [(table, frame)])
+    counts = op.flat_map("count_rows", counted, lambda kv: kv[1])
+    # ("call_counts" | "call_bursts", frame)
+    return op.merge("rows", stored, counts)
 
 
 def build(
@@ -60,34 +94,10 @@ def build(
     """
     config = settings or Settings()
     site = load_site(config.site_file)
-    key = config.caller_hash_key.get_secret_value().encode() if config.caller_hash_key else None
-    directory = CallDirectory(
-        zones=CallZones(site),
-        categories=load_categories(config.call_categories_file),
-        hash_key=key,
-        timezone=site.site.timezone,
-    )
-    params = BurstParams(threshold=config.burst_threshold)
-
-    def count(
-        state: CallWindows | None, calls: pl.DataFrame
-    ) -> tuple[CallWindows, list[TableRows]]:
-        state = state or CallWindows(site.site.timezone, params)
-        tables = state.update(calls, time.time_ns())
-        return state, [(t, rows) for t, rows in tables.items() if rows.height]
-
     flow = Dataflow("calls")
     raw = op.input("call_records", flow, source or default_source(config, site.site.timezone))
     # RawBatch of call records
-    parsed = op.map("parse", raw, lambda b: parse_calls(b, directory, now_ms()))
-    # (calls, rejected)
-    stored = op.flat_map("stored_rows", parsed, table_rows)
-    # ("calls" | "rejected_events", frame)
-    keyed = op.key_on("one_state", op.map("calls_only", parsed, lambda p: p[0]), lambda _: "site")
-    # ("site", calls)
-    counted = op.stateful_map("call_windows", keyed, count)
-    # ("site", [(table, frame)])
-    counts = op.flat_map("count_rows", counted, lambda kv: kv[1])
-    # ("call_counts" | "call_bursts", frame)
-    op.output("warehouse", op.merge("rows", stored, counts), sink or default_sink(config))
+    rows = call_rows("calls", raw, site, config)
+    # (table, frame)
+    op.output("warehouse", rows, sink or default_sink(config))
     return flow

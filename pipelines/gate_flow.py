@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import bytewax.operators as op
 import polars as pl
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
@@ -100,28 +100,14 @@ def station_updater(site: Site, settings: Settings) -> StationMapper:
     return update
 
 
-def build(
-    settings: Settings | None = None,
-    *,
-    source: Source[RawBatch] | None = None,
-    sink: Sink[TableRows] | None = None,
-) -> Dataflow:
-    """Build the gate-flow dataflow.
-
-    Args:
-        settings: defaults to ``Settings()`` from the environment.
-        source: `RawBatch` items; defaults to replaying ``settings.input_path``.
-        sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
-    """
-    settings = settings or Settings()
-    site = load_site(settings.site_file)
+@operator
+def gate_rows(
+    step_id: str, up: Stream[RawBatch], site: Site, settings: Settings
+) -> Stream[TableRows]:
+    """Gate records → ``zone_metrics`` and ``rejected_events`` rows (the whole pipeline)."""
     directory = GateDirectory.from_site(site)
     window_ms = settings.window_s * 1000
-
-    flow = Dataflow("gate_flow")
-    raw = op.input("gate_records", flow, source or default_source(settings, site.site.timezone))
-    # RawBatch
-    parsed = op.map("parse", raw, lambda b: parse_batch(b, directory, window_ms, now_ms()))
+    parsed = op.map("parse", up, lambda b: parse_batch(b, directory, window_ms, now_ms()))
     # Parsed(flows, rejected)
     rejected = op.filter_map(
         "rejected", parsed, lambda p: ("rejected_events", p.rejected) if p.rejected.height else None
@@ -139,6 +125,28 @@ def build(
         "late_rows", updates, lambda kv: ("rejected_events", kv[1][1]) if kv[1][1].height else None
     )
     # ("rejected_events", frame)
-    rows = op.merge("rows", rejected, metrics, late)
-    op.output("warehouse", rows, sink or default_sink(settings))
+    return op.merge("rows", rejected, metrics, late)
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    source: Source[RawBatch] | None = None,
+    sink: Sink[TableRows] | None = None,
+) -> Dataflow:
+    """Build the gate-flow dataflow.
+
+    Args:
+        settings: defaults to ``Settings()`` from the environment.
+        source: `RawBatch` items; defaults to replaying ``settings.input_path``.
+        sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
+    """
+    config = settings or Settings()
+    site = load_site(config.site_file)
+    flow = Dataflow("gate_flow")
+    raw = op.input("gate_records", flow, source or default_source(config, site.site.timezone))
+    # RawBatch
+    rows = gate_rows("gates", raw, site, config)
+    # (table, frame)
+    op.output("warehouse", rows, sink or default_sink(config))
     return flow

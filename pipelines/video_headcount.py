@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import bytewax.operators as op
 import polars as pl
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
@@ -164,6 +164,27 @@ class StationLogic(StatefulBatchLogic[StationBatch, TableRows, StationVideo | No
         return copy.deepcopy(self.state)
 
 
+@operator
+def video_rows(
+    step_id: str, up: Stream[RawBatch], site: Site, settings: Settings
+) -> Stream[TableRows]:
+    """Camera messages → video, camera health and ``rejected_events`` rows."""
+    directory = CameraDirectory.from_site(site)
+    parsed = op.map("parse", up, lambda b: parse_camera_batch(b, site, directory, now_ms()))
+    # VideoParsed(messages, rois, lines, rejected)
+    rejected = op.filter_map(
+        "rejected", parsed, lambda p: ("rejected_events", p.rejected) if p.rejected.height else None
+    )
+    # ("rejected_events", frame)
+    per_station = op.flat_map("by_station", parsed, by_station)
+    # (station_id, (messages, rois, lines) of that station)
+    station_rows = op.stateful_batch(
+        "station_video", per_station, lambda resume: StationLogic(site, settings, resume)
+    )
+    # (station_id, (table, frame))
+    return op.merge("rows", rejected, op.key_rm("tables", station_rows))
+
+
 def build(
     settings: Settings | None = None,
     *,
@@ -180,24 +201,10 @@ def build(
     """
     config = settings or Settings()
     site = load_site(config.site_file)
-    directory = CameraDirectory.from_site(site)
-
     flow = Dataflow("video_headcount")
     raw = op.input("camera_messages", flow, source or default_source(config, site.site.timezone))
-    # RawBatch of JSON camera messages
-    parsed = op.map("parse", raw, lambda b: parse_camera_batch(b, site, directory, now_ms()))
-    # VideoParsed(messages, rois, lines, rejected)
-    rejected = op.filter_map(
-        "rejected", parsed, lambda p: ("rejected_events", p.rejected) if p.rejected.height else None
-    )
-    # ("rejected_events", frame)
-    per_station = op.flat_map("by_station", parsed, by_station)
-    # (station_id, (messages, rois, lines) of that station)
-    station_rows = op.stateful_batch(
-        "station_video", per_station, lambda resume: StationLogic(site, config, resume)
-    )
-    # (station_id, (table, frame))
-    rows = op.merge("rows", rejected, op.key_rm("tables", station_rows))
+    # RawBatch of JSON camera messages or stock DeepStream payloads
+    rows = video_rows("video", raw, site, config)
     # (table, frame)
     op.output("warehouse", rows, sink or default_sink(config))
     return flow

@@ -1,0 +1,343 @@
+"""Zone risk: every source fused per zone, four-colour levels, and alerts to the people on duty.
+
+One dataflow takes gate records, camera messages and 110 calls together (a `RawBatch` of any
+kind), runs each through the same steps as its own pipeline (``gate_flow``,
+``video_headcount``, ``calls``: the same tables are written), and turns their newest per-zone
+results into readings: gate occupancy and inflow, video headcount, call bursts. Per station a
+`RiskState` advances in event time, every ``risk_tick_s`` seconds: anomaly scores per zone
+(a seasonal robust baseline on the headcount, EWMA/CUSUM on the inflow; ``detectors.anomaly``),
+then `crowdwatch.risk.StationRisk` decides each zone's state and level. ``zone_state`` gets one
+row per zone and tick, ``alerts`` the lifecycle events, and the `AlertSink` hands each event to
+the webhook notifier at once, routed by station and level as the site file says.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import bytewax.operators as op
+import polars as pl
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
+
+from crowdwatch.events import RawBatch
+from crowdwatch.flow import default_sink, default_source
+from crowdwatch.levels import Thresholds
+from crowdwatch.notify import AlertEvent, WebhookNotifier
+from crowdwatch.risk import StationRisk, ZoneState
+from crowdwatch.settings import Settings
+from crowdwatch.site import Site, load_site
+from crowdwatch.warehouse import TableRows
+from detectors.anomaly import EwmaCusum, Observation, SeasonalRobustBaseline
+from pipelines import gate_flow, video_headcount
+from pipelines.calls import call_rows
+
+GATE_KINDS = ("passage", "count")
+CALL_KINDS = ("call",)
+SEASONAL_STRONG = 6.0
+"""A seasonal robust z-score this high counts as a strong anomaly (score 1.0)."""
+
+ZONE_STATE_SCHEMA = pl.Schema(
+    {
+        "zone_id": pl.String(),
+        "station_id": pl.String(),
+        "ts": pl.Datetime("ms", "UTC"),
+        "headcount": pl.Float32(),
+        "source": pl.String(),
+        "density": pl.Float32(),
+        "capacity_share": pl.Float32(),
+        "level_of_service": pl.String(),
+        "inflow_per_min": pl.Float32(),
+        "inflow_trend_per_min2": pl.Float32(),
+        "anomaly_score": pl.Float32(),
+        "surge_score": pl.Float32(),
+        "burst_score": pl.Float32(),
+        "level": pl.String(),
+        "version": pl.UInt64(),
+    }
+)
+ALERT_SCHEMA = pl.Schema(
+    {
+        "alert_id": pl.String(),
+        "event": pl.String(),
+        "kind": pl.String(),
+        "zone_id": pl.String(),
+        "station_id": pl.String(),
+        "level": pl.String(),
+        "previous_level": pl.String(),
+        "ts": pl.Datetime("ms", "UTC"),
+        "reason": pl.String(),
+        "values": pl.String(),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The newest result of one source for one zone."""
+
+    zone_id: str
+    ts_ms: int
+    values: dict[str, float | bool]
+
+
+def _valid_from(ts: pl.Expr, seconds: pl.Expr | int) -> pl.Expr:
+    """When a window's values hold: at its end (epoch ms)."""
+    return ts.dt.epoch("ms") + seconds * 1000
+
+
+def gate_readings(rows: pl.DataFrame) -> list[Reading]:
+    """Occupancy and inflow per zone and window from ``zone_metrics`` rows, in time order."""
+    zones = rows.filter(pl.col("scope") == "zone").select(
+        "zone_id",
+        _valid_from(pl.col("ts"), pl.col("window_s")).alias("at"),
+        "occupancy",
+        "inflow_per_min",
+    )
+    return [
+        Reading(z, at, {"gate_occupancy": float(o), "inflow_per_min": float(i)})
+        for z, at, o, i in zones.sort("at").iter_rows()
+    ]
+
+
+def video_readings(rows: pl.DataFrame) -> list[Reading]:
+    """Headcount per zone and window from ``video_zone_metrics`` rows, in time order."""
+    zones = rows.select(
+        "zone_id", _valid_from(pl.col("ts"), pl.col("window_s")).alias("at"), "headcount"
+    )
+    return [
+        Reading(z, at, {"video_headcount": float(h)}) for z, at, h in zones.sort("at").iter_rows()
+    ]
+
+
+def burst_readings(rows: pl.DataFrame) -> list[Reading]:
+    """Burst results per zone from ``call_bursts`` rows (at the end of their minute)."""
+    zones = rows.filter(pl.col("level") == "zone").select(
+        "key", _valid_from(pl.col("ts"), 60).alias("at"), "alert", "score"
+    )
+    return [
+        Reading(z, at, {"burst_alert": bool(a), "burst_score": float(s)})
+        for z, at, a, s in zones.sort("at").iter_rows()
+    ]
+
+
+@dataclass
+class RiskState:
+    """One station: its `StationRisk`, anomaly detectors per zone, and the event-time clock."""
+
+    risk: StationRisk
+    tick_ms: int
+    seasonal: dict[str, SeasonalRobustBaseline] = field(default_factory=dict)
+    surge: dict[str, EwmaCusum] = field(default_factory=dict)
+    last_tick_ms: int | None = None
+    max_ticks: int = 8640
+
+    def advance(self, readings: list[Reading]) -> tuple[list[ZoneState], list[AlertEvent]]:
+        """Run every tick up to the readings' newest time, each seeing the readings up to it."""
+        states: list[ZoneState] = []
+        events: list[AlertEvent] = []
+        if not readings:
+            return states, events
+        ordered = sorted(readings, key=lambda r: r.ts_ms)
+        newest = ordered[-1].ts_ms // self.tick_ms * self.tick_ms
+        if self.last_tick_ms is None:
+            self.last_tick_ms = ordered[0].ts_ms // self.tick_ms * self.tick_ms - self.tick_ms
+        # a long gap is skipped, not ticked through (at most max_ticks per advance)
+        self.last_tick_ms = max(self.last_tick_ms, newest - self.max_ticks * self.tick_ms)
+        pending = iter(ordered)
+        reading = next(pending, None)
+        for tick in range(self.last_tick_ms + self.tick_ms, newest + 1, self.tick_ms):
+            while reading is not None and reading.ts_ms <= tick:
+                self.risk.observe(reading.zone_id, reading.ts_ms, **reading.values)
+                reading = next(pending, None)
+            self._score_anomalies(tick)
+            tick_states, tick_events = self.risk.tick(tick)
+            states += tick_states
+            events += tick_events
+            self.last_tick_ms = tick
+        while reading is not None:  # readings since the last tick: seen at the next one
+            self.risk.observe(reading.zone_id, reading.ts_ms, **reading.values)
+            reading = next(pending, None)
+        return states, events
+
+    def _score_anomalies(self, ts_ms: int) -> None:
+        """Score, then learn, each zone's headcount and inflow at this tick.
+
+        Only the seasonal score raises a level (``anomaly_score`` ≥ 1): it has learned the
+        weekly pattern, so a normal rush hour does not count. The EWMA/CUSUM surge score on
+        the inflow is kept beside it for analysts; alone it fires on ordinary daily ramps.
+        """
+        for zone_id, readings in self.risk.readings.items():
+            headcount, _ = self.risk.headcount_of(zone_id)
+            if headcount is not None:
+                seasonal = self.seasonal.setdefault(
+                    zone_id, SeasonalRobustBaseline(timezone=self.risk.timezone)
+                )
+                x = Observation(ts_ms, headcount)
+                readings.anomaly_score = seasonal.score_one(x) / SEASONAL_STRONG
+                seasonal.learn_one(x)
+            if readings.inflow_per_min is not None:
+                surge = self.surge.setdefault(zone_id, EwmaCusum())
+                x = Observation(ts_ms, readings.inflow_per_min)
+                readings.surge_score = surge.score_one(x)
+                surge.learn_one(x)
+
+
+def zone_state_rows(states: list[ZoneState], version: int) -> pl.DataFrame:
+    """``zone_state`` rows."""
+    return (
+        pl.DataFrame(
+            [
+                {
+                    "zone_id": s.zone_id,
+                    "station_id": s.station_id,
+                    "ts": s.ts_ms,
+                    "headcount": s.headcount,
+                    "source": s.source,
+                    "density": s.density,
+                    "capacity_share": s.capacity_share,
+                    "level_of_service": s.level_of_service,
+                    "inflow_per_min": s.inflow_per_min,
+                    "inflow_trend_per_min2": s.inflow_trend_per_min2,
+                    "anomaly_score": s.anomaly_score,
+                    "surge_score": s.surge_score,
+                    "burst_score": s.burst_score,
+                    "level": s.level,
+                    "version": version,
+                }
+                for s in states
+            ],
+            schema_overrides={"ts": pl.Int64},
+            infer_schema_length=None,
+        )
+        .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
+        .cast(ZONE_STATE_SCHEMA)
+    )
+
+
+def alert_rows(events: list[AlertEvent]) -> pl.DataFrame:
+    """``alerts`` rows: one per lifecycle event."""
+    return (
+        pl.DataFrame(
+            {
+                "alert_id": [e.alert_id for e in events],
+                "event": [e.event for e in events],
+                "kind": [e.kind for e in events],
+                "zone_id": [e.zone_id for e in events],
+                "station_id": [e.station_id for e in events],
+                "level": [e.level for e in events],
+                "previous_level": [e.previous_level for e in events],
+                "ts": [e.ts_ms for e in events],
+                "reason": [e.reason for e in events],
+                "values": [json.dumps(e.values, sort_keys=True) for e in events],
+            },
+            schema_overrides={"ts": pl.Int64, "previous_level": pl.String},
+        )
+        .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
+        .cast(ALERT_SCHEMA)
+    )
+
+
+StationReadings = tuple[str, list[Reading]]
+"""A station id and readings of its zones."""
+
+
+def readings_by_station(site: Site, item: TableRows) -> list[tuple[str, StationReadings]]:
+    """The readings in one table's rows, grouped by the station of their zone."""
+    table, rows = item
+    if table == "zone_metrics":
+        readings = gate_readings(rows)
+    elif table == "video_zone_metrics":
+        readings = video_readings(rows)
+    elif table == "call_bursts":
+        readings = [r for r in burst_readings(rows) if r.zone_id in site.zone_by_id]
+    else:
+        return []
+    grouped: dict[str, list[Reading]] = {}
+    for reading in readings:
+        grouped.setdefault(site.zone_by_id[reading.zone_id].station, []).append(reading)
+    return [(station, (station, readings)) for station, readings in grouped.items()]
+
+
+Decided = tuple[pl.DataFrame, list[AlertEvent]]
+"""Zone state rows and the alert events of one advance."""
+
+
+class AlertSink(DynamicSink[AlertEvent]):
+    """Hands each alert event to the webhook notifier as it comes (one notifier per worker)."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
+        """One notifier per worker."""
+        return _AlertPartition(WebhookNotifier(self.site))
+
+
+class _AlertPartition(StatelessSinkPartition[AlertEvent]):
+    def __init__(self, notifier: WebhookNotifier) -> None:
+        self.notifier = notifier
+
+    def write_batch(self, items: list[AlertEvent]) -> None:
+        for event in items:
+            self.notifier.send(event)
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    source: Source[RawBatch] | None = None,
+    sink: Sink[TableRows] | None = None,
+    alert_sink: Sink[AlertEvent] | None = None,
+) -> Dataflow:
+    """Build the zone risk dataflow.
+
+    Args:
+        settings: defaults to ``Settings()`` from the environment.
+        source: `RawBatch` items of any kind; defaults to replaying ``settings.input_path``.
+        sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
+        alert_sink: alert events; defaults to the webhook notifier with the site's routing.
+    """
+    config = settings or Settings()
+    site = load_site(config.site_file)
+    thresholds = Thresholds()
+    tick_ms = config.risk_tick_s * 1000
+
+    def decide(
+        state: RiskState | None, item: tuple[str, list[Reading]]
+    ) -> tuple[RiskState, Decided]:
+        station_id, readings = item
+        state = state or RiskState(StationRisk(station_id, site, thresholds=thresholds), tick_ms)
+        states, events = state.advance(readings)
+        return state, (zone_state_rows(states, time.time_ns()), events)
+
+    flow = Dataflow("zone_risk")
+    raw = op.input("records", flow, source or default_source(config, site.site.timezone))
+    # RawBatch of any kind
+    gates_or_not = op.branch("is_gate", raw, lambda b: b.kind in GATE_KINDS)
+    calls_or_video = op.branch("is_call", gates_or_not.falses, lambda b: b.kind in CALL_KINDS)
+    rows = op.merge(
+        "source_rows",
+        gate_flow.gate_rows("gates", gates_or_not.trues, site, config),
+        video_headcount.video_rows("video", calls_or_video.falses, site, config),
+        call_rows("calls", calls_or_video.trues, site, config),
+    )
+    # (table, frame): what the three pipelines write
+    readings = op.flat_map("readings", rows, lambda item: readings_by_station(site, item))
+    # (station_id, (station_id, [Reading]))
+    decided = op.stateful_map("station_risk", readings, decide)
+    # (station_id, (zone_state rows, alert events))
+    states = op.filter_map(
+        "zone_state", decided, lambda kv: ("zone_state", kv[1][0]) if kv[1][0].height else None
+    )
+    # ("zone_state", frame)
+    events = op.flat_map("alert_events", decided, lambda kv: kv[1][1])
+    # AlertEvent
+    alerts = op.map("alert_rows", events, lambda event: ("alerts", alert_rows([event])))
+    # ("alerts", frame)
+    op.output("warehouse", op.merge("rows", rows, states, alerts), sink or default_sink(config))
+    op.output("notify", events, alert_sink or AlertSink(site))
+    return flow

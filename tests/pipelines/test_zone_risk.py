@@ -1,0 +1,128 @@
+"""The risk engine end to end: a simulated surge, its levels, and alerts over real HTTP."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import yaml
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from crowdwatch.events import RawBatch
+from crowdwatch.notify import AlertEvent, AlertReceiver
+from crowdwatch.settings import Settings
+from crowdwatch.simulate import default_surge, simulate_day
+from crowdwatch.site import load_site
+from crowdwatch.warehouse import TableRows, Warehouse
+from pipelines.zone_risk import build
+from tests.conftest import EXAMPLE_SITE
+
+ROLES = ("station_master", "transit_police", "local_police", "street_office")
+
+
+def surge_day() -> list[RawBatch]:
+    records = simulate_day(
+        load_site(EXAMPLE_SITE), date(2026, 11, 20), seed=0, surge=default_surge()
+    )
+    return [
+        RawBatch("sim", "passage", records.slice(i, 20_000), i)
+        for i in range(0, records.height, 20_000)
+    ]
+
+
+def site_with_contacts(tmp_path: Path, receiver: AlertReceiver) -> Path:
+    data = yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
+    std = next(s for s in data["stations"] if s["id"] == "STD")
+    std["contacts"] = {
+        role: {"name": role, "webhook": receiver.url(f"/std/{role}")} for role in ROLES
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_the_surge_gives_exactly_the_expected_levels_and_alerts(
+    tmp_path: Path, engine_dir: Path
+) -> None:
+    rows: list[TableRows] = []
+    alerts: list[AlertEvent] = []
+    settings = Settings(data_dir=engine_dir)
+    run_main(
+        build(
+            settings,
+            source=TestingSource(surge_day()),
+            sink=TestingSink(rows),
+            alert_sink=TestingSink(alerts),
+        )
+    )
+    std = [(e.event, e.level, e.previous_level) for e in alerts if e.zone_id == "STD-concourse"]
+    assert std == [
+        ("opened", "blue", None),
+        ("escalated", "yellow", "blue"),
+        ("escalated", "orange", "yellow"),
+        ("escalated", "red", "orange"),
+        ("de-escalated", "orange", "red"),
+        ("de-escalated", "yellow", "orange"),
+        ("de-escalated", "blue", "yellow"),
+        ("resolved", "blue", "blue"),
+    ]
+    assert len({e.alert_id for e in alerts if e.zone_id == "STD-concourse"}) == 1
+    # the scenic spot peaks at 65 %: blue, then calm; no other zone reaches 60 %
+    assert [(e.zone_id, e.event) for e in alerts if e.zone_id != "STD-concourse"] == [
+        ("WLK-lakeside", "opened"),
+        ("WLK-lakeside", "resolved"),
+    ]
+    red = next(e for e in alerts if e.level == "red" and e.event == "escalated")
+    local = (
+        pl.Series([red.ts_ms]).cast(pl.Datetime("ms", "UTC")).dt.convert_time_zone("Asia/Shanghai")
+    )
+    assert local.dt.strftime("%H:%M")[0] >= "21:30"  # the concert lets out at 21:30
+    states = pl.concat([f for t, f in rows if t == "zone_state"])
+    at_red = states.filter((pl.col("zone_id") == "STD-concourse") & (pl.col("level") == "red"))
+    assert at_red["capacity_share"].max() > 1.3 and set(at_red["level_of_service"]) <= {
+        "D",
+        "E",
+        "F",
+    }
+
+
+def test_alerts_reach_the_right_roles_once_each_over_http(tmp_path: Path, engine_dir: Path) -> None:
+    with AlertReceiver() as receiver:
+        for role in ROLES:
+            receiver.fail(f"/std/{role}", times=1)  # every receiver fails its first request
+        settings = Settings(
+            data_dir=engine_dir,
+            site_file=site_with_contacts(tmp_path, receiver),
+            clickhouse_database="risk_http",
+        )
+        with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+            warehouse.migrate()
+            run_main(build(settings, source=TestingSource(surge_day())))
+            stored = warehouse.query(
+                "SELECT event, level FROM alerts FINAL WHERE zone_id = 'STD-concourse' ORDER BY ts"
+            )
+        got = {
+            role: [(e["event"], e["level"]) for e in receiver.received(f"/std/{role}")]
+            for role in ROLES
+        }
+    assert stored.height == 8
+    assert got["station_master"] == [
+        ("escalated", "yellow"),
+        ("escalated", "orange"),
+        ("escalated", "red"),
+        ("de-escalated", "orange"),
+        ("de-escalated", "yellow"),
+        ("de-escalated", "blue"),
+    ]
+    assert got["transit_police"] == [
+        ("escalated", "orange"),
+        ("escalated", "red"),
+        ("de-escalated", "orange"),
+        ("de-escalated", "yellow"),
+    ]
+    assert (
+        got["local_police"]
+        == got["street_office"]
+        == [("escalated", "red"), ("de-escalated", "orange")]
+    )
