@@ -50,6 +50,35 @@ ORDER BY records DESC, reason
 """
 
 
+ALERTS_SQL = """
+SELECT ts, zone_id, station_id, event, level, previous_level, reason
+FROM alerts FINAL
+WHERE ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
+ORDER BY ts, zone_id
+"""
+
+
+def print_timeline(alerts: pl.DataFrame, site: Site, console: Console) -> None:
+    """The alert events in time order, with who is called."""
+    console.rule("big-crowd warnings (alerts)")
+    if alerts.height == 0:
+        console.print("no warnings")
+        return
+    colours = {"blue": "blue", "yellow": "yellow", "orange": "dark_orange", "red": "red"}
+    for row in alerts.iter_rows(named=True):
+        level = row["level"]
+        shown = max(
+            level, row["previous_level"] or level, key=["blue", "yellow", "orange", "red"].index
+        )
+        called = ", ".join(r.replace("_", " ") for r, _ in site.routes(row["station_id"], shown))
+        console.print(
+            f"{row['ts'].astimezone(site.tz):%H:%M:%S}  {row['zone_id']:<15} "
+            f"{row['event']:<12} [{colours[level]}]{level.upper():<6}[/]  {row['reason']}"
+            + (f"  → {called}" if called else ""),
+            highlight=False,
+        )
+
+
 def malformed(records: pl.DataFrame, share: float, seed: int) -> pl.DataFrame:
     """Copies of some records, broken the ways real feeds break.
 
@@ -132,12 +161,13 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
         f"at {surge.station_id} at {surge.start:%H:%M} (+{surge.extra_entries:,} people over "
         f"{surge.minutes} min), and {bad.height} injected malformed records → {path}"
     )
-    replay_files(settings, "gate_flow", [path], speed=None, console=console)
+    replay_files(settings, "zone_risk", [path], speed=None, console=console)
 
     start, end = local_day_bounds(site, day)
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
         peaks = zone_peaks(warehouse, start, end)
         rejected = warehouse.query(REJECTED_SQL, {"source": f"file:{path.name}"})
+        alerts = warehouse.query(ALERTS_SQL, {"start": start, "end": end})
     print_frame(
         peaks_table(peaks, site.tz),
         console,
@@ -150,6 +180,7 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
             f"({row['peak_pct']} %) at {row['peak_at'].astimezone(site.tz):%H:%M}, "
             f"{row['minutes_100']:.0f} min at or above 100 %."
         )
+    print_timeline(alerts, site, console)
     print_frame(rejected, console, title="Rejected records (rejected_events)")
     console.rule("where the data lives")
     console.print(

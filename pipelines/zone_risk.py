@@ -24,7 +24,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from crowdwatch.events import RawBatch
-from crowdwatch.flow import default_sink, default_source
+from crowdwatch.flow import default_sink, default_source, now_ms
 from crowdwatch.levels import Thresholds
 from crowdwatch.notify import AlertEvent, WebhookNotifier
 from crowdwatch.risk import StationRisk, ZoneState
@@ -85,8 +85,12 @@ class Reading:
 
 
 def _valid_from(ts: pl.Expr, seconds: pl.Expr | int) -> pl.Expr:
-    """When a window's values hold: at its end (epoch ms)."""
-    return ts.dt.epoch("ms") + seconds * 1000
+    """When a window's values hold (epoch ms): at its end, or now for a window still open.
+
+    A replay of history sees closed windows, each at its end. Live, the newest window is still
+    filling; its values hold from now, so a crossing is decided as soon as it is seen.
+    """
+    return pl.min_horizontal(ts.dt.epoch("ms") + seconds * 1000, pl.lit(now_ms()))
 
 
 def gate_readings(rows: pl.DataFrame) -> list[Reading]:
@@ -136,7 +140,11 @@ class RiskState:
     max_ticks: int = 8640
 
     def advance(self, readings: list[Reading]) -> tuple[list[ZoneState], list[AlertEvent]]:
-        """Run every tick up to the readings' newest time, each seeing the readings up to it."""
+        """Run every tick up to the readings' newest time, each seeing the readings up to it.
+
+        Then decide once more at the newest reading's time, so that a level change is not held
+        back until the next tick.
+        """
         states: list[ZoneState] = []
         events: list[AlertEvent] = []
         if not readings:
@@ -158,9 +166,13 @@ class RiskState:
             states += tick_states
             events += tick_events
             self.last_tick_ms = tick
-        while reading is not None:  # readings since the last tick: seen at the next one
+        while reading is not None:  # readings since the last tick
             self.risk.observe(reading.zone_id, reading.ts_ms, **reading.values)
             reading = next(pending, None)
+        # decide at once on what came after the last tick: an escalation does not wait for the
+        # next tick (its zone state row does)
+        if ordered[-1].ts_ms > (self.last_tick_ms or 0):
+            events += self.risk.tick(ordered[-1].ts_ms)[1]
         return states, events
 
     def _score_anomalies(self, ts_ms: int) -> None:
@@ -188,6 +200,8 @@ class RiskState:
 
 def zone_state_rows(states: list[ZoneState], version: int) -> pl.DataFrame:
     """``zone_state`` rows."""
+    if not states:
+        return pl.DataFrame(schema=ZONE_STATE_SCHEMA)
     return (
         pl.DataFrame(
             [

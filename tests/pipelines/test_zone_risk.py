@@ -126,3 +126,15 @@ def test_alerts_reach_the_right_roles_once_each_over_http(tmp_path: Path, engine
         == got["street_office"]
         == [("escalated", "red"), ("de-escalated", "orange")]
     )
+
+
+def test_an_escalation_is_decided_on_the_reading_not_at_the_next_tick() -> None:
+    from crowdwatch.risk import StationRisk
+    from pipelines.zone_risk import Reading, RiskState
+
+    state = RiskState(StationRisk("STD", load_site(EXAMPLE_SITE)), tick_ms=10_000)
+    states, events = state.advance([Reading("STD-concourse", 1_000, {"gate_occupancy": 100.0})])
+    assert events == []
+    states, events = state.advance([Reading("STD-concourse", 12_345, {"gate_occupancy": 1800.0})])
+    assert [(e.event, e.level, e.ts_ms) for e in events] == [("opened", "red", 12_345)]
+    assert [s.ts_ms for s in states if s.zone_id == "STD-concourse"] == [10_000]  # rows per tick

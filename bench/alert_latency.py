@@ -1,0 +1,185 @@
+"""Benchmark: from the gate record that crosses a threshold to the alert handed to the notifier.
+
+A live source emits gate passages every 20 ms, stamped with the wall clock, for a site of
+`--zones` halls (one each per station, balance occupancy, capacity 200). One after another,
+each hall fills at 150 people/s until it is 20 % over capacity, so it crosses 60, 80, 90 and
+100 % of capacity: four escalations (blue, yellow, orange, red). The benchmark knows which
+batch carried each crossing record and when it was emitted; the alert sink records when each
+alert reaches it. Latency = hand-off time − emit time, through the whole zone_risk dataflow
+(parse, windows, occupancy, readings, levels) with the embedded warehouse as the row sink.
+
+    .venv/bin/python bench/alert_latency.py [--zones 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import yaml
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.run import cli_main
+
+from crowdwatch.events import RawBatch
+from crowdwatch.notify import AlertEvent
+from crowdwatch.settings import Settings
+from crowdwatch.warehouse import Warehouse
+from pipelines.zone_risk import build
+
+CAPACITY = 200
+RATE_PER_S = 150
+TICK_S = 0.02
+SHARES = {"blue": 0.6, "yellow": 0.8, "orange": 0.9, "red": 1.0}
+
+
+def site_file(path: Path, zones: int) -> Path:
+    """A site of ``zones`` halls, each the only zone of its station, with one entry gate."""
+    data = {
+        "site": {"name": "latency bench", "timezone": "UTC"},
+        "stations": [{"id": f"S{i:03d}", "name": f"station {i}"} for i in range(zones)],
+        "zones": [
+            {
+                "id": f"Z{i:03d}",
+                "name": f"hall {i}",
+                "kind": "hall",
+                "station": f"S{i:03d}",
+                "area_m2": 200,
+                "capacity": CAPACITY,
+                "occupancy": {"model": "balance", "reset_at": "04:00"},
+            }
+            for i in range(zones)
+        ],
+        "gates": [
+            {"id": f"G{i:03d}", "station": f"S{i:03d}", "zone": f"Z{i:03d}", "direction": "in"}
+            for i in range(zones)
+        ],
+    }
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+class _Surges(StatefulSourcePartition[RawBatch, None]):
+    """Hall after hall fills up; remembers when the crossing records were sent."""
+
+    def __init__(self, zones: int, crossings: dict[tuple[str, str], float]) -> None:
+        self.zones = zones
+        self.crossings = crossings
+        self.started = time.perf_counter()
+        self.stagger_s = 0.5
+        self.entered = np.zeros(zones, dtype=np.int64)
+        self.target = int(CAPACITY * 1.2)
+        self.next_at = datetime.now(UTC)
+        self.row = 0
+
+    def next_batch(self) -> list[RawBatch]:
+        elapsed = time.perf_counter() - self.started
+        if (self.entered >= self.target).all():
+            raise StopIteration
+        active = [i for i in range(self.zones) if elapsed >= i * self.stagger_s]
+        due = np.array(
+            [min(self.target, int((elapsed - i * self.stagger_s) * RATE_PER_S)) for i in active]
+        )
+        new = due - self.entered[active]
+        gates, stamps = [], []
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        for zone, n in zip(active, new, strict=True):
+            gates += [f"G{zone:03d}"] * int(n)
+            stamps += [now] * int(n)
+        sent = time.perf_counter()
+        for zone, n in zip(active, new, strict=True):
+            before, after = self.entered[zone], self.entered[zone] + n
+            for level, share in SHARES.items():
+                k = math.ceil(share * CAPACITY)
+                if before < k <= after:
+                    self.crossings[(f"Z{zone:03d}", level)] = sent
+            self.entered[zone] = after
+        self.next_at = datetime.now(UTC) + timedelta(seconds=TICK_S)
+        frame = pl.DataFrame(
+            {"ts": stamps, "gate_id": gates, "direction": ["in"] * len(gates)},
+            schema={"ts": pl.String, "gate_id": pl.String, "direction": pl.String},
+        )
+        self.row += frame.height
+        return [RawBatch("live", "passage", frame, self.row - frame.height)]
+
+    def next_awake(self) -> datetime | None:
+        return self.next_at
+
+    def snapshot(self) -> None:
+        return None
+
+
+class SurgeSource(FixedPartitionedSource[RawBatch, None]):
+    """The live surges, as one partition."""
+
+    def __init__(self, zones: int, crossings: dict[tuple[str, str], float]) -> None:
+        self.zones = zones
+        self.crossings = crossings
+
+    def list_parts(self) -> list[str]:
+        return ["surges"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Surges:
+        return _Surges(self.zones, self.crossings)
+
+
+class _Clock(StatelessSinkPartition[AlertEvent]):
+    def __init__(self, seen: list[tuple[float, AlertEvent]]) -> None:
+        self.seen = seen
+
+    def write_batch(self, items: list[AlertEvent]) -> None:
+        now = time.perf_counter()
+        self.seen.extend((now, event) for event in items)
+
+
+class ClockSink(DynamicSink[AlertEvent]):
+    """Records when each alert event is handed over (where the notifier would take it)."""
+
+    def __init__(self, seen: list[tuple[float, AlertEvent]]) -> None:
+        self.seen = seen
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Clock:
+        return _Clock(self.seen)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zones", type=int, default=40)
+    args = parser.parse_args()
+    crossings: dict[tuple[str, str], float] = {}
+    seen: list[tuple[float, AlertEvent]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), site_file=site_file(Path(tmp) / "site.yaml", args.zones)
+        )
+        with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+            warehouse.migrate()
+        flow = build(
+            settings, source=SurgeSource(args.zones, crossings), alert_sink=ClockSink(seen)
+        )
+        cli_main(flow, workers_per_process=1)  # type: ignore[no-untyped-call]
+    latencies = [
+        (handed - crossings[(event.zone_id, event.level)]) * 1000
+        for handed, event in seen
+        if event.event in ("opened", "escalated") and (event.zone_id, event.level) in crossings
+    ]
+    expected = args.zones * len(SHARES)
+    if len(latencies) != expected:
+        raise SystemExit(f"measured {len(latencies)} escalations, expected {expected}")
+    p50, p99 = np.percentile(latencies, [50, 99])
+    print(
+        f"escalations: {len(latencies)} ({args.zones} halls x 4 levels), "
+        f"batches every {TICK_S * 1000:.0f} ms"
+    )
+    print(f"latency p50 / p99 / max: {p50:.0f} / {p99:.0f} / {max(latencies):.0f} ms")
+    print(f"alert latency p99: {p99:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
