@@ -40,3 +40,23 @@ CREATE TABLE IF NOT EXISTS alerts
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (alert_id, event, ts);
+
+-- A station's level at each tick: the worst of its zones'.
+CREATE VIEW IF NOT EXISTS station_state AS
+SELECT
+    station_id,
+    ts,
+    max(zone_rank) AS level_rank,
+    arrayElement(['none', 'blue', 'yellow', 'orange', 'red'], level_rank + 1) AS level,
+    argMax(zone_id, zone_rank) AS worst_zone
+FROM
+(
+    SELECT
+        station_id,
+        ts,
+        zone_id,
+        multiIf(level = 'red', 4, level = 'orange', 3, level = 'yellow', 2, level = 'blue', 1, 0)
+            AS zone_rank
+    FROM zone_state FINAL
+)
+GROUP BY station_id, ts;

@@ -102,11 +102,21 @@ def test_alerts_reach_the_right_roles_once_each_over_http(tmp_path: Path, engine
             stored = warehouse.query(
                 "SELECT event, level FROM alerts FINAL WHERE zone_id = 'STD-concourse' ORDER BY ts"
             )
+            station = warehouse.query(
+                "SELECT level, count() AS ticks FROM station_state WHERE station_id = 'STD' "
+                "GROUP BY level ORDER BY level"
+            )
+            zone = warehouse.query(
+                "SELECT ifNull(level, 'none') AS level, count() AS ticks FROM zone_state FINAL "
+                "WHERE zone_id = 'STD-concourse' GROUP BY level ORDER BY level"
+            )
         got = {
             role: [(e["event"], e["level"]) for e in receiver.received(f"/std/{role}")]
             for role in ROLES
         }
     assert stored.height == 8
+    # the station is as bad as its worst zone: the concourse (its plaza has no video here)
+    assert station.rows() == zone.rows()
     assert got["station_master"] == [
         ("escalated", "yellow"),
         ("escalated", "orange"),
