@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import bytewax.operators as op
@@ -281,7 +282,12 @@ Decided = tuple[pl.DataFrame, list[AlertEvent]]
 
 
 class AlertSink(DynamicSink[AlertEvent]):
-    """Hands each alert event to the webhook notifier as it comes (one notifier per worker)."""
+    """Hands each alert event to the webhook notifier (one notifier per worker).
+
+    Sending happens on a background thread, in order: retries to a slow or failing receiver
+    never hold up the dataflow, and every receiver sees one zone's events in the order they
+    happened. Closing waits for what is still being sent.
+    """
 
     def __init__(self, site: Site) -> None:
         self.site = site
@@ -294,10 +300,14 @@ class AlertSink(DynamicSink[AlertEvent]):
 class _AlertPartition(StatelessSinkPartition[AlertEvent]):
     def __init__(self, notifier: WebhookNotifier) -> None:
         self.notifier = notifier
+        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
 
     def write_batch(self, items: list[AlertEvent]) -> None:
         for event in items:
-            self.notifier.send(event)
+            self.sender.submit(self.notifier.send, event)
+
+    def close(self) -> None:
+        self.sender.shutdown(wait=True)
 
 
 def build(
