@@ -16,8 +16,11 @@ camera watches it.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
+
+import polars as pl
 
 from crowdwatch.levels import (
     RANK,
@@ -237,3 +240,42 @@ def reason(inputs: ZoneInputs, thresholds: Thresholds, level: Level | None) -> s
     if not parts or RANK[level] > RANK[plain]:
         parts.append("held while calming down")
     return "; ".join(parts)
+
+
+ALERT_SCHEMA = pl.Schema(
+    {
+        "alert_id": pl.String(),
+        "event": pl.String(),
+        "kind": pl.String(),
+        "zone_id": pl.String(),
+        "station_id": pl.String(),
+        "level": pl.String(),
+        "previous_level": pl.String(),
+        "ts": pl.Datetime("ms", "UTC"),
+        "reason": pl.String(),
+        "values": pl.String(),
+    }
+)
+
+
+def alert_rows(events: list[AlertEvent]) -> pl.DataFrame:
+    """``alerts`` rows: one per lifecycle event."""
+    return (
+        pl.DataFrame(
+            {
+                "alert_id": [e.alert_id for e in events],
+                "event": [e.event for e in events],
+                "kind": [e.kind for e in events],
+                "zone_id": [e.zone_id for e in events],
+                "station_id": [e.station_id for e in events],
+                "level": [e.level for e in events],
+                "previous_level": [e.previous_level for e in events],
+                "ts": [e.ts_ms for e in events],
+                "reason": [e.reason for e in events],
+                "values": [json.dumps(e.values, sort_keys=True) for e in events],
+            },
+            schema_overrides={"ts": pl.Int64, "previous_level": pl.String},
+        )
+        .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
+        .cast(ALERT_SCHEMA)
+    )

@@ -13,7 +13,6 @@ the webhook notifier at once, routed by station and level as the site file says.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from crowdwatch.events import RawBatch
 from crowdwatch.flow import default_sink, default_source, now_ms
 from crowdwatch.levels import Thresholds
 from crowdwatch.notify import AlertEvent, WebhookNotifier
-from crowdwatch.risk import StationRisk, ZoneState
+from crowdwatch.risk import StationRisk, ZoneState, alert_rows
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
 from crowdwatch.warehouse import TableRows
@@ -58,20 +57,6 @@ ZONE_STATE_SCHEMA = pl.Schema(
         "burst_score": pl.Float32(),
         "level": pl.String(),
         "version": pl.UInt64(),
-    }
-)
-ALERT_SCHEMA = pl.Schema(
-    {
-        "alert_id": pl.String(),
-        "event": pl.String(),
-        "kind": pl.String(),
-        "zone_id": pl.String(),
-        "station_id": pl.String(),
-        "level": pl.String(),
-        "previous_level": pl.String(),
-        "ts": pl.Datetime("ms", "UTC"),
-        "reason": pl.String(),
-        "values": pl.String(),
     }
 )
 
@@ -230,29 +215,6 @@ def zone_state_rows(states: list[ZoneState], version: int) -> pl.DataFrame:
         )
         .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
         .cast(ZONE_STATE_SCHEMA)
-    )
-
-
-def alert_rows(events: list[AlertEvent]) -> pl.DataFrame:
-    """``alerts`` rows: one per lifecycle event."""
-    return (
-        pl.DataFrame(
-            {
-                "alert_id": [e.alert_id for e in events],
-                "event": [e.event for e in events],
-                "kind": [e.kind for e in events],
-                "zone_id": [e.zone_id for e in events],
-                "station_id": [e.station_id for e in events],
-                "level": [e.level for e in events],
-                "previous_level": [e.previous_level for e in events],
-                "ts": [e.ts_ms for e in events],
-                "reason": [e.reason for e in events],
-                "values": [json.dumps(e.values, sort_keys=True) for e in events],
-            },
-            schema_overrides={"ts": pl.Int64, "previous_level": pl.String},
-        )
-        .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
-        .cast(ALERT_SCHEMA)
     )
 
 
