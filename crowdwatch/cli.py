@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from time import time_ns
 from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -93,6 +94,37 @@ def cmd_mot(args: argparse.Namespace, console: Console) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(m.to_json(site.tz) + "\n" for m in messages), encoding="utf-8")
     console.print(f"wrote {len(messages)} messages of camera {args.camera} to {args.out}")
+
+
+def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
+    """Train, predict, warn or backtest crowd-flow forecasts."""
+    from forecasts import service
+
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    if args.forecast_command == "backtest":
+        from forecasts.backtest import main as backtest_main
+
+        backtest_main(["--stations", str(args.stations), "--origins", str(args.origins)])
+        return
+    with _warehouse(settings) as warehouse:
+        if args.forecast_command == "train":
+            for target in args.targets:
+                trained = service.train(settings, warehouse, site, target)
+                for t in trained:
+                    status = f"error: {t.error}" if t.error else t.method
+                    console.print(f"{target} {t.zone_id}: {status} ({t.seconds:.2f} s)")
+                console.print(f"{target}: {len(trained)} model(s) fitted (the rest were fresh)")
+        elif args.forecast_command == "predict":
+            for target in args.targets:
+                rows = service.predict(settings, warehouse, site, target, horizon_h=args.horizon_h)
+                console.print(f"{target}: {rows.height} forecast rows written")
+        else:
+            now_ms = int(args.now.timestamp() * 1000) if args.now else time_ns() // 1_000_000
+            events = service.warn(settings, warehouse, site, now_ms)
+            for e in events:
+                console.print(f"{e.zone_id} {e.level.upper()}: {e.reason}")
+            console.print(f"{len(events)} predicted-big-crowd alert(s) raised")
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> None:
@@ -241,6 +273,27 @@ def build_parser() -> argparse.ArgumentParser:
     mot.add_argument("--min-confidence", type=float, default=0.5)
     _common(mot)
     mot.set_defaults(func=cmd_mot)
+
+    forecast = sub.add_parser("forecast", help="crowd-flow forecasts and early warnings")
+    forecast_sub = forecast.add_subparsers(
+        dest="forecast_command", required=True, metavar="COMMAND"
+    )
+    for name, text in (
+        ("train", "fit the zones whose model is missing or stale (Prophet, in parallel)"),
+        ("predict", "forecast the coming hours with every saved model"),
+        ("warn", "raise predicted-big-crowd alerts from the newest forecasts"),
+        ("backtest", "rolling-origin backtest on the Hangzhou gate flows"),
+    ):
+        command = forecast_sub.add_parser(name, help=text)
+        command.add_argument(
+            "--targets", nargs="+", default=["headcount", "inflow"], choices=["headcount", "inflow"]
+        )
+        command.add_argument("--horizon-h", type=int, default=24, help="hours to forecast")
+        command.add_argument("--now", type=datetime.fromisoformat, help="the present (ISO 8601)")
+        command.add_argument("--stations", type=int, default=80, help="backtest: stations")
+        command.add_argument("--origins", type=int, default=7, help="backtest: origins (days)")
+        _common(command)
+        command.set_defaults(func=cmd_forecast)
 
     run = sub.add_parser("run", help="run a pipeline on its configured input")
     run.add_argument("pipeline", help="a module of pipelines/, e.g. gate_flow")

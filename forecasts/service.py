@@ -1,0 +1,190 @@
+"""Training, forecasting and early warning against the warehouse, fit for a scheduler.
+
+- `train`: hourly history per zone from ClickHouse (the fused headcount of ``zone_state``, or
+  the gate inflow of ``zone_metrics``), fitted in parallel processes; each model is saved as
+  Prophet JSON under ``<data_dir>/models/<database>/<target>/<zone>.json`` with a small
+  metadata file.
+  Incremental: a zone is refitted only when it has no model or its history has grown by
+  ``retrain_after_h`` hours since the model was fitted.
+- `predict`: every saved model forecasts the next ``horizon_h`` hours after its history; rows go
+  to ``forecasts`` with the model version and training time.
+- `warn`: forecasts for the next two hours become predicted-big-crowd alerts
+  (`forecasts.early_warning`), stored in ``alerts`` and sent through the same notifier and
+  routing as the risk engine's; an alert already stored is not sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+
+from crowdwatch.notify import AlertEvent, WebhookNotifier
+from crowdwatch.risk import alert_rows
+from crowdwatch.settings import Settings
+from crowdwatch.site import Site
+from crowdwatch.warehouse import Warehouse
+from forecasts.early_warning import early_warnings
+from forecasts.model import ForecastConfig, Forecaster, fit_many
+
+HISTORY_SQL = {
+    "headcount": """
+        SELECT zone_id, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS hour, avg(headcount) AS y
+        FROM zone_state FINAL
+        WHERE headcount IS NOT NULL
+        GROUP BY zone_id, hour
+        ORDER BY zone_id, hour
+    """,
+    "inflow": """
+        SELECT zone_id, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS hour,
+            toFloat64(sum(entries)) AS y
+        FROM zone_metrics FINAL
+        WHERE scope = 'zone'
+        GROUP BY zone_id, hour
+        ORDER BY zone_id, hour
+    """,
+}
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One zone's training outcome."""
+
+    zone_id: str
+    method: str | None
+    seconds: float
+    error: str | None
+
+
+def history(warehouse: Warehouse, site: Site, target: str) -> dict[str, pd.DataFrame]:
+    """Hourly ``ds`` (local time, naive) and ``y`` per zone of the site."""
+    rows = warehouse.query(HISTORY_SQL[target])
+    series = {}
+    for (zone_id,), frame in rows.partition_by("zone_id", as_dict=True).items():
+        if zone_id not in site.zone_by_id:
+            continue
+        local = frame.select(
+            pl.col("hour")
+            .cast(pl.Datetime("ms", "UTC"))
+            .dt.convert_time_zone(site.site.timezone)
+            .dt.replace_time_zone(None)
+            .alias("ds"),
+            pl.col("y").cast(pl.Float64),
+        )
+        series[str(zone_id)] = local.to_pandas()
+    return series
+
+
+def _model_dir(settings: Settings, target: str) -> Path:
+    return settings.data_dir / "models" / settings.clickhouse_database / target
+
+
+def train(
+    settings: Settings,
+    warehouse: Warehouse,
+    site: Site,
+    target: str = "headcount",
+    *,
+    retrain_after_h: int = 24,
+    processes: int = 2,
+    config: ForecastConfig | None = None,
+) -> list[Trained]:
+    """Fit the zones whose model is missing or stale; save their models as JSON."""
+    folder = _model_dir(settings, target)
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = {}
+    for zone_id, frame in history(warehouse, site, target).items():
+        meta_file = folder / f"{zone_id}.meta.json"
+        last = str(frame["ds"].max())
+        if meta_file.exists():
+            fitted_to = pd.Timestamp(json.loads(meta_file.read_text(encoding="utf-8"))["last_ds"])
+            if pd.Timestamp(last) < fitted_to + pd.Timedelta(hours=retrain_after_h):
+                continue
+        stale[zone_id] = frame
+    results = fit_many(stale, config or ForecastConfig(), processes=processes) if stale else {}
+    trained = []
+    for zone_id, result in results.items():
+        if result.model_json is not None:
+            (folder / f"{zone_id}.json").write_text(result.model_json, encoding="utf-8")
+            meta = {
+                "last_ds": str(stale[zone_id]["ds"].max()),
+                "trained_at_ms": int(time.time() * 1000),
+                "method": result.method,
+            }
+            (folder / f"{zone_id}.meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        trained.append(Trained(zone_id, result.method, result.seconds, result.error))
+    return trained
+
+
+def predict(
+    settings: Settings,
+    warehouse: Warehouse,
+    site: Site,
+    target: str = "headcount",
+    *,
+    horizon_h: int = 24,
+) -> pl.DataFrame:
+    """Forecast the next ``horizon_h`` hours with every saved model; store and return the rows."""
+    folder = _model_dir(settings, target)
+    frames = []
+    version = time.time_ns()
+    for model_file in sorted(folder.glob("*.json")):
+        if model_file.name.endswith(".meta.json"):
+            continue
+        zone_id = model_file.stem
+        meta = json.loads((folder / f"{zone_id}.meta.json").read_text(encoding="utf-8"))
+        forecaster = Forecaster.from_json(model_file.read_text(encoding="utf-8"))
+        start = pd.Timestamp(meta["last_ds"]) + pd.Timedelta(hours=1)
+        future = pd.date_range(start, periods=horizon_h, freq="1h")
+        predicted = pl.from_pandas(forecaster.predict(future))
+        frames.append(
+            predicted.select(
+                pl.lit(zone_id).alias("zone_id"),
+                pl.lit(target).alias("target"),
+                pl.col("ds")
+                .cast(pl.Datetime("ms"))
+                .dt.replace_time_zone(site.site.timezone)
+                .dt.convert_time_zone("UTC")
+                .alias("ts"),
+                pl.col("yhat").cast(pl.Float32),
+                pl.col("yhat_lower").cast(pl.Float32),
+                pl.col("yhat_upper").cast(pl.Float32),
+                pl.col("method").cast(pl.String),
+                pl.lit(forecaster.fallback_reason, pl.String).alias("fallback_reason"),
+                pl.lit(f"{zone_id}@{meta['trained_at_ms']}").alias("model_version"),
+                pl.lit(meta["trained_at_ms"]).cast(pl.Datetime("ms", "UTC")).alias("trained_at"),
+                pl.lit(version, pl.UInt64).alias("version"),
+            )
+        )
+    rows = pl.concat(frames) if frames else pl.DataFrame()
+    warehouse.insert("forecasts", rows)
+    return rows
+
+
+def warn(
+    settings: Settings, warehouse: Warehouse, site: Site, now_ms: int, *, notify: bool = True
+) -> list[AlertEvent]:
+    """Raise predicted-big-crowd alerts from the newest forecasts; each alert once."""
+    forecast = warehouse.query(
+        "SELECT zone_id, ts, yhat, yhat_upper FROM forecasts FINAL WHERE target = 'headcount'"
+    )
+    if forecast.height == 0:
+        return []
+    events = early_warnings(forecast, site, now_ms)
+    known = set(
+        warehouse.query("SELECT DISTINCT alert_id FROM alerts WHERE kind = 'predicted_big_crowd'")[
+            "alert_id"
+        ]
+    )
+    fresh = [e for e in events if e.alert_id not in known]
+    if fresh:
+        warehouse.insert("alerts", alert_rows(fresh))
+        if notify:
+            notifier = WebhookNotifier(site)
+            for event in fresh:
+                notifier.send(event)
+    return fresh

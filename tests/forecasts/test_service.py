@@ -1,0 +1,107 @@
+"""Forecasts against the warehouse: train on simulated history, write rows, warn ahead."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from crowdwatch.events import RawBatch
+from crowdwatch.notify import AlertEvent
+from crowdwatch.settings import Settings
+from crowdwatch.simulate import simulate_day
+from crowdwatch.site import load_site
+from crowdwatch.warehouse import Warehouse
+from forecasts import service
+from pipelines import zone_risk
+from tests.conftest import EXAMPLE_SITE
+
+SITE = load_site(EXAMPLE_SITE)
+LAST = date(2026, 11, 19)
+
+
+def history(days: int) -> list[RawBatch]:
+    frames = [
+        simulate_day(SITE, LAST - timedelta(days=d), seed=d, scale=0.25)
+        for d in range(days - 1, -1, -1)
+    ]
+    records = pl.concat(frames)
+    return [
+        RawBatch("history", "passage", records.slice(i, 50_000), i)
+        for i in range(0, records.height, 50_000)
+    ]
+
+
+def test_forecast_rows_land_for_every_zone_with_history_and_training_is_incremental(
+    engine_dir: Path,
+) -> None:
+    settings = Settings(data_dir=engine_dir, clickhouse_database="forecast_history")
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.migrate()
+        run_main(
+            zone_risk.build(settings, source=TestingSource(history(15)), alert_sink=TestingSink([]))
+        )
+        series = service.history(warehouse, SITE, "headcount")
+        assert set(series) == {
+            "CTR-concourse",
+            "RVS-concourse",
+            "NPK-concourse",
+            "STD-concourse",
+            "WLK-lakeside",
+        }
+        trained = service.train(settings, warehouse, SITE, "headcount")
+        assert sorted(t.zone_id for t in trained) == sorted(series)
+        assert all(t.error is None for t in trained)
+        rows = service.predict(settings, warehouse, SITE, "headcount", horizon_h=24)
+        stored = warehouse.query(
+            "SELECT zone_id, count() AS n, min(yhat_lower) AS low FROM forecasts FINAL "
+            "GROUP BY zone_id ORDER BY zone_id"
+        )
+        assert stored["zone_id"].to_list() == sorted(series)
+        assert stored["n"].to_list() == [24] * len(series)
+        assert stored["low"].min() >= 0  # never a negative crowd
+        assert rows.height == 24 * len(series)
+        # nothing new since: nothing to refit
+        assert service.train(settings, warehouse, SITE, "headcount") == []
+
+
+def test_warnings_are_stored_sent_once_and_not_repeated(engine_dir: Path) -> None:
+    settings = Settings(data_dir=engine_dir, clickhouse_database="forecast_warn")
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.migrate()
+        now = pl.datetime(2026, 11, 20, 13, 0, time_zone="UTC")
+        ahead = pl.select(
+            pl.lit("STD-concourse").alias("zone_id"),
+            pl.lit("headcount").alias("target"),
+            pl.datetime_range(
+                now + pl.duration(minutes=15),
+                now + pl.duration(hours=2),
+                "15m",
+                time_unit="ms",
+                time_zone="UTC",
+            ).alias("ts"),
+        ).with_columns(
+            pl.lit(1200.0, pl.Float32).alias("yhat"),
+            pl.lit(800.0, pl.Float32).alias("yhat_lower"),
+            pl.when(pl.int_range(pl.len()) >= 2)
+            .then(1600.0)
+            .otherwise(1000.0)
+            .cast(pl.Float32)
+            .alias("yhat_upper"),
+            pl.lit("prophet").alias("method"),
+            pl.lit(None, pl.String).alias("fallback_reason"),
+            pl.lit("test").alias("model_version"),
+            pl.lit(0).cast(pl.Datetime("ms", "UTC")).alias("trained_at"),
+            pl.lit(1, pl.UInt64).alias("version"),
+        )
+        warehouse.insert("forecasts", ahead)
+        now_ms = int(ahead["ts"][0].timestamp() * 1000) - 15 * 60_000
+        sent: list[AlertEvent] = service.warn(settings, warehouse, SITE, now_ms, notify=False)
+        assert [(e.kind, e.level, e.lead_time_s) for e in sent] == [
+            ("predicted_big_crowd", "orange", 45 * 60)
+        ]
+        assert service.warn(settings, warehouse, SITE, now_ms + 60_000, notify=False) == []
+        stored = warehouse.query("SELECT kind, level FROM alerts FINAL")
+        assert stored.rows() == [("predicted_big_crowd", "orange")]
