@@ -1,0 +1,164 @@
+"""The network overview: totals, the zones nearest to capacity, open alerts, level per station."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard, stat, statetimeline, table
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards.panels import DATASOURCE, LEVEL_MAPPINGS, level_thresholds, sql
+
+UID = "crowdwatch-overview"
+
+# The newest state of every zone seen in the range. argMax over a one-element tuple keeps a
+# newest NULL (no warning) instead of skipping to an older non-NULL value.
+LATEST_ZONES = """
+    SELECT
+        zone_id,
+        station_id,
+        max(ts) AS updated,
+        argMax(tuple(headcount), ts).1 AS headcount,
+        argMax(tuple(capacity_share), ts).1 AS capacity_share,
+        argMax(tuple(level), ts).1 AS level
+    FROM zone_state FINAL
+    WHERE $__timeFilter(ts)
+    GROUP BY zone_id, station_id
+"""
+
+# Alerts whose newest event up to the end of the range is not "resolved".
+OPEN_ALERTS = """
+    SELECT
+        alert_id,
+        any(zone_id) AS zone_id,
+        any(station_id) AS station_id,
+        argMax(kind, ts) AS kind,
+        argMax(level, ts) AS level,
+        min(ts) AS opened,
+        max(ts) AS updated,
+        argMax(reason, ts) AS reason
+    FROM alerts FINAL
+    WHERE ts <= $__toTime
+    GROUP BY alert_id
+    HAVING argMax(event, ts) != 'resolved'
+"""
+
+
+def _stat(title: str, query: str, unit: str) -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .with_target(sql(query, table=True))
+        .unit(unit)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .height(4)
+        .span(6)
+    )
+
+
+def network_overview() -> dashboard.Dashboard:
+    """The whole network at a glance: fullest zones, open alerts, each station's level."""
+    people = _stat(
+        "People in the network",
+        f"SELECT sum(headcount) AS people FROM ({LATEST_ZONES})",
+        "none",
+    )
+    warning = _stat(
+        "Zones with a warning",
+        f"SELECT countIf(level IS NOT NULL) AS zones FROM ({LATEST_ZONES})",
+        "none",
+    ).thresholds(level_thresholds((1.0, 2.0, 3.0, 5.0)))
+    alerts = _stat("Alerts open", f"SELECT count() AS alerts FROM ({OPEN_ALERTS})", "none")
+    cameras = _stat(
+        "Cameras online",
+        "SELECT online_rate, working_rate FROM camera_network",
+        "percentunit",
+    )
+    nearest = (
+        table.Panel()
+        .title("Zones nearest to capacity")
+        .description("The newest state of each zone in the range, fullest first.")
+        .datasource(DATASOURCE)
+        .with_target(
+            sql(
+                f"""
+SELECT
+    z.zone_id AS zone_id,
+    s.name AS name,
+    z.station_id AS station_id,
+    z.headcount AS headcount,
+    s.capacity AS capacity,
+    z.capacity_share AS capacity_share,
+    z.level AS level,
+    z.updated AS updated
+FROM ({LATEST_ZONES}) AS z
+LEFT JOIN (SELECT zone_id, name, capacity FROM site_zones FINAL) AS s ON s.zone_id = z.zone_id
+ORDER BY capacity_share DESC NULLS LAST
+LIMIT 10
+""",
+                table=True,
+            )
+        )
+        .mappings(LEVEL_MAPPINGS)
+        .override_by_name(
+            "capacity_share",
+            [
+                model.DynamicConfigValue(id_val="unit", value="percentunit"),
+                model.DynamicConfigValue(
+                    id_val="thresholds", value=level_thresholds().build().to_json()
+                ),
+                model.DynamicConfigValue(
+                    id_val="custom.cellOptions", value={"type": "color-background"}
+                ),
+            ],
+        )
+        .height(10)
+        .span(12)
+    )
+    open_alerts = (
+        table.Panel()
+        .title("Open alerts")
+        .description("Alerts not resolved at the end of the range, newest first.")
+        .datasource(DATASOURCE)
+        .with_target(sql(f"{OPEN_ALERTS}\nORDER BY updated DESC", table=True))
+        .mappings(LEVEL_MAPPINGS)
+        .height(10)
+        .span(12)
+    )
+    stations = (
+        statetimeline.Panel()
+        .title("Level per station")
+        .description("The worst level of each station's zones (0: none, 1-4: blue to red).")
+        .datasource(DATASOURCE)
+        .with_target(
+            sql(
+                """
+SELECT $__timeInterval(ts) AS time, station_id, max(level_rank) AS level_rank
+FROM station_state
+WHERE $__timeFilter(ts)
+GROUP BY time, station_id
+ORDER BY time
+"""
+            )
+        )
+        .mappings(LEVEL_MAPPINGS)
+        .show_value(common.VisibilityMode.NEVER)
+        .height(8)
+        .span(24)
+    )
+    return (
+        dashboard.Dashboard("Crowdwatch: network overview")
+        .uid(UID)
+        .tags(["crowdwatch"])
+        .timezone("browser")
+        .time("now-6h", "now")
+        .refresh("30s")
+        .with_panel(people)
+        .with_panel(warning)
+        .with_panel(alerts)
+        .with_panel(cameras)
+        .with_panel(nearest)
+        .with_panel(open_alerts)
+        .with_panel(stations)
+    )

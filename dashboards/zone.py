@@ -1,0 +1,196 @@
+"""One zone in detail: headcount against capacity and forecast, density, flows, scores, alerts."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard, statetimeline, table, timeseries
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards.panels import DATASOURCE, LEVEL_MAPPINGS, level_thresholds, sql
+
+UID = "crowdwatch-zone"
+ZONE = "zone_id = ${zone:singlequote}"
+
+
+def _variable(name: str, label: str, query: str) -> dashboard.QueryVariable:
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query(query.strip())
+        .refresh(model.VariableRefresh.ON_DASHBOARD_LOAD)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def _series(title: str, unit: str) -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .fill_opacity(10)
+        .height(8)
+        .span(12)
+    )
+
+
+def zone_detail() -> dashboard.Dashboard:
+    """One zone of one station, chosen by the ``station`` and ``zone`` variables."""
+    headcount = (
+        _series("Headcount against capacity and forecast", "none")
+        .span(24)
+        .with_target(
+            sql(
+                f"""
+SELECT
+    ts AS time,
+    headcount,
+    toFloat64((SELECT any(capacity) FROM site_zones FINAL WHERE {ZONE})) AS capacity
+FROM zone_state FINAL
+WHERE {ZONE} AND $__timeFilter(ts)
+ORDER BY time
+"""
+            )
+        )
+        .with_target(
+            sql(
+                f"""
+SELECT ts AS time, yhat AS forecast, yhat_lower AS forecast_lower, yhat_upper AS forecast_upper
+FROM forecasts FINAL
+WHERE {ZONE} AND target = 'headcount' AND $__timeFilter(ts)
+ORDER BY time
+""",
+                ref_id="B",
+            )
+        )
+        .override_by_name(
+            "forecast_lower",
+            [
+                model.DynamicConfigValue(id_val="custom.fillBelowTo", value="forecast_upper"),
+                model.DynamicConfigValue(id_val="custom.lineWidth", value=0),
+            ],
+        )
+        .override_by_name(
+            "forecast_upper", [model.DynamicConfigValue(id_val="custom.lineWidth", value=0)]
+        )
+        .override_by_name(
+            "capacity",
+            [
+                model.DynamicConfigValue(
+                    id_val="color", value={"mode": "fixed", "fixedColor": "red"}
+                ),
+                model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+            ],
+        )
+    )
+    density = (
+        _series("Density", "none")
+        .description("Persons per m².")
+        .with_target(
+            sql(
+                f"""
+SELECT ts AS time, density
+FROM zone_state FINAL
+WHERE {ZONE} AND $__timeFilter(ts)
+ORDER BY time
+"""
+            )
+        )
+    )
+    service = (
+        statetimeline.Panel()
+        .title("Level of service and warning level")
+        .description("Fruin level of service (A-F) and the zone's warning level.")
+        .datasource(DATASOURCE)
+        .with_target(
+            sql(
+                f"""
+SELECT ts AS time, level_of_service, ifNull(level, 'none') AS level
+FROM zone_state FINAL
+WHERE {ZONE} AND $__timeFilter(ts)
+ORDER BY time
+""",
+                table=True,
+            )
+        )
+        .mappings(LEVEL_MAPPINGS)
+        .height(8)
+        .span(12)
+    )
+    flows = (
+        _series("Inflow and outflow", "none")
+        .description("Gate entries and exits per minute.")
+        .with_target(
+            sql(
+                f"""
+SELECT ts AS time, inflow_per_min AS inflow, outflow_per_min AS outflow
+FROM zone_metrics FINAL
+WHERE {ZONE} AND scope = 'zone' AND $__timeFilter(ts)
+ORDER BY time
+"""
+            )
+        )
+    )
+    scores = (
+        _series("Anomaly scores", "none")
+        .description("1 and above: a strong anomaly, a sudden change or a burst of calls.")
+        .with_target(
+            sql(
+                f"""
+SELECT ts AS time, anomaly_score, surge_score, burst_score
+FROM zone_state FINAL
+WHERE {ZONE} AND $__timeFilter(ts)
+ORDER BY time
+"""
+            )
+        )
+        .thresholds(level_thresholds((1.0, 2.0, 3.0, 4.0)))
+        .thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.DASHED)
+        )
+    )
+    alerts = (
+        table.Panel()
+        .title("Alerts")
+        .datasource(DATASOURCE)
+        .with_target(
+            sql(
+                f"""
+SELECT ts, event, level, previous_level, kind, reason, alert_id
+FROM alerts FINAL
+WHERE {ZONE} AND $__timeFilter(ts)
+ORDER BY ts DESC
+""",
+                table=True,
+            )
+        )
+        .mappings(LEVEL_MAPPINGS)
+        .height(8)
+        .span(24)
+    )
+    return (
+        dashboard.Dashboard("Crowdwatch: zone detail")
+        .uid(UID)
+        .tags(["crowdwatch"])
+        .timezone("browser")
+        .time("now-6h", "now")
+        .refresh("30s")
+        .with_variable(
+            _variable("station", "Station", "SELECT DISTINCT station_id FROM site_zones FINAL")
+        )
+        .with_variable(
+            _variable(
+                "zone",
+                "Zone",
+                "SELECT zone_id FROM site_zones FINAL WHERE station_id = ${station:singlequote}",
+            )
+        )
+        .with_panel(headcount)
+        .with_panel(density)
+        .with_panel(service)
+        .with_panel(flows)
+        .with_panel(scores)
+        .with_panel(alerts)
+    )
