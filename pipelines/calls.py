@@ -28,9 +28,9 @@ from crowdwatch.callcounts import BurstParams, CallWindows
 from crowdwatch.calls import CallDirectory, CallZones, parse_calls
 from crowdwatch.calls_categories import load_categories
 from crowdwatch.events import RawBatch
-from crowdwatch.flow import default_sink, default_source, now_ms
+from crowdwatch.flow import now_ms, one_source_flow
 from crowdwatch.settings import Settings
-from crowdwatch.site import Site, load_site
+from crowdwatch.site import Site
 from crowdwatch.warehouse import TableRows
 
 Parsed = tuple[pl.DataFrame, pl.DataFrame]
@@ -92,12 +92,4 @@ def build(
         source: `RawBatch` items of call records; defaults to replaying ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
     """
-    config = settings or Settings()
-    site = load_site(config.site_file)
-    flow = Dataflow("calls")
-    raw = op.input("call_records", flow, source or default_source(config, site.site.timezone))
-    # RawBatch of call records
-    rows = call_rows("calls", raw, site, config)
-    # (table, frame)
-    op.output("warehouse", rows, sink or default_sink(config))
-    return flow
+    return one_source_flow("calls", call_rows, settings, source, sink)

@@ -27,10 +27,10 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from crowdwatch.events import GateDirectory, Parsed, RawBatch, parse_batch
-from crowdwatch.flow import default_sink, default_source, now_ms
+from crowdwatch.flow import now_ms, one_source_flow
 from crowdwatch.occupancy import StationWindows, gate_fed_zones
 from crowdwatch.settings import Settings
-from crowdwatch.site import Site, load_site
+from crowdwatch.site import Site
 from crowdwatch.warehouse import TableRows
 
 StationUpdate = tuple[pl.DataFrame, pl.DataFrame]
@@ -141,12 +141,4 @@ def build(
         source: `RawBatch` items; defaults to replaying ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
     """
-    config = settings or Settings()
-    site = load_site(config.site_file)
-    flow = Dataflow("gate_flow")
-    raw = op.input("gate_records", flow, source or default_source(config, site.site.timezone))
-    # RawBatch
-    rows = gate_rows("gates", raw, site, config)
-    # (table, frame)
-    op.output("warehouse", rows, sink or default_sink(config))
-    return flow
+    return one_source_flow("gate_flow", gate_rows, settings, source, sink)

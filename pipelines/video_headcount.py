@@ -30,10 +30,10 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from crowdwatch.events import Check, RawBatch, split_rows
-from crowdwatch.flow import default_sink, default_source, now_ms
+from crowdwatch.flow import now_ms, one_source_flow
 from crowdwatch.headcount import StationVideo
 from crowdwatch.settings import Settings
-from crowdwatch.site import Site, load_site
+from crowdwatch.site import Site
 from crowdwatch.video import CameraDirectory, VideoParsed, parse_video
 from crowdwatch.warehouse import TableRows
 from detectors.deepstream import stock
@@ -199,12 +199,4 @@ def build(
             ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
     """
-    config = settings or Settings()
-    site = load_site(config.site_file)
-    flow = Dataflow("video_headcount")
-    raw = op.input("camera_messages", flow, source or default_source(config, site.site.timezone))
-    # RawBatch of JSON camera messages or stock DeepStream payloads
-    rows = video_rows("video", raw, site, config)
-    # (table, frame)
-    op.output("warehouse", rows, sink or default_sink(config))
-    return flow
+    return one_source_flow("video_headcount", video_rows, settings, source, sink)
