@@ -163,6 +163,18 @@ class CallWindows:
             .unique()
         )
 
+    def _rows(self, parts: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
+        """The parts as one frame of ``schema``: ``ts`` from epoch ms, this update's version."""
+        if not parts:
+            return pl.DataFrame(schema=schema)
+        return (
+            pl.concat(parts)
+            .with_columns(
+                pl.col("ts").cast(pl.Datetime("ms", "UTC")), pl.lit(self.version).alias("version")
+            )
+            .cast(schema)
+        )
+
     def _counts(self, exploded: pl.DataFrame, touched: pl.DataFrame) -> pl.DataFrame:
         points = self._points(touched, (0, *WINDOWS))
         by_series = exploded.partition_by("key", "level", "group", as_dict=True)
@@ -179,15 +191,7 @@ class CallWindows:
                     {"key": key, "level": level, "group": group, "ts": p * MINUTE_MS, **counts}
                 )
             )
-        if not out:
-            return pl.DataFrame(schema=COUNT_SCHEMA)
-        return (
-            pl.concat(out)
-            .with_columns(
-                pl.col("ts").cast(pl.Datetime("ms", "UTC")), pl.lit(self.version).alias("version")
-            )
-            .cast(COUNT_SCHEMA)
-        )
+        return self._rows(out, COUNT_SCHEMA)
 
     def _expected_15m(
         self, crowd_minutes: npt.NDArray[np.int64], points: npt.NDArray[np.int64]
@@ -239,12 +243,4 @@ class CallWindows:
                     }
                 )
             )
-        if not out:
-            return pl.DataFrame(schema=BURST_SCHEMA)
-        return (
-            pl.concat(out)
-            .with_columns(
-                pl.col("ts").cast(pl.Datetime("ms", "UTC")), pl.lit(self.version).alias("version")
-            )
-            .cast(BURST_SCHEMA)
-        )
+        return self._rows(out, BURST_SCHEMA)
