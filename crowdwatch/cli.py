@@ -22,6 +22,7 @@ from rich.console import Console
 from crowdwatch import registry
 from crowdwatch.flow import PipelineConfigError
 from crowdwatch.mot import MotError, mot_messages, read_mot
+from crowdwatch.redis_streams import BrokerError
 from crowdwatch.replay import ReplayError
 from crowdwatch.runner import prepare_warehouse, print_frame, replay_files, run_flow
 from crowdwatch.settings import Settings
@@ -35,6 +36,7 @@ KNOWN_ERRORS = (
     ReplayError,
     MotError,
     PipelineConfigError,
+    BrokerError,
     ClickHouseError,
     FileNotFoundError,
     ValueError,
@@ -149,6 +151,26 @@ def cmd_pipelines(args: argparse.Namespace, console: Console) -> None:
     for name, build in sorted(registry.discover().items()):
         doc = (sys.modules[build.__module__].__doc__ or "").strip().splitlines()
         console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")
+
+
+def cmd_publish(args: argparse.Namespace, console: Console) -> None:
+    """Append a recorded file's records to the Redis stream of their kind."""
+    import polars as pl
+
+    from crowdwatch.redis_streams import connect, publish, stream_key
+    from crowdwatch.replay import read_records
+
+    settings = _settings(args)
+    kind, frame = read_records(args.file)
+    kind = args.kind or kind
+    if frame.columns == ["payload"]:
+        lines = frame["payload"]
+    else:
+        lines = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    stream = args.stream or stream_key(settings.redis_stream_prefix, kind, args.partition)
+    url = args.redis_url or settings.redis_url.get_secret_value()
+    ids = publish(connect(url), stream, lines.to_list())
+    console.print(f"published {len(ids):,} {kind} records of {args.file} to stream {stream}")
 
 
 def cmd_query(args: argparse.Namespace, console: Console) -> None:
@@ -310,6 +332,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--day", type=date.fromisoformat, default=_default_day(), help="YYYY-MM-DD")
     _common(demo)
     demo.set_defaults(func=cmd_demo)
+
+    publish_cmd = sub.add_parser("publish", help="append a recorded file to a broker")
+    publish_sub = publish_cmd.add_subparsers(
+        dest="publish_command", required=True, metavar="BROKER"
+    )
+    to_redis = publish_sub.add_parser(
+        "redis", help="to the Redis stream <prefix>:<kind>[:<partition>] (pipelined XADD)"
+    )
+    to_redis.add_argument("file", type=Path, help="CSV, JSONL or Parquet records")
+    to_redis.add_argument(
+        "--kind",
+        choices=("passage", "count", "video", "deepstream_full", "deepstream_minimal", "call"),
+        help="record kind (default: detected from the file's columns)",
+    )
+    to_redis.add_argument("--partition", type=int, help="append :<k> to the stream name")
+    to_redis.add_argument("--stream", help="the stream name (default from the kind)")
+    to_redis.add_argument("--redis-url", help="redis://host:port/db (CROWDWATCH_REDIS_URL)")
+    _common(to_redis)
+    to_redis.set_defaults(func=cmd_publish)
 
     query = sub.add_parser("query", help="run SQL on the warehouse and print a table")
     query.add_argument("sql", help="e.g. 'SELECT * FROM zone_metrics FINAL LIMIT 10'")

@@ -1,4 +1,9 @@
-"""What every pipeline's ``build`` shares: its default source and sink, and the wall clock."""
+"""What every pipeline's ``build`` shares: its default source and sink, and the wall clock.
+
+The default source follows ``settings.source``: a recorded file replayed, Redis Streams or Kafka
+topics. The same pipeline code runs on all three; only which signals (record kinds) a
+broker source subscribes to depends on the pipeline.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from crowdwatch.events import RawBatch
+from crowdwatch.events import FIELDS, RawBatch, RecordKind
 from crowdwatch.replay import FileSource, ReplayFile
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
@@ -21,8 +26,29 @@ class PipelineConfigError(ValueError):
     """A pipeline cannot be built from these settings; the message says what to set."""
 
 
-def default_source(settings: Settings, timezone: str) -> Source[RawBatch]:
-    """The source a pipeline reads when none is passed: ``settings.input_path`` replayed."""
+PIPELINE_KINDS: dict[str, tuple[RecordKind, ...]] = {
+    "gate_flow": ("passage", "count"),
+    "video_headcount": ("video", "deepstream_full", "deepstream_minimal"),
+    "calls": ("call",),
+}
+"""The signals a single-source pipeline reads from a broker; other pipelines read every kind."""
+
+ALL_KINDS: tuple[RecordKind, ...] = tuple(FIELDS)
+
+
+def default_source(
+    settings: Settings, timezone: str, kinds: tuple[RecordKind, ...] = ALL_KINDS
+) -> Source[RawBatch]:
+    """The source a pipeline reads when none is passed, as ``settings.source`` says.
+
+    ``file``: ``settings.input_path`` replayed. ``redis`` and ``kafka``: one stream or topic
+    per signal in ``settings.source_kinds`` (default ``kinds``, the pipeline's own) and,
+    with ``source_partition_count`` > 1, only the partitions in ``source_partitions``.
+    """
+    if settings.source == "redis":
+        return redis_source(settings, settings.source_kinds or kinds)
+    if settings.source == "kafka":
+        return kafka_source(settings, settings.source_kinds or kinds)
     if settings.input_path is None:
         raise PipelineConfigError(
             "no input: set CROWDWATCH_INPUT_PATH to a recorded file (CSV, JSONL or Parquet), "
@@ -30,6 +56,38 @@ def default_source(settings: Settings, timezone: str) -> Source[RawBatch]:
         )
     spec = ReplayFile(settings.input_path, timezone, settings.batch_rows, settings.replay_speed)
     return FileSource([spec])
+
+
+def redis_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[RawBatch]:
+    """Redis Streams ``<prefix>:<kind>[:<k>]`` of the settings."""
+    from crowdwatch.redis_streams import RedisStreamSource, partition_streams
+
+    streams = partition_streams(
+        settings.redis_stream_prefix,
+        kinds,
+        settings.source_partition_count,
+        settings.source_partitions,
+    )
+    return RedisStreamSource(
+        settings.redis_url.get_secret_value(),
+        streams,
+        batch_rows=settings.batch_rows,
+        until_drained=settings.source_until_drained,
+    )
+
+
+def kafka_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[RawBatch]:
+    """Kafka topics ``<prefix>.<kind>`` of the settings."""
+    from crowdwatch.kafka import KafkaRecordSource, topic_name
+
+    brokers = [b.strip() for b in settings.kafka_brokers.split(",") if b.strip()]
+    return KafkaRecordSource(
+        brokers,
+        {topic_name(settings.kafka_topic_prefix, kind): kind for kind in kinds},
+        partitions=settings.source_partitions,
+        batch_rows=settings.batch_rows,
+        until_drained=settings.source_until_drained,
+    )
 
 
 def default_sink(settings: Settings) -> WarehouseSink:
@@ -55,13 +113,15 @@ def one_source_flow(
 ) -> Dataflow:
     """A dataflow that reads one source, runs ``steps`` and writes the rows to the warehouse.
 
-    Settings default to ``Settings()`` from the environment, the source to replaying
-    ``settings.input_path``, the sink to the warehouse of the settings.
+    Settings default to ``Settings()`` from the environment, the source to `default_source`
+    with the signals of `PIPELINE_KINDS` (replaying ``settings.input_path`` unless
+    ``settings.source`` names a broker), the sink to the warehouse of the settings.
     """
     config = settings or Settings()
     site = load_site(config.site_file)
     flow = Dataflow(name)
-    raw = op.input("records", flow, source or default_source(config, site.site.timezone))
+    kinds = PIPELINE_KINDS.get(name, ALL_KINDS)
+    raw = op.input("records", flow, source or default_source(config, site.site.timezone, kinds))
     # RawBatch
     rows = steps("steps", raw, site, config)
     # (table, frame)

@@ -8,9 +8,12 @@ Library code never reads ``os.environ``: it takes a ``Settings``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from crowdwatch.events import RecordKind
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SITE_FILE = REPO_ROOT / "infra" / "sites" / "example_interchange.yaml"
@@ -82,6 +85,52 @@ class Settings(BaseSettings):
     rate_window_minutes: int = Field(
         default=5, gt=0, description="Minutes averaged for the inflow rate."
     )
+
+    source: Literal["file", "redis", "kafka"] = Field(
+        default="file",
+        description=(
+            "Where pipelines read records when no source is passed: input_path replayed, Redis "
+            "Streams (<redis_stream_prefix>:<kind>[:<k>]) or Kafka topics (<prefix>.<kind>)."
+        ),
+    )
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis://[user:password@]host:port/db of the Redis Streams source.",
+    )
+    redis_stream_prefix: str = Field(default="crowdwatch", min_length=1)
+    kafka_brokers: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap brokers, host:port,host:port."
+    )
+    kafka_topic_prefix: str = Field(default="crowdwatch", pattern=r"^[A-Za-z0-9._-]+$")
+    source_kinds: Annotated[tuple[RecordKind, ...] | None, NoDecode] = Field(
+        default=None,
+        description=(
+            "Signals read from Redis or Kafka (passage,count,video,…); None: the pipeline's own."
+        ),
+    )
+    source_partition_count: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Partitions per signal, records split by CRC-32(station_id) mod n: Redis streams "
+            "<prefix>:<kind>:<k> (no suffix when 1); Kafka partitions of each topic."
+        ),
+    )
+    source_partitions: Annotated[tuple[int, ...] | None, NoDecode] = Field(
+        default=None, description="The partitions this process reads (e.g. 0,2); None: all."
+    )
+    source_until_drained: bool = Field(
+        default=False,
+        description="Stop reading Redis or Kafka once caught up (replays); otherwise wait on.",
+    )
+
+    @field_validator("source_kinds", "source_partitions", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """Accept ``a,b`` from the environment as well as a sequence."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip()) or None
+        return value
 
     def dsn(self) -> str:
         """Return the ClickHouse DSN, defaulting to the embedded engine under ``data_dir``."""
