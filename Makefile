@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench lock clean
+.PHONY: install demo test lint typecheck pytest bench lock clean browser
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "crowdwatch needs Python 3.11, found " + sys.version'
@@ -27,7 +27,23 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# Headless Chromium renders `crowdwatch report` in tests/test_report.py: Debian's package,
+# installed once (as root, or with passwordless sudo); otherwise that test skips, saying why.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	else echo "make: $(CHROMIUM) is missing; as root run: apt-get install -y" \
+		"--no-install-recommends chromium (tests/test_report.py skips its browser check)"; \
+		exit 0; fi; \
+	echo "installing chromium (Debian package) for the report test"; \
+	$$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
+pytest: install $(CHROMIUM)
 	$(BIN)/pytest
 
 test: lint typecheck pytest

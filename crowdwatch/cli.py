@@ -225,6 +225,31 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     run_demo(_settings(args), console, day=args.day)
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> None:
+    """Write the dashboards' key panels over a range as one self-contained HTML page."""
+    from crowdwatch.report import build_report, summary, write_report
+
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    start, end = (
+        t if t is None or t.tzinfo else t.replace(tzinfo=site.tz) for t in (args.start, args.end)
+    )
+    began = time_ns()
+    with _warehouse(settings) as warehouse:
+        report = build_report(
+            warehouse,
+            now=datetime.now(UTC),
+            tz=site.tz,
+            zone=args.zone,
+            start=start,
+            end=end,
+            title=f"crowdwatch report — {site.site.name}",
+        )
+    path = write_report(report, args.out or settings.data_dir / "report.html")
+    console.print(f"wrote {path}", highlight=False)
+    console.print(f"{summary(report)}, {(time_ns() - began) / 1e9:.1f} s", highlight=False)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (default: CROWDWATCH_* environment variables)")
     group.add_argument("--site-file", type=Path, help="site YAML (CROWDWATCH_SITE_FILE)")
@@ -351,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     to_redis.add_argument("--redis-url", help="redis://host:port/db (CROWDWATCH_REDIS_URL)")
     _common(to_redis)
     to_redis.set_defaults(func=cmd_publish)
+
+    report = sub.add_parser("report", help="the dashboards' key panels as one HTML page")
+    report.add_argument("--zone", help="zone to detail (default: the most severe alert)")
+    report.add_argument(
+        "--from", dest="start", type=datetime.fromisoformat, help="ISO 8601, site time if naive"
+    )
+    report.add_argument("--to", dest="end", type=datetime.fromisoformat, help="ISO 8601")
+    report.add_argument("--out", type=Path, help="default: <data dir>/report.html")
+    _common(report)
+    report.set_defaults(func=cmd_report)
 
     query = sub.add_parser("query", help="run SQL on the warehouse and print a table")
     query.add_argument("sql", help="e.g. 'SELECT * FROM zone_metrics FINAL LIMIT 10'")
