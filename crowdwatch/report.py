@@ -680,6 +680,7 @@ def svg_timeseries(
         f'data-panel="{esc(panel.get("title", ""))}" data-points="{{points}}">'
     ]
     # the levels' capacity shares as faint bands behind a series named capacity
+    bands: list[str] = []  # labels, drawn over the lines
     capacity = next((s for s in series if s.name == "capacity"), None)
     cap = next((v for v in capacity.values if v), None) if capacity else None
     if cap:
@@ -692,6 +693,11 @@ def svg_timeseries(
                     f'width="{width - frame.left - frame.right:.1f}" height="{y_low - y_high:.1f}" '
                     f'fill="{COLORS[level]}" fill-opacity="0.13">'
                     f"<title>{esc(level)}: from {low:.0%} of capacity</title></rect>"
+                )
+            if y_low - y_high >= 12:
+                bands.append(
+                    f'<text x="{width - frame.right - 6:.1f}" y="{y_low - 3:.1f}" '
+                    f'class="band" text-anchor="end">{esc(level)} ≥ {low:.0%}</text>'
                 )
     for tick in ticks:
         y = frame.y(tick)
@@ -747,6 +753,7 @@ def svg_timeseries(
                     f'stroke-width="{line_width}" stroke-linejoin="round"{dash}>'
                     f"<title>{esc(s.name)}</title></path>"
                 )
+    parts += bands
     if not values:
         parts.append(
             f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" class="nodata" '
@@ -1131,6 +1138,7 @@ svg .grid { stroke: #eceef1; stroke-width: 1; }
 svg .axis { stroke: #9aa3ad; stroke-width: 1; }
 svg .tick { font-size: 12px; fill: #5b6470; }
 svg .rowlabel { font-size: 13px; fill: #1b1f24; font-weight: 600; }
+svg .band { font-size: 11px; fill: #5b6470; }
 svg .nodata { font-size: 15px; fill: #8a929c; }
 .legend { display: flex; flex-wrap: wrap; gap: 14px; font-size: 13px; color: var(--muted);
   margin-top: 4px; }
