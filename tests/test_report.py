@@ -7,9 +7,11 @@ screenshot (skipped, with the reason, where Chromium is not installed: `make bro
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -32,7 +34,7 @@ from crowdwatch.report import (
     summary,
     write_report,
 )
-from crowdwatch.settings import Settings
+from crowdwatch.settings import REPO_ROOT, Settings
 from crowdwatch.simulate import default_surge, simulate_day
 from crowdwatch.site import Site, load_site
 from crowdwatch.sitesync import sync_site
@@ -273,3 +275,35 @@ def test_chromium_draws_the_charts(surge_day: tuple[Warehouse, Site], tmp_path: 
     assert counts["orange"] > 500, counts
     assert counts["yellow"] > 500, counts
     assert counts["headcount"] > 1_000, counts
+
+
+def crowdwatch(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """The command in a subprocess: chDB opens one engine path per process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDWATCH_")}
+    env["CROWDWATCH_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "crowdwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_command_writes_the_page_and_says_where(tmp_path: Path) -> None:
+    for setup in (["db", "migrate"], ["site", "sync"]):
+        assert crowdwatch(*setup, data_dir=tmp_path).returncode == 0
+    done = crowdwatch("report", "--from", "2026-11-20T08:00", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    out = tmp_path / "report.html"  # the default: in the data directory
+    assert lines[0] == f"wrote {out}"
+    # nothing ran yet: no zone, but the overview panels are drawn
+    assert lines[1].startswith("no zone (no alert), 2026-11-20 08:00–"), lines
+    assert "<h2>Network overview</h2>" in out.read_text(encoding="utf-8")
+    wrong = crowdwatch("report", "--zone", "NOPE", "--out", "x.html", data_dir=tmp_path)
+    assert wrong.returncode == 2
+    assert (
+        "zone 'NOPE' is not in the warehouse's site_zones; zones: CTR-L1-platform" in wrong.stderr
+    )
