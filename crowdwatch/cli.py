@@ -8,6 +8,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
@@ -29,6 +30,7 @@ from crowdwatch.settings import Settings
 from crowdwatch.site import SiteError, load_site
 from crowdwatch.sitesync import sync_site
 from crowdwatch.warehouse import Warehouse, WarehouseError, describe_dsn
+from dashboards.push import GrafanaPushError
 
 KNOWN_ERRORS = (
     SiteError,
@@ -37,6 +39,7 @@ KNOWN_ERRORS = (
     MotError,
     PipelineConfigError,
     BrokerError,
+    GrafanaPushError,
     ClickHouseError,
     FileNotFoundError,
     ValueError,
@@ -250,6 +253,24 @@ def cmd_report(args: argparse.Namespace, console: Console) -> None:
     console.print(f"{summary(report)}, {(time_ns() - began) / 1e9:.1f} s", highlight=False)
 
 
+def cmd_grafana_push(args: argparse.Namespace, console: Console) -> None:
+    """Create or update the folder, data source, dashboards and alerting at a Grafana."""
+    from dashboards.provisioning import ClickHouseSource
+    from dashboards.push import push
+
+    if not args.token and "@" not in args.url:
+        raise GrafanaPushError(
+            "no Grafana token: pass --token or set CROWDWATCH_GRAFANA_TOKEN "
+            "(a service account token with the Admin role)"
+        )
+    site = load_site(_settings(args).site_file)
+    source = ClickHouseSource.from_url(args.clickhouse_url) if args.clickhouse_url else None
+    summary = push(args.url, args.token, site=site, folder=args.folder, clickhouse=source)
+    for line in summary.lines():
+        console.print(line, highlight=False)
+    console.print(f"pushed to {args.url}: " + ("changed" if summary.changed() else "no change"))
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (default: CROWDWATCH_* environment variables)")
     group.add_argument("--site-file", type=Path, help="site YAML (CROWDWATCH_SITE_FILE)")
@@ -357,6 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--day", type=date.fromisoformat, default=_default_day(), help="YYYY-MM-DD")
     _common(demo)
     demo.set_defaults(func=cmd_demo)
+
+    grafana = sub.add_parser("grafana", help="dashboards and alerting on a Grafana server")
+    grafana_sub = grafana.add_subparsers(dest="grafana_command", required=True, metavar="COMMAND")
+    gpush = grafana_sub.add_parser(
+        "push", help="create or update folder, data source, dashboards, alert rules and routing"
+    )
+    gpush.add_argument("--url", required=True, help="Grafana's URL, e.g. http://localhost:3000")
+    gpush.add_argument(
+        "--token",
+        default=os.environ.get("CROWDWATCH_GRAFANA_TOKEN"),
+        help="service account token (default: CROWDWATCH_GRAFANA_TOKEN)",
+    )
+    gpush.add_argument("--folder", default="crowdwatch", help="folder uid (default crowdwatch)")
+    gpush.add_argument(
+        "--clickhouse-url",
+        help="where Grafana reaches ClickHouse: http(s)://user:pw@host:8123/db "
+        "(default http://default@clickhouse:8123/crowdwatch)",
+    )
+    gpush.add_argument("--site-file", type=Path, help="site YAML (CROWDWATCH_SITE_FILE)")
+    gpush.add_argument("--debug", action="store_true", help="show tracebacks")
+    gpush.set_defaults(func=cmd_grafana_push)
 
     publish_cmd = sub.add_parser("publish", help="append a recorded file to a broker")
     publish_sub = publish_cmd.add_subparsers(

@@ -1,0 +1,341 @@
+"""Alert rules run on the real engine after a surge day; the policy tree routes as the site does."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, get_args
+
+import polars as pl
+import pytest
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from crowdwatch.events import RawBatch
+from crowdwatch.risk import alert_rows
+from crowdwatch.settings import Settings
+from crowdwatch.simulate import default_surge, simulate_day
+from crowdwatch.site import Contact, Level, Role, Routing, Site, load_site
+from crowdwatch.sitesync import sync_site
+from crowdwatch.warehouse import Warehouse
+from dashboards.alerting import (
+    OPERATIONS,
+    PLACEHOLDER_WEBHOOK,
+    contact_point_uid,
+    contact_points,
+    notification_policy,
+    policy_json,
+    role_of,
+    route,
+    routed_levels,
+    rule_groups,
+    rule_specs,
+    to_json,
+)
+from dashboards.macros import expand
+from forecasts.early_warning import early_warnings
+from pipelines.zone_risk import build
+from tests.conftest import EXAMPLE_SITE
+
+DAY = date(2026, 11, 20)
+ZONE = "STD-concourse"
+LEVELS: tuple[Level, ...] = get_args(Level)
+
+# The columns each rule's query returns: labels first, the value last.
+EXPECTED = {
+    "crowdwatch-big-crowd-yellow": ["zone_id", "station_id", "at_level"],
+    "crowdwatch-big-crowd-orange": ["zone_id", "station_id", "at_level"],
+    "crowdwatch-big-crowd-red": ["zone_id", "station_id", "at_level"],
+    "crowdwatch-predicted-big-crowd": ["zone_id", "station_id", "level", "predicted"],
+    "crowdwatch-call-burst": ["key", "scope", "zone_id", "station_id", "burst"],
+    "crowdwatch-cameras-online": ["online_rate"],
+    "crowdwatch-cameras-working": ["working_rate"],
+    "crowdwatch-pipeline-stalled": ["seconds_since_newest"],
+}
+# The simulated day has no forecasts and no 110 calls: only these come back empty from it.
+EMPTY_ON_SURGE_DAY = {"crowdwatch-predicted-big-crowd", "crowdwatch-call-burst"}
+
+
+@pytest.fixture
+def site() -> Site:
+    return load_site(EXAMPLE_SITE)
+
+
+@pytest.fixture(scope="module")
+def surge(engine_dir: Path) -> Iterator[tuple[Warehouse, datetime]]:
+    """The simulated surge day run through zone_risk, read-only for this module's tests.
+
+    Returns the warehouse and the moment a minute after the stadium concourse turns red.
+    """
+    site = load_site(EXAMPLE_SITE)
+    settings = Settings(
+        data_dir=engine_dir, site_file=EXAMPLE_SITE, clickhouse_database="test_alerting_surge"
+    )
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.migrate()
+        sync_site(warehouse, site)
+        records = simulate_day(site, DAY, seed=0, surge=default_surge())
+        batches = [
+            RawBatch("sim", "passage", records.slice(i, 20_000), i)
+            for i in range(0, records.height, 20_000)
+        ]
+        run_main(build(settings, source=TestingSource(batches), alert_sink=TestingSink([])))
+        red = warehouse.query(
+            "SELECT min(ts) AS ts FROM alerts FINAL WHERE level = 'red' AND zone_id = {z:String}",
+            {"z": ZONE},
+        )["ts"][0]
+        yield warehouse, red.replace(tzinfo=UTC) + timedelta(minutes=1)
+
+
+def queries(site: Site) -> dict[str, tuple[str, int]]:
+    """Each rule's ClickHouse SQL and time range (s), from the rule groups as pushed."""
+    out = {}
+    for group in rule_groups(site):
+        for rule in to_json(group)["rules"]:
+            (query,) = [q for q in rule["data"] if q["refId"] == "A"]
+            out[rule["uid"]] = (query["model"]["rawSql"], query["relativeTimeRange"]["from"])
+    return out
+
+
+def run_rule(warehouse: Warehouse, site: Site, uid: str, now: datetime) -> pl.DataFrame:
+    """Run a rule's query as Grafana would at ``now``: its relative range ending at ``now``."""
+    sql, range_s = queries(site)[uid]
+    return warehouse.query(expand(sql, start=now - timedelta(seconds=range_s), end=now))
+
+
+def firing(rule_uid: str, site: Site, frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """The rows whose value passes the rule's threshold expression (C), as Grafana decides."""
+    (rule,) = [r for g in rule_groups(site) for r in to_json(g)["rules"] if r["uid"] == rule_uid]
+    (threshold,) = [q["model"] for q in rule["data"] if q["refId"] == rule["condition"]]
+    (condition,) = threshold["conditions"]
+    op, (limit,) = condition["evaluator"]["type"], condition["evaluator"]["params"]
+    value = frame.columns[-1]
+    passes = pl.col(value) > limit if op == "gt" else pl.col(value) < limit
+    return frame.filter(passes).to_dicts()
+
+
+def test_every_rule_query_runs_on_the_warehouse(
+    surge: tuple[Warehouse, datetime], site: Site
+) -> None:
+    warehouse, surge_day = surge
+    assert set(queries(site)) == set(EXPECTED)
+    for uid, columns in EXPECTED.items():
+        frame = run_rule(warehouse, site, uid, surge_day)
+        assert frame.columns == columns, uid
+        assert (frame.height == 0) == (uid in EMPTY_ON_SURGE_DAY), uid
+        value = frame.columns[-1]
+        assert frame[value].dtype.is_numeric(), uid
+        assert all(frame[c].dtype == pl.String for c in frame.columns[:-1]), uid
+
+
+def test_big_crowd_rules_fire_red_at_the_stadium_concourse(
+    surge: tuple[Warehouse, datetime], site: Site
+) -> None:
+    warehouse, surge_day = surge
+    fired = {
+        level: {
+            row["zone_id"]
+            for row in firing(
+                f"crowdwatch-big-crowd-{level}",
+                site,
+                run_rule(warehouse, site, f"crowdwatch-big-crowd-{level}", surge_day),
+            )
+        }
+        for level in ("yellow", "orange", "red")
+    }
+    assert ZONE in fired["red"]
+    # a zone is at one level at a time: the rules never fire together for it
+    assert not (fired["red"] & fired["orange"]) and not (fired["red"] & fired["yellow"])
+    newest = warehouse.query(
+        "SELECT zone_id, argMax(tuple(level), ts).1 AS level FROM zone_state FINAL"
+        " WHERE ts <= {now:DateTime64(3, 'UTC')} GROUP BY zone_id",
+        {"now": surge_day},
+    )
+    for level, zones in fired.items():
+        assert zones == set(newest.filter(pl.col("level") == level)["zone_id"]), level
+    rows = run_rule(warehouse, site, "crowdwatch-big-crowd-red", surge_day)
+    station = rows.filter(pl.col("zone_id") == ZONE)["station_id"].to_list()
+    assert station == ["STD"]
+
+
+def test_health_rules_on_the_surge_day(surge: tuple[Warehouse, datetime], site: Site) -> None:
+    warehouse, surge_day = surge
+    # site cameras are known but none has reported: all offline, both rates 0 → both fire
+    for uid in ("crowdwatch-cameras-online", "crowdwatch-cameras-working"):
+        frame = run_rule(warehouse, site, uid, surge_day)
+        assert frame.to_series().to_list() == [0.0], uid
+        assert len(firing(uid, site, frame)) == 1, uid
+    # the pipeline wrote zone state within the last minute: not stalled
+    stalled = run_rule(warehouse, site, "crowdwatch-pipeline-stalled", surge_day)
+    assert stalled["seconds_since_newest"][0] < 120
+    assert firing("crowdwatch-pipeline-stalled", site, stalled) == []
+    # ten minutes after the pipeline's newest row, nothing new has come: stalled
+    newest = warehouse.query("SELECT max(ts) AS ts FROM zone_state")["ts"][0].replace(tzinfo=UTC)
+    later = run_rule(warehouse, site, "crowdwatch-pipeline-stalled", newest + timedelta(minutes=10))
+    assert later.to_series().to_list() == [600.0]
+    assert len(firing("crowdwatch-pipeline-stalled", site, later)) == 1
+    # a day later there is no zone state in the range at all: no data, which alerts
+    silent = run_rule(warehouse, site, "crowdwatch-pipeline-stalled", newest + timedelta(days=1))
+    assert silent.height == 0
+    (stall,) = [s for s in rule_specs(site) if s.uid == "crowdwatch-pipeline-stalled"]
+    assert (stall.no_data, stall.exec_err) == ("Alerting", "Alerting")
+
+
+def test_forecast_and_call_burst_rules_read_their_signals(warehouse: Warehouse, site: Site) -> None:
+    sync_site(warehouse, site)
+    surge_day = datetime(2026, 11, 20, 13, 46, tzinfo=UTC)
+    now_ms = int(surge_day.timestamp() * 1000)
+    forecast = pl.DataFrame(
+        {
+            "zone_id": ["CTR-concourse"],
+            "ts": [surge_day + timedelta(minutes=40)],
+            "yhat": [2500.0],
+            "yhat_upper": [3200.0],
+        }
+    )
+    warnings = early_warnings(forecast, site, now_ms)
+    assert [(w.zone_id, w.level) for w in warnings] == [("CTR-concourse", "red")]
+    warehouse.insert("alerts", alert_rows(warnings))
+    predicted = run_rule(warehouse, site, "crowdwatch-predicted-big-crowd", surge_day)
+    assert firing("crowdwatch-predicted-big-crowd", site, predicted) == [
+        {"zone_id": "CTR-concourse", "station_id": "CTR", "level": "red", "predicted": 1}
+    ]
+    warehouse.command(
+        "INSERT INTO call_bursts (key, level, ts, observed_15m, expected_15m, score, alert,"
+        " version) VALUES ('NPK-concourse', 'zone', {ts:DateTime64(3, 'UTC')}, 14, 1.5, 7.2,"
+        " 1, 1), ('RVS', 'station', {ts:DateTime64(3, 'UTC')}, 2, 1.5, 0.3, 0, 1)",
+        {"ts": surge_day - timedelta(minutes=2)},
+    )
+    bursts = run_rule(warehouse, site, "crowdwatch-call-burst", surge_day)
+    assert bursts.height == 2
+    assert firing("crowdwatch-call-burst", site, bursts) == [
+        {
+            "key": "NPK-concourse",
+            "scope": "zone",
+            "zone_id": "NPK-concourse",
+            "station_id": "NPK",
+            "burst": 1,
+        }
+    ]
+
+
+def test_rules_are_well_formed(site: Site) -> None:
+    specs = rule_specs(site)
+    assert len({s.uid for s in specs}) == len(specs)
+    assert all(len(s.uid) <= 40 for s in specs)
+    assert len({s.title for s in specs}) == len(specs)
+    for group in rule_groups(site):
+        for rule in to_json(group)["rules"]:
+            refs = [q["refId"] for q in rule["data"]]
+            assert refs == ["A", "B", "C"] and rule["condition"] == "C"
+            a, b, c = rule["data"]
+            assert a["datasourceUid"] == "crowdwatch-clickhouse"
+            assert a["model"]["format"] == 1  # table: string columns become labels
+            assert (b["model"]["type"], b["model"]["expression"]) == ("reduce", "A")
+            assert (c["model"]["type"], c["model"]["expression"]) == ("threshold", "B")
+            assert {b["datasourceUid"], c["datasourceUid"]} == {"__expr__"}
+    levels = {s.labels.get("level") for s in specs if s.labels["kind"] == "big_crowd"}
+    assert levels == {"yellow", "orange", "red"} == set(routed_levels(site))
+
+
+def routed_roles(site: Site, labels: dict[str, str]) -> set[Role | None]:
+    tree = policy_json(notification_policy(site))
+    return {role_of(site, receiver) for receiver in route(tree, labels)}
+
+
+def check_policy_mirrors_routes(site: Site) -> None:
+    for station in site.stations:
+        for level in LEVELS:
+            labels = {"level": level, "station_id": station.id, "zone_id": "any", "kind": "x"}
+            expected: set[Role | None] = {role for role, _ in site.routes(station.id, level)}
+            assert routed_roles(site, labels) == (expected or {None}), (station.id, level)
+
+
+def test_policy_tree_routes_each_level_to_the_site_roles(site: Site) -> None:
+    check_policy_mirrors_routes(site)
+    tree = policy_json(notification_policy(site))
+    # blue is routed to nobody in the example site: it goes to the operators only
+    assert route(tree, {"level": "blue", "station_id": "STD"}) == [OPERATIONS]
+    assert route(tree, {"level": "red", "station_id": "STD"}) == [
+        "crowdwatch-station_master",
+        "crowdwatch-transit_police",
+        "crowdwatch-local_police",
+        "crowdwatch-street_office",
+    ]
+    # health alerts carry no level: the operators
+    assert route(tree, {"kind": "pipeline_stalled"}) == [OPERATIONS]
+    names = {p["name"] for p in map(to_json, contact_points(site))}
+    assert names == {OPERATIONS} | {f"crowdwatch-{r}" for r in get_args(Role)}
+
+
+def test_station_routing_and_webhooks_get_routes_of_their_own(site: Site) -> None:
+    stations = []
+    for station in site.stations:
+        if station.id == "STD":
+            station = station.model_copy(
+                update={
+                    "routing": Routing(yellow=[], orange=["station_master"]),
+                    "contacts": {
+                        "station_master": Contact(name="STD duty", webhook="https://std.example/sm")
+                    },
+                }
+            )
+        elif station.id == "CTR":
+            station = station.model_copy(
+                update={
+                    "contacts": {
+                        "transit_police": Contact(
+                            name="CTR police", webhook="https://ctr.example/tp"
+                        )
+                    }
+                }
+            )
+        stations.append(station)
+    custom = site.model_copy(update={"stations": stations})
+    check_policy_mirrors_routes(custom)
+    tree = policy_json(notification_policy(custom))
+    assert route(tree, {"level": "orange", "station_id": "STD"}) == [
+        "crowdwatch-STD-station_master"
+    ]
+    assert route(tree, {"level": "yellow", "station_id": "STD"}) == [OPERATIONS]
+    assert route(tree, {"level": "orange", "station_id": "CTR"}) == [
+        "crowdwatch-station_master",
+        "crowdwatch-CTR-transit_police",
+    ]
+    assert route(tree, {"level": "orange", "station_id": "RVS"}) == [
+        "crowdwatch-station_master",
+        "crowdwatch-transit_police",
+    ]
+    urls = {p["name"]: p["settings"]["url"] for p in map(to_json, contact_points(custom))}
+    assert urls["crowdwatch-STD-station_master"] == "https://std.example/sm"
+    assert urls["crowdwatch-CTR-transit_police"] == "https://ctr.example/tp"
+    assert urls["crowdwatch-local_police"] == PLACEHOLDER_WEBHOOK.format(
+        name="crowdwatch-local_police"
+    )
+
+
+def test_route_follows_grafana_matching() -> None:
+    tree = {
+        "receiver": "root",
+        "routes": [
+            {"object_matchers": [["a", "=", "1"]], "receiver": "first"},
+            {"object_matchers": [["a", "=", "1"]], "receiver": "second"},
+            {"object_matchers": [["b", "=", "2"]], "receiver": "b", "continue": True},
+            {
+                "object_matchers": [["b", "=", "2"]],
+                "routes": [{"object_matchers": [["c", "=", "3"]], "receiver": "c"}],
+            },
+        ],
+    }
+    assert route(tree, {"a": "1"}) == ["first"]
+    assert route(tree, {"x": "1"}) == ["root"]
+    assert route(tree, {"b": "2"}) == ["b", "root"]
+    assert route(tree, {"b": "2", "c": "3"}) == ["b", "c"]
+
+
+def test_contact_point_uids_fit_grafana() -> None:
+    assert contact_point_uid("crowdwatch-station_master") == "crowdwatch-station_master"
+    long = contact_point_uid("crowdwatch-Stadium.North.Exit-transit_police")
+    other = contact_point_uid("crowdwatch-Stadium.North.Exit-street_office")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", long) and long != other
