@@ -141,6 +141,13 @@ def test_entries_of_every_layout_become_json_lines() -> None:
     # flat field/value pairs are the record itself, as strings
     flat = entry_payload({b"ts": b"2026-05-04T08:00:00Z", b"gate_id": b"RVS-G01"})
     assert json.loads(flat) == {"ts": "2026-05-04T08:00:00Z", "gate_id": "RVS-G01"}
+    # and as Redis sends them, a flat list of fields and values
+    assert entry_payload([b"payload", b'{"a": 1}']) == '{"a": 1}'
+    assert entry_payload([b"metadata", b"{}"]) == "{}"
+    assert json.loads(entry_payload([b"ts", b"now", b"gate_id", b"G"])) == {
+        "ts": "now",
+        "gate_id": "G",
+    }
     # bytes that are not UTF-8 cannot stop the pipeline: the parser rejects what is left
     assert entry_payload({b"payload": b"\xff{"}) == "\ufffd{"
 
