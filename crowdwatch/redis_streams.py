@@ -17,7 +17,8 @@ field/value pairs (``XADD s * ts … gate_id … direction in``), i.e. string fi
 
 Positions: a rejected row is stored under ``row N``, N being the entry's ordinal in its stream
 (how many entries were ever added before it: Redis 7's ``entries-added`` counter, less the
-stream's length, gives the first entry's, and each read counts on from there). Stream ids are
+stream's length, gives the first entry's, and each read counts on from there; before Redis 7.0
+the first entry present is 0). Stream ids are
 not dense, and rows of a batch are numbered ``first_row + i``, so the ordinal is the position
 that stays the same whichever batch an entry arrives in. It assumes entries are only ever trimmed
 from the front (``MAXLEN``/``MINID``), never ``XDEL``-ed from the middle.
@@ -239,7 +240,8 @@ class _StreamPartition(StatefulSourcePartition[RawBatch, StreamCursor]):
             return 0, []
         if isinstance(info, redis.RedisError):
             raise info
-        first = int(info["entries-added"]) - int(info["length"])
+        # Redis before 7.0 keeps no entries-added: count from the first entry still there
+        first = int(info.get("entries-added", info["length"])) - int(info["length"])
         return first, self._entries(reply)
 
     def _entries(self, reply: Any) -> Entries:
