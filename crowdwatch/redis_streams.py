@@ -18,10 +18,10 @@ field/value pairs (``XADD s * ts … gate_id … direction in``), i.e. string fi
 Positions: a rejected row is stored under ``row N``, N being the entry's ordinal in its stream
 (how many entries were ever added before it: Redis 7's ``entries-added`` counter, less the
 stream's length, gives the first entry's, and each read counts on from there; before Redis 7.0
-the first entry present is 0). Stream ids are
-not dense, and rows of a batch are numbered ``first_row + i``, so the ordinal is the position
-that stays the same whichever batch an entry arrives in. It assumes entries are only ever trimmed
-from the front (``MAXLEN``/``MINID``), never ``XDEL``-ed from the middle.
+the first entry present is 0). Stream ids are not dense, and rows of a batch are numbered
+``first_row + i``, so the ordinal is the position that stays the same whichever batch an entry
+arrives in. It assumes entries are only ever trimmed from the front (``MAXLEN``/``MINID``),
+never ``XDEL``-ed from the middle, and that a reader keeps ahead of the trimming.
 
 The resume state is a `StreamCursor`, the id of the last entry delivered and the ordinal of the
 next, so a dataflow restarted with Bytewax recovery reads on exactly after the last snapshot.
