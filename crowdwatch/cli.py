@@ -68,6 +68,37 @@ def cmd_db_migrate(args: argparse.Namespace, console: Console) -> None:
         console.print(f"migrated {describe_dsn(settings.dsn())}: applied {names}")
 
 
+def cmd_db_users(args: argparse.Namespace, console: Console) -> None:
+    """Create the least-privilege roles and users on a ClickHouse server."""
+    from crowdwatch.access import create_users
+
+    settings = _settings(args)
+    with _warehouse(settings) as warehouse:
+        result = create_users(
+            warehouse,
+            writer_password=args.writer_password,
+            reader_password=args.reader_password,
+            restricted_password=args.restricted_password,
+        )
+    if result.skipped:
+        console.print(f"no users created: {result.skipped}")
+        return
+    for user, role in result.users.items():
+        console.print(f"user {user}: role {role}")
+
+
+def cmd_db_cluster_ddl(args: argparse.Namespace, console: Console) -> None:
+    """Print (or write) the warehouse DDL for a ClickHouse cluster."""
+    from crowdwatch.cluster import cluster_script
+
+    script = cluster_script(args.cluster, _settings(args).clickhouse_database)
+    if args.out is None:
+        sys.stdout.write(script)
+        return
+    args.out.write_text(script, encoding="utf-8")
+    console.print(f"wrote the DDL for cluster {args.cluster} to {args.out}")
+
+
 def cmd_site_sync(args: argparse.Namespace, console: Console) -> None:
     """Mirror the site file into the warehouse's site tables."""
     settings = _settings(args)
@@ -292,6 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = db_sub.add_parser("migrate", help="apply infra/clickhouse/NNN_*.sql in order")
     _common(migrate)
     migrate.set_defaults(func=cmd_db_migrate)
+    users = db_sub.add_parser(
+        "users", help="server only: roles and users for the pipelines, Grafana and analysts"
+    )
+    users.add_argument("--writer-password", required=True, help="user crowdwatch_pipelines")
+    users.add_argument("--reader-password", required=True, help="user crowdwatch_grafana")
+    users.add_argument(
+        "--restricted-password", help="user crowdwatch_analyst: no free text of 110 calls"
+    )
+    _common(users)
+    users.set_defaults(func=cmd_db_users)
+    cluster_ddl = db_sub.add_parser(
+        "cluster-ddl", help="the DDL for a cluster: replicated local and Distributed tables"
+    )
+    cluster_ddl.add_argument("--cluster", required=True, help="cluster name in the server config")
+    cluster_ddl.add_argument("--out", type=Path, help="write here instead of standard output")
+    _common(cluster_ddl)
+    cluster_ddl.set_defaults(func=cmd_db_cluster_ddl)
 
     replay = sub.add_parser("replay", help="stream recorded files through a pipeline")
     replay.add_argument("files", type=Path, nargs="+", help="CSV, JSONL or Parquet files")

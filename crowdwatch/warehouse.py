@@ -25,6 +25,16 @@ from crowdwatch.settings import REPO_ROOT
 MIGRATIONS_DIR = REPO_ROOT / "infra" / "clickhouse"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
+SERVER_INSERT_SETTINGS: dict[str, int] = {"async_insert": 1, "wait_for_async_insert": 1}
+"""Settings of every request to a ClickHouse server (not chDB, which runs in this process).
+
+With ``async_insert`` the server gathers the many small inserts of several pipeline processes
+into fewer parts (fewer merges, no "too many parts"); ``wait_for_async_insert`` makes an insert
+return only once its rows are written, so an error still reaches the sink. The server's
+deduplication of repeated inserts is off for async inserts; the tables do not rely on it
+(ReplacingMergeTree keeps one row per key).
+"""
+
 TableRows = tuple[str, pl.DataFrame]
 """What pipelines hand to the warehouse sink: a table name and the rows for it."""
 
@@ -101,9 +111,17 @@ class Warehouse:
                 f"unsupported ClickHouse DSN {where!r}: use chdb:///path for the embedded engine "
                 "or http(s)://user:password@host:8123/database for a server"
             )
+        settings = {} if dsn.startswith("chdb:") else dict(SERVER_INSERT_SETTINGS)
         try:
-            client = clickhouse_connect.get_client(dsn=dsn, database="default")
-            client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            client = clickhouse_connect.get_client(dsn=dsn, database="default", settings=settings)
+            # Only create a missing database: the writer and reader users of `crowdwatch db
+            # users` may not create databases, and CREATE ... IF NOT EXISTS checks that right.
+            exists = client.command(
+                "SELECT count() FROM system.databases WHERE name = {database:String}",
+                parameters={"database": database},
+            )
+            if not exists:
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
             client.database = database
         except ClickHouseError as exc:
             raise WarehouseError(
