@@ -25,7 +25,7 @@ from crowdwatch.flow import PipelineConfigError
 from crowdwatch.mot import MotError, mot_messages, read_mot
 from crowdwatch.redis_streams import BrokerError
 from crowdwatch.replay import ReplayError
-from crowdwatch.runner import prepare_warehouse, print_frame, replay_files, run_flow
+from crowdwatch.runner import prepare_warehouse, print_frame, replay_files, run_pipeline
 from crowdwatch.settings import Settings
 from crowdwatch.site import SiteError, load_site
 from crowdwatch.sitesync import sync_site
@@ -48,7 +48,15 @@ KNOWN_ERRORS = (
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("site_file", "data_dir", "clickhouse_dsn", "window_s", "batch_rows", "workers"):
+    for name in (
+        "site_file",
+        "data_dir",
+        "clickhouse_dsn",
+        "window_s",
+        "batch_rows",
+        "workers",
+        "recovery_dir",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -177,7 +185,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     if args.input is not None:
         settings = settings.model_copy(update={"input_path": args.input})
     prepare_warehouse(settings, load_site(settings.site_file))
-    run_flow(registry.get(args.pipeline)(settings), settings.workers)
+    run_pipeline(settings, args.pipeline)
 
 
 def cmd_pipelines(args: argparse.Namespace, console: Console) -> None:
@@ -310,6 +318,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _recovery(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recovery-dir",
+        type=Path,
+        help="snapshot state here and resume a killed run from it (CROWDWATCH_RECOVERY_DIR)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with ``--help`` on every command."""
     parser = argparse.ArgumentParser(
@@ -352,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--batch-rows", type=int, help="rows per micro-batch")
     replay.add_argument("--window-s", type=int, help="metric window in seconds (default 60)")
     replay.add_argument("--workers", type=int, help="Bytewax worker threads")
+    _recovery(replay)
     _common(replay)
     replay.set_defaults(func=cmd_replay)
 
@@ -415,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline", help="a module of pipelines/, e.g. gate_flow")
     run.add_argument("--input", type=Path, help="recorded file (CROWDWATCH_INPUT_PATH)")
     run.add_argument("--workers", type=int, help="Bytewax worker threads")
+    _recovery(run)
     _common(run)
     run.set_defaults(func=cmd_run)
 

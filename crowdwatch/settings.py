@@ -85,6 +85,33 @@ class Settings(BaseSettings):
     rate_window_minutes: int = Field(
         default=5, gt=0, description="Minutes averaged for the inflow rate."
     )
+    recovery_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Bytewax recovery: snapshots of every pipeline's state and input position, one "
+            "subdirectory per pipeline, so a killed run resumes where it was. None: no recovery."
+        ),
+    )
+    snapshot_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="With recovery: seconds between snapshots (a resume replays at most this).",
+    )
+    recovery_partitions: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Recovery partitions created on first use (fixed afterwards); None: the workers."
+        ),
+    )
+    sink_buffer_max_mb: float = Field(
+        default=1024.0,
+        gt=0,
+        description=(
+            "Rows kept on disk under data_dir/buffer while the warehouse is unreachable; when "
+            "full, the pipeline waits for the warehouse instead of dropping rows."
+        ),
+    )
 
     source: Literal["file", "redis", "kafka"] = Field(
         default="file",

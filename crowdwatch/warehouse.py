@@ -20,7 +20,8 @@ import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from crowdwatch.settings import REPO_ROOT
+from crowdwatch.buffer import DiskBuffer, OutageBuffer
+from crowdwatch.settings import REPO_ROOT, Settings
 
 MIGRATIONS_DIR = REPO_ROOT / "infra" / "clickhouse"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -204,29 +205,100 @@ class Warehouse:
         return self.client.command(sql, parameters=parameters or {})
 
 
+_BufferPlace = tuple[DiskBuffer, list[DiskBuffer]]
+"""A worker's own disk buffer and the buffers it takes over."""
+
+
 class _WarehouseSinkPartition(StatelessSinkPartition[TableRows]):
-    def __init__(self, dsn: str, database: str) -> None:
-        self.warehouse = Warehouse.connect(dsn, database)
+    def __init__(self, dsn: str, database: str, buffer: _BufferPlace | None) -> None:
+        self.dsn = dsn
+        self.database = database
+        self.warehouse: Warehouse | None = None
+        self.outage: OutageBuffer | None = None
+        if buffer is None:
+            self.warehouse = Warehouse.connect(dsn, database)
+        else:
+            own, adopted = buffer
+            self.outage = OutageBuffer(
+                self._insert,
+                own,
+                adopted=adopted,
+                outage=(ClickHouseError, WarehouseError, OSError),
+                where=describe_dsn(dsn),
+            )
+
+    def _insert(self, table: str, frame: pl.DataFrame) -> None:
+        if self.warehouse is None:
+            self.warehouse = Warehouse.connect(self.dsn, self.database)
+        self.warehouse.insert(table, frame)
 
     def write_batch(self, items: list[TableRows]) -> None:
         by_table: dict[str, list[pl.DataFrame]] = defaultdict(list)
         for table, frame in items:
             if frame.height:
                 by_table[table].append(frame)
-        for table, frames in by_table.items():
-            self.warehouse.insert(table, pl.concat(frames, how="vertical_relaxed"))
+        tables = {t: pl.concat(frames, how="vertical_relaxed") for t, frames in by_table.items()}
+        if self.outage is not None:
+            self.outage.write(tables)
+            return
+        for table, frame in tables.items():
+            self._insert(table, frame)
 
     def close(self) -> None:
-        self.warehouse.close()
+        if self.outage is not None:
+            self.outage.close()
+        if self.warehouse is not None:
+            self.warehouse.close()
 
 
 class WarehouseSink(DynamicSink[TableRows]):
-    """A Bytewax sink that inserts ``(table, frame)`` items, one insert per table per batch."""
+    """A Bytewax sink that inserts ``(table, frame)`` items, one insert per table per batch.
 
-    def __init__(self, dsn: str, database: str) -> None:
+    With ``buffer_dir``, batches the warehouse cannot take (it is down or unreachable) are kept
+    on disk, up to ``buffer_max_bytes``, and sent in order when it returns, also after a
+    restart (`crowdwatch.buffer`); when the buffer is full the dataflow waits. Without it an
+    unreachable warehouse stops the dataflow.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        database: str,
+        *,
+        buffer_dir: Path | None = None,
+        buffer_max_bytes: int = 1024 * 1024 * 1024,
+    ) -> None:
         self.dsn = dsn
         self.database = database
+        self.buffer_dir = buffer_dir
+        self.buffer_max_bytes = buffer_max_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WarehouseSink:
+        """The warehouse of the settings, buffered under ``data_dir/buffer``."""
+        return cls(
+            settings.dsn(),
+            settings.clickhouse_database,
+            buffer_dir=settings.data_dir / "buffer",
+            buffer_max_bytes=int(settings.sink_buffer_max_mb * 1024 * 1024),
+        )
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WarehouseSinkPartition:
-        """Open one connection per worker."""
-        return _WarehouseSinkPartition(self.dsn, self.database)
+        """Open one connection (and one disk buffer) per worker.
+
+        A worker also takes over the buffers of workers of an earlier, larger run whose index
+        maps onto it, so nothing held is left behind when the worker count shrinks.
+        """
+        place: _BufferPlace | None = None
+        if self.buffer_dir is not None:
+            root = self.buffer_dir / step_id
+            own = DiskBuffer(root / f"worker-{worker_index}", self.buffer_max_bytes)
+            adopted = [
+                DiskBuffer(path, self.buffer_max_bytes)
+                for path in sorted(root.glob("worker-*"))
+                if path.name.removeprefix("worker-").isdigit()
+                and (index := int(path.name.removeprefix("worker-"))) >= worker_count
+                and index % worker_count == worker_index
+            ]
+            place = (own, adopted)
+        return _WarehouseSinkPartition(self.dsn, self.database, place)
