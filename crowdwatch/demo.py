@@ -1,26 +1,54 @@
-"""``crowdwatch demo``: a simulated day with a surge, through the gate pipeline, explained.
+"""``crowdwatch demo``: a simulated day with a surge, through the zone risk pipeline, explained.
 
-The demo migrates the warehouse, simulates a weekday of gate passages at the site with a large
-event ending at one station, mixes in a few malformed records (to show the dead-letter path),
-replays it all through ``gate_flow`` and prints what happened from the warehouse: per-zone
-peaks and when occupancy crossed 80 % and 100 % of capacity.
+The demo migrates the warehouse and simulates three signals of one weekday at the site: gate
+passages with a large event ending at one station (and a few malformed records, to show the
+dead-letter path), camera messages that follow the crowds (one camera offline for a while, one
+stuck), and 110 calls (an everyday background and a cluster of crowd calls near the event).
+It writes each signal to a file, replays all three through ``zone_risk`` in event-time order
+and prints what happened from the warehouse: per-zone peaks and when occupancy crossed 80 % and
+100 % of capacity, the alert timeline, the call bursts and the cameras' faults.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import polars as pl
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from rich.console import Console
 
-from crowdwatch.runner import print_frame, replay_files
+from crowdwatch import registry
+from crowdwatch.events import RawBatch, RecordKind
+from crowdwatch.isotime import epoch_ms
+from crowdwatch.runner import prepare_warehouse, print_frame, run_flow
 from crowdwatch.settings import Settings
-from crowdwatch.simulate import default_surge, simulate_day, write_records
+from crowdwatch.simulate import (
+    camera_payloads,
+    default_call_cluster,
+    default_camera_faults,
+    default_surge,
+    simulate_calls,
+    simulate_cameras,
+    simulate_day,
+    write_records,
+)
 from crowdwatch.site import Site, load_site
-from crowdwatch.warehouse import Warehouse, describe_dsn
+from crowdwatch.warehouse import TableRows, Warehouse, describe_dsn
 
 MALFORMED_SHARE = 0.001
+SLICE_S = 300
+"""Event time per replayed slice: every signal's records of one slice go in before the next.
+
+Within a slice the gate records go first, so a zone that cameras watch sees its video
+headcount up to one slice late; the video horizon is raised to two slices for the replay, so
+no camera window of a slice is cut off.
+"""
 
 PEAKS_SQL = """
 SELECT
@@ -58,6 +86,157 @@ ORDER BY ts, zone_id
 """
 
 
+BURSTS_SQL = """
+SELECT
+    key,
+    level,
+    min(ts) AS first,
+    max(ts) AS last,
+    max(observed_15m) AS calls_15m,
+    min(expected_15m) AS expected_15m,
+    round(max(score), 1) AS score
+FROM call_bursts FINAL
+WHERE alert = 1 AND level IN ('zone', 'station')
+    AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
+GROUP BY key, level
+ORDER BY first, level DESC, key
+"""
+
+CAMERA_FAULTS_SQL = """
+SELECT camera_id, status, since, until
+FROM
+(
+    SELECT
+        camera_id,
+        status,
+        since,
+        leadInFrame(toNullable(since)) OVER (
+            PARTITION BY camera_id ORDER BY since
+            ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+        ) AS until
+    FROM camera_status_log FINAL
+)
+WHERE status != 'online' AND since >= {start:DateTime64(3)} AND since < {end:DateTime64(3)}
+ORDER BY since, camera_id
+"""
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One simulated signal: its file, its kind, its records as the file holds them, their times.
+
+    ``times`` is each record's event time as text (ISO 8601), null or garbage where broken.
+    """
+
+    path: Path
+    kind: RecordKind
+    frame: pl.DataFrame
+    times: pl.Series
+
+
+def time_slices(signals: Sequence[Signal], timezone: str, slice_s: int = SLICE_S) -> list[RawBatch]:
+    """The signals' records as batches in event-time order: slice by slice, every signal.
+
+    A record whose time does not parse goes with the last slice (it is rejected anyway). Each
+    batch keeps its rows' positions in their file, so a second run stores a rejected row once.
+    """
+    keyed = []
+    for signal in signals:
+        ms = epoch_ms(signal.times, timezone)
+        keyed.append(pl.DataFrame({"slice": ms // (slice_s * 1000)}).with_row_index("row"))
+    last = max((k["slice"].max() or 0 for k in keyed), default=0)
+    assert isinstance(last, int)
+    batches: list[tuple[int, int, RawBatch]] = []
+    for order, (signal, key) in enumerate(zip(signals, keyed, strict=True)):
+        # runs of rows in one slice: a file sorted by time gives one run per slice
+        runs = (
+            key.with_columns(pl.col("slice").fill_null(last))
+            .group_by(pl.col("slice").rle_id().alias("run"), maintain_order=True)
+            .agg(pl.col("slice").first(), pl.col("row").min().alias("first"), pl.len())
+        )
+        source = f"file:{signal.path.name}"
+        for _, slice_index, first, length in runs.iter_rows():
+            frame = signal.frame.slice(first, length)
+            batches.append((slice_index, order, RawBatch(source, signal.kind, frame, first)))
+    batches.sort(key=lambda b: (b[0], b[1]))
+    return [b for _, _, b in batches]
+
+
+class _BatchPartition(StatefulSourcePartition[RawBatch, int]):
+    def __init__(self, batches: list[RawBatch], resume: int | None) -> None:
+        self.batches = batches
+        self.next = resume or 0
+
+    def next_batch(self) -> list[RawBatch]:
+        if self.next >= len(self.batches):
+            raise StopIteration
+        self.next += 1
+        return [self.batches[self.next - 1]]
+
+    def snapshot(self) -> int:
+        return self.next
+
+
+class BatchSource(FixedPartitionedSource[RawBatch, int]):
+    """Prepared batches, in order, as one partition (resumes at the next batch)."""
+
+    def __init__(self, batches: list[RawBatch]) -> None:
+        self.batches = batches
+
+    def list_parts(self) -> list[str]:
+        """One partition."""
+        return ["batches"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _BatchPartition:
+        """The batches from the one after the last emitted."""
+        return _BatchPartition(self.batches, resume_state)
+
+
+class _BufferedPartition(StatelessSinkPartition[TableRows]):
+    def __init__(self, dsn: str, database: str, flush_rows: int) -> None:
+        self.warehouse = Warehouse.connect(dsn, database)
+        self.flush_rows = flush_rows
+        self.frames: dict[str, list[pl.DataFrame]] = defaultdict(list)
+        self.rows = 0
+
+    def write_batch(self, items: list[TableRows]) -> None:
+        for table, frame in items:
+            if frame.height:
+                self.frames[table].append(frame)
+                self.rows += frame.height
+        if self.rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        for table, frames in self.frames.items():
+            self.warehouse.insert(table, pl.concat(frames, how="vertical_relaxed"))
+        self.frames.clear()
+        self.rows = 0
+
+    def close(self) -> None:
+        self.flush()
+        self.warehouse.close()
+
+
+class BufferedWarehouseSink(DynamicSink[TableRows]):
+    """The warehouse sink for a replay of history: rows gathered into large inserts.
+
+    A replay of a day in thousands of small batches would otherwise make thousands of small
+    inserts, each costing the engine a new part. Rows are written when ``flush_rows`` have
+    gathered and when the dataflow ends; the tables keep the newest version of every row, so
+    the order of inserts does not matter.
+    """
+
+    def __init__(self, dsn: str, database: str, flush_rows: int = 500_000) -> None:
+        self.dsn = dsn
+        self.database = database
+        self.flush_rows = flush_rows
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _BufferedPartition:
+        """One connection per worker."""
+        return _BufferedPartition(self.dsn, self.database, self.flush_rows)
+
+
 def print_timeline(alerts: pl.DataFrame, site: Site, console: Console) -> None:
     """The alert events in time order, with who is called."""
     console.rule("big-crowd warnings (alerts)")
@@ -75,6 +254,39 @@ def print_timeline(alerts: pl.DataFrame, site: Site, console: Console) -> None:
             f"{row['ts'].astimezone(site.tz):%H:%M:%S}  {row['zone_id']:<15} "
             f"{row['event']:<12} [{colours[level]}]{level.upper():<6}[/]  {row['reason']}"
             + (f"  → {called}" if called else ""),
+            highlight=False,
+        )
+
+
+def print_bursts(bursts: pl.DataFrame, site: Site, console: Console) -> None:
+    """The call bursts per zone and station: when, how many calls, how surprising."""
+    console.rule("110 call bursts")
+    if bursts.height == 0:
+        console.print("no bursts")
+    for row in bursts.iter_rows(named=True):
+        console.print(
+            f"{row['first'].astimezone(site.tz):%H:%M}-{row['last'].astimezone(site.tz):%H:%M}  "
+            f"{row['level']} {row['key']}: up to {row['calls_15m']} crowd calls in 15 min "
+            f"(background {row['expected_15m']:.2f}), score {row['score']}",
+            highlight=False,
+        )
+
+
+def print_camera_faults(faults: pl.DataFrame, site: Site, console: Console) -> None:
+    """Cameras that were offline or stuck, and for how long."""
+    console.rule("camera faults")
+    if faults.height == 0:
+        console.print("every camera online and working all day")
+    for row in faults.iter_rows(named=True):
+        since = row["since"].astimezone(site.tz)
+        until = row["until"].astimezone(site.tz) if row["until"] is not None else None
+        console.print(
+            f"{row['camera_id']} {row['status']} from {since:%H:%M:%S}"
+            + (
+                f" to {until:%H:%M:%S} ({(until - since).total_seconds() / 60:.0f} min)"
+                if until
+                else " (still)"
+            ),
             highlight=False,
         )
 
@@ -153,21 +365,57 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
     records = simulate_day(site, day, seed=0, surge=surge)
     bad = malformed(records, MALFORMED_SHARE, seed=1)
     feed = pl.concat([records, bad]).sort("ts", nulls_last=True)
-    path = settings.data_dir / "demo" / f"gate_passages_{day.isoformat()}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = settings.data_dir / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"gate_passages_{day.isoformat()}.csv"
     write_records(feed, path)
     console.print(
         f"simulated {day:%A %Y-%m-%d}: {records.height:,} gate passages, a large event ending "
         f"at {surge.station_id} at {surge.start:%H:%M} (+{surge.extra_entries:,} people over "
         f"{surge.minutes} min), and {bad.height} injected malformed records → {path}"
     )
-    replay_files(settings, "zone_risk", [path], speed=None, console=console)
+    faults = default_camera_faults()
+    messages = simulate_cameras(site, day, records, seed=2, faults=faults)
+    camera_path = folder / f"camera_messages_{day.isoformat()}.jsonl"
+    write_records(messages, camera_path)
+    console.print(
+        f"simulated {messages.height:,} camera messages from {len(site.cameras)} cameras ("
+        + ", ".join(f"{f.camera_id} {f.kind} {f.start:%H:%M}+{f.minutes} min" for f in faults)
+        + f") → {camera_path}"
+    )
+    cluster = default_call_cluster()
+    calls = simulate_calls(site, day, seed=3, cluster=cluster)
+    calls_path = folder / f"calls_{day.isoformat()}.csv"
+    write_records(calls, calls_path)
+    console.print(
+        f"simulated {calls.height} 110 calls, {cluster.calls} of them crowd calls from "
+        f"{cluster.zone_id} from {cluster.start:%H:%M} over {cluster.minutes} min → {calls_path}"
+    )
+    signals = [
+        Signal(path, "passage", feed, feed["ts"]),
+        Signal(camera_path, "video", camera_payloads(messages), messages["ts"]),
+        Signal(calls_path, "call", calls, calls["received_at"]),
+    ]
+    batches = time_slices(signals, site.site.timezone)
+    console.print(
+        f"replaying the three files through zone_risk in event-time order ({len(batches):,} "
+        f"batches of up to {SLICE_S} s) …"
+    )
+    prepare_warehouse(settings, site)
+    build = registry.get("zone_risk")
+    replay = settings.model_copy(
+        update={"video_horizon_s": max(settings.video_horizon_s, 2 * SLICE_S)}
+    )
+    sink = BufferedWarehouseSink(settings.dsn(), settings.clickhouse_database)
+    run_flow(build(replay, source=BatchSource(batches), sink=sink), settings.workers)
 
     start, end = local_day_bounds(site, day)
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
         peaks = zone_peaks(warehouse, start, end)
         rejected = warehouse.query(REJECTED_SQL, {"source": f"file:{path.name}"})
         alerts = warehouse.query(ALERTS_SQL, {"start": start, "end": end})
+        bursts = warehouse.query(BURSTS_SQL, {"start": start, "end": end})
+        camera_faults = warehouse.query(CAMERA_FAULTS_SQL, {"start": start, "end": end})
     print_frame(
         peaks_table(peaks, site.tz),
         console,
@@ -181,6 +429,8 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
             f"{row['minutes_100']:.0f} min at or above 100 %."
         )
     print_timeline(alerts, site, console)
+    print_bursts(bursts, site, console)
+    print_camera_faults(camera_faults, site, console)
     print_frame(rejected, console, title="Rejected records (rejected_events)")
     console.rule("where the data lives")
     console.print(
@@ -189,5 +439,6 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
         '  .venv/bin/crowdwatch query "SELECT zone_id, max(occupancy) FROM zone_metrics FINAL '
         'GROUP BY zone_id"\n'
         '  .venv/bin/crowdwatch query "SELECT reason, count() FROM rejected_events GROUP BY '
-        'reason"'
+        'reason"\n'
+        "dashboards: infra/grafana/dashboards (set the time range to the demo day)"
     )

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from crowdwatch.site import BalanceModel, Site, Zone
+from crowdwatch.site import BalanceModel, Circle, Polygon, Site, Zone
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -407,3 +407,460 @@ def write_records(frame: pl.DataFrame, path: Path) -> None:
             f"cannot write records to {path}: unsupported suffix {path.suffix!r} "
             "(use .csv, .jsonl or .parquet)"
         )
+
+
+# --- camera messages ---------------------------------------------------------------------
+
+CAMERA_INTERVAL_S = 5
+"""Seconds between a simulated camera's messages (each message stands for one frame)."""
+CAMERA_VIEW_SHARE: dict[str, float] = {
+    "platform": 0.03,
+    "entrance": 0.04,
+    "plaza": 0.08,
+    "scenic_area": 0.01,
+}
+"""Share of the people of a camera's driving zone that its region sees, by the ROI zone's kind.
+
+A platform camera sees one stretch of platform, a scenic-area camera one promenade of a large
+park: a few dozen people at the busiest times. Other kinds see `DEFAULT_VIEW_SHARE`.
+"""
+DEFAULT_VIEW_SHARE = 0.03
+LINE_SHARE = 0.3
+"""Share of the station's gate passages that also cross a camera's counting line."""
+CAMERA_COLUMNS = ("camera_id", "frame", "ts", "persons", "rois", "lines")
+_ROI_LIST = pl.List(pl.Struct({"id": pl.String(), "persons": pl.Int64()}))
+_LINE_LIST = pl.List(pl.Struct({"id": pl.String(), "in": pl.Int64(), "out": pl.Int64()}))
+CAMERA_SCHEMA = pl.Schema(
+    {
+        "camera_id": pl.String(),
+        "frame": pl.Int64(),
+        "ts": pl.String(),
+        "persons": pl.Int64(),
+        "rois": _ROI_LIST,
+        "lines": _LINE_LIST,
+    }
+)
+
+
+@dataclass(frozen=True)
+class CameraFault:
+    """A camera that goes silent (``offline``) or freezes its counts (``stuck``) for a while.
+
+    Attributes:
+        camera_id: the camera.
+        kind: ``offline`` (no messages at all) or ``stuck`` (messages keep coming, frames keep
+            counting, but the people counts stay at the value of the fault's first message:
+            a frozen image).
+        start: local time the fault starts.
+        minutes: how long it lasts.
+    """
+
+    camera_id: str
+    kind: Literal["offline", "stuck"]
+    start: time
+    minutes: int
+
+
+def default_camera_faults() -> tuple[CameraFault, ...]:
+    """The demo's faults: a camera offline 19:00-19:30 and one frozen 20:00-20:45.
+
+    Central's entrance camera goes silent, then its L2 platform camera freezes; both at Central,
+    whose other cameras keep the station's event-time clock going (so they are noticed).
+    """
+    return (
+        CameraFault("CTR-CAM03", "offline", time(19, 0), 30),
+        CameraFault("CTR-CAM02", "stuck", time(20, 0), 45),
+    )
+
+
+def _passage_minutes(passages: pl.DataFrame, timeline: _Timeline) -> pl.DataFrame:
+    """``gate_id, direction, minute`` (index into the timeline) of every passage of the day."""
+    minute = (
+        pl.col("ts").str.to_datetime(TS_FORMAT, time_unit="ms").dt.epoch("ms")
+        - int(timeline.start_ms[0])
+    ) // 60_000
+    return passages.select("gate_id", "direction", minute.alias("minute")).filter(
+        pl.col("minute").is_between(0, timeline.wall.size - 1)
+    )
+
+
+def _minute_counts(minutes: pl.DataFrame, size: int, gates: list[str], direction: str) -> Ints:
+    """Passages per minute through ``gates`` in ``direction`` (``minutes``: `_passage_minutes`)."""
+    rows = minutes.filter(pl.col("gate_id").is_in(gates) & (pl.col("direction") == direction))
+    return np.bincount(rows["minute"].to_numpy().astype(np.int64), minlength=size).astype(np.int64)
+
+
+def _occupancy(site: Site, minutes: pl.DataFrame, size: int, zone_id: str) -> Floats:
+    gates = [g.id for g in site.gates if g.zone == zone_id]
+    entries = _minute_counts(minutes, size, gates, "in").astype(np.float64)
+    exits = _minute_counts(minutes, size, gates, "out").astype(np.float64)
+    model = site.zone_by_id[zone_id].occupancy
+    if isinstance(model, BalanceModel):
+        walk = np.cumsum(entries - exits)
+        return np.asarray(walk - np.minimum(np.minimum.accumulate(walk), 0), dtype=np.float64)
+    return _window_sums(entries, model.entry_minutes) + _window_sums(exits, model.exit_minutes)
+
+
+def zone_occupancy(site: Site, day: date, passages: pl.DataFrame, zone_id: str) -> Floats:
+    """People in a gate-fed zone at the end of every minute of a local day, by its model.
+
+    Dwell: entries over the last ``entry_minutes`` plus exits over the last ``exit_minutes``.
+    Balance: entries minus exits since local midnight, never below 0.
+    """
+    timeline = _timeline(day, site.tz)
+    size = timeline.wall.size
+    return _occupancy(site, _passage_minutes(passages, timeline), size, zone_id)
+
+
+def _driving_zone(site: Site, zone: Zone) -> str | None:
+    """The gate-fed zone whose occupancy a camera's ROI follows: its own, else its station's."""
+    gated = {g.zone for g in site.gates}
+    if zone.id in gated:
+        return zone.id
+    entry = site.entry_zone_of(zone.station)
+    if entry in gated:
+        return entry
+    return next((z.id for z in site.zones if z.station == zone.station and z.id in gated), None)
+
+
+def simulate_cameras(
+    site: Site,
+    day: date,
+    passages: pl.DataFrame,
+    *,
+    seed: int = 0,
+    interval_s: int = CAMERA_INTERVAL_S,
+    faults: tuple[CameraFault, ...] = (),
+) -> pl.DataFrame:
+    """Simulate a local day of camera messages that follow the simulated gate passages.
+
+    Every camera of the site sends a message every ``interval_s`` seconds (cameras a fraction
+    of a second apart), its frame number advancing at the camera's frame rate. Each ROI's
+    people count is Poisson around `CAMERA_VIEW_SHARE` of the occupancy of the zone it follows
+    (its own zone when gates count it, else its station's gate-fed entry zone), interpolated
+    between minutes; counting lines see `LINE_SHARE` of the station's gate passages.
+
+    Args:
+        site: the site; every camera, ROI and counting line is simulated.
+        day: the local day.
+        passages: the day's gate passages (`simulate_day`), which drive the counts.
+        seed: the random seed.
+        interval_s: seconds between a camera's messages.
+        faults: cameras offline or stuck for a while (`default_camera_faults`).
+
+    Returns:
+        One row per message with the camera message fields `CAMERA_COLUMNS` (``rois`` and
+        ``lines`` as lists of structs), sorted by time: written as JSON lines it is the camera
+        message format of `crowdwatch.video`.
+
+    Raises:
+        ValueError: ``interval_s`` is not positive, or a fault names an unknown camera.
+    """
+    if interval_s <= 0:
+        raise ValueError(f"interval_s must be positive, got {interval_s}")
+    cameras = {c.id: c for c in site.cameras}
+    for fault in faults:
+        if fault.camera_id not in cameras:
+            raise ValueError(f"camera fault: {fault.camera_id!r} is not a camera of the site")
+    rng = np.random.default_rng(seed)
+    timeline = _timeline(day, site.tz)
+    day_ms = timeline.start_ms[0]
+    size = timeline.wall.size
+    minutes = _passage_minutes(passages, timeline)
+    occupancy: dict[str, Floats] = {}
+    frames: list[pl.DataFrame] = []
+    for index, camera in enumerate(site.cameras):
+        phase_ms = index * interval_s * 1000 // max(len(site.cameras), 1)
+        ms = np.arange(day_ms + phase_ms, timeline.end_ms, interval_s * 1000, dtype=np.int64)
+        minute_float = (ms - day_ms) / 60_000
+        keep = np.ones(ms.size, dtype=np.bool_)
+        frozen = np.zeros(ms.size, dtype=np.bool_)
+        for fault in faults:
+            if fault.camera_id != camera.id:
+                continue
+            start = int(datetime.combine(day, fault.start, tzinfo=site.tz).timestamp() * 1000)
+            inside = (ms >= start) & (ms < start + fault.minutes * 60_000)
+            if fault.kind == "offline":
+                keep &= ~inside
+            else:
+                frozen |= inside
+        rois: list[Ints] = []
+        for roi in camera.rois:
+            zone = site.zone_by_id[roi.zone]
+            driver = _driving_zone(site, zone)
+            if driver is None:
+                expected = np.zeros(ms.size)
+            else:
+                if driver not in occupancy:
+                    occupancy[driver] = _occupancy(site, minutes, size, driver)
+                share = CAMERA_VIEW_SHARE.get(zone.kind.value, DEFAULT_VIEW_SHARE)
+                # occupancy holds at the end of each minute: minute i ends at i + 1
+                ends = np.arange(1, occupancy[driver].size + 1, dtype=np.float64)
+                expected = share * np.interp(minute_float, ends, occupancy[driver], left=0.0)
+            counts = rng.poisson(expected).astype(np.int64)
+            rois.append(_freeze(counts, frozen))
+        station_gates = [g.id for g in site.gates if g.station == camera.station]
+        line_counts: list[tuple[Ints, Ints]] = []
+        minute = np.minimum(minute_float.astype(np.int64), size - 1)
+        for _ in camera.lines:
+            per_message = interval_s / 60 * LINE_SHARE
+            entries = _minute_counts(minutes, size, station_gates, "in")[minute]
+            exits = _minute_counts(minutes, size, station_gates, "out")[minute]
+            entered = rng.poisson(entries * per_message).astype(np.int64)
+            exited = rng.poisson(exits * per_message).astype(np.int64)
+            # a frozen image sees nobody cross
+            line_counts.append((np.where(frozen, 0, entered), np.where(frozen, 0, exited)))
+        columns: dict[str, Ints] = {f"_roi{j}": c for j, c in enumerate(rois)}
+        for j, (entered, exited) in enumerate(line_counts):
+            columns[f"_in{j}"], columns[f"_out{j}"] = entered, exited
+        raw = pl.DataFrame({"ms": ms, **columns}).filter(pl.Series(keep))
+        frames.append(
+            raw.select(
+                pl.lit(camera.id).alias("camera_id"),
+                ((pl.col("ms") - day_ms) * camera.fps // 1000).cast(pl.Int64).alias("frame"),
+                pl.col("ms").alias("_ms"),
+                pl.sum_horizontal(f"_roi{j}" for j in range(len(rois))).alias("persons"),
+                pl.concat_list(
+                    pl.struct(id=pl.lit(roi.id), persons=pl.col(f"_roi{j}"))
+                    for j, roi in enumerate(camera.rois)
+                ).alias("rois"),
+                (
+                    pl.concat_list(
+                        pl.struct(
+                            pl.lit(line.id).alias("id"),
+                            pl.col(f"_in{j}").alias("in"),
+                            pl.col(f"_out{j}").alias("out"),
+                        )
+                        for j, line in enumerate(camera.lines)
+                    )
+                    if camera.lines
+                    else pl.lit([], dtype=_LINE_LIST)
+                ).alias("lines"),
+            )
+        )
+    if not frames:
+        return pl.DataFrame(schema=CAMERA_SCHEMA)
+    return (
+        pl.concat(frames)
+        .sort("_ms", "camera_id")
+        .with_columns(
+            pl.col("_ms")
+            .cast(pl.Datetime("ms", "UTC"))
+            .dt.convert_time_zone(site.site.timezone)
+            .dt.strftime(TS_FORMAT)
+            .alias("ts")
+        )
+        .select(CAMERA_COLUMNS)
+        .cast(CAMERA_SCHEMA)
+    )
+
+
+def _freeze(counts: Ints, frozen: npt.NDArray[np.bool_]) -> Ints:
+    """Counts held at the first value of every frozen run (a stuck camera repeats its image)."""
+    if not frozen.any():
+        return counts
+    index = np.arange(counts.size)
+    starts = frozen & ~np.concatenate(([False], frozen[:-1]))
+    # the index of each run's first message, carried forward through the run
+    held = np.maximum.accumulate(np.where(starts, index, 0))
+    return np.where(frozen, counts[held], counts)
+
+
+def camera_payloads(messages: pl.DataFrame) -> pl.DataFrame:
+    """Camera messages as JSON lines: one ``payload`` column, as a broker or file delivers them."""
+    return messages.select(pl.struct(CAMERA_COLUMNS).struct.json_encode().alias("payload"))
+
+
+# --- 110 calls ---------------------------------------------------------------------------
+
+CALL_COLUMNS = (
+    "call_id",
+    "received_at",
+    "updated_at",
+    "lat",
+    "lon",
+    "district",
+    "address",
+    "category_code",
+    "category_text",
+    "priority",
+    "status",
+    "caller_phone",
+    "caller_name",
+    "caller_id_number",
+    "description",
+)
+"""The call record fields (`crowdwatch.events.FIELDS`), all strings."""
+BACKGROUND_CALLS = (
+    ("交通事故 traffic collision", 0.30, 3),
+    ("盗窃 theft reported", 0.20, 3),
+    ("突发疾病 medical emergency", 0.15, 2),
+    ("打架 fight in the street", 0.08, 2),
+    ("冒烟 smoke from a building", 0.04, 1),
+    ("噪音投诉 noise complaint", 0.23, 4),
+)
+"""Everyday calls: category text (matched by ``infra/calls/categories.yaml``), share, priority."""
+CLUSTER_CALLS = (
+    ("人群拥挤 crowd crush at the stadium exit", 0.6, 1),
+    ("踩踏 people pushed over at the stairs", 0.2, 1),
+    ("晕倒 person fainted in the crowd", 0.2, 1),
+)
+"""Calls from inside a crowd: crowding mostly, and a medical call or two."""
+BACKGROUND_RADIUS_M = 5000.0
+M_PER_DEG_LAT = 110_540.0
+BACKGROUND_PER_DAY = 48.0
+_CALL_HOURLY = np.interp(
+    np.arange(24) + 0.5,
+    [0, 5, 8, 12, 18, 21, 24],
+    [0.3, 0.2, 1.0, 1.2, 1.4, 1.1, 0.4],
+)
+
+
+@dataclass(frozen=True)
+class CallCluster:
+    """A burst of calls from one place: people in a crowd calling 110.
+
+    Attributes:
+        zone_id: the zone they call from (its geometry's centre).
+        start: local time of the first call.
+        minutes: over how long the calls come in.
+        calls: how many.
+        radius_m: how far from the zone's centre the callers stand (uniform in the disc).
+    """
+
+    zone_id: str
+    start: time
+    minutes: int
+    calls: int
+    radius_m: float = 60.0
+
+
+def default_call_cluster() -> CallCluster:
+    """The demo's cluster: 12 calls from the stadium forecourt as the concert crowd presses in."""
+    return CallCluster("STD-plaza", time(21, 38), 20, 12)
+
+
+def district_of(lat: float, lon: float) -> str:
+    """A district name for a point of the example site (Hangzhou's districts, roughly)."""
+    if lon >= 120.20:
+        return "Binjiang"
+    if lon < 120.155:
+        return "Xihu"
+    return "Gongshu" if lat >= 30.27 else "Shangcheng"
+
+
+def _zone_centre(zone: Zone) -> tuple[float, float] | None:
+    """A zone's centre ``(lat, lon)``: its circle's, or the mean of its polygon's points."""
+    if isinstance(zone.geometry, Circle):
+        return zone.geometry.centre
+    if isinstance(zone.geometry, Polygon):
+        points = zone.geometry.polygon
+        return sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points)
+    return None
+
+
+def _around(
+    rng: np.random.Generator, centre: tuple[float, float], radius_m: float, n: int
+) -> tuple[Floats, Floats]:
+    """``n`` points uniform in a disc of ``radius_m`` around ``centre`` (lat, lon)."""
+    distance = radius_m * np.sqrt(rng.random(n))
+    angle = rng.random(n) * 2 * np.pi
+    lat = centre[0] + distance * np.cos(angle) / M_PER_DEG_LAT
+    lon = centre[1] + distance * np.sin(angle) / (M_PER_DEG_LAT * np.cos(np.radians(centre[0])))
+    return lat, lon
+
+
+def simulate_calls(
+    site: Site,
+    day: date,
+    *,
+    seed: int = 0,
+    per_day: float = BACKGROUND_PER_DAY,
+    cluster: CallCluster | None = None,
+) -> pl.DataFrame:
+    """Simulate a local day of 110 call records around the site, with an optional cluster.
+
+    The background is a Poisson process over the day (quiet at night, busiest in the evening)
+    of everyday calls (`BACKGROUND_CALLS`), uniform in a disc of `BACKGROUND_RADIUS_M` around
+    the centre of the site's zones, so few land inside a zone. A cluster adds crowd calls
+    (`CLUSTER_CALLS`) from around one zone over a few minutes: a burst.
+
+    Args:
+        site: the site; its zones place the background and the cluster.
+        day: the local day.
+        seed: the random seed.
+        per_day: expected background calls over the day.
+        cluster: a burst of calls from one zone (`default_call_cluster`).
+
+    Returns:
+        One row per call with String columns `CALL_COLUMNS`, sorted by ``received_at`` (ISO 8601
+        with the site's offset). Caller fields are empty: the simulation has no callers.
+
+    Raises:
+        ValueError: ``per_day`` is negative, or the cluster's zone is unknown or has no
+            geometry.
+    """
+    if per_day < 0:
+        raise ValueError(f"per_day must be 0 or more, got {per_day}")
+    centres = [c for z in site.zones if (c := _zone_centre(z)) is not None]
+    if not centres:
+        raise ValueError("the site has no zone with a geometry: calls cannot be placed")
+    centre = (float(np.mean([c[0] for c in centres])), float(np.mean([c[1] for c in centres])))
+    rng = np.random.default_rng(seed)
+    timeline = _timeline(day, site.tz)
+    hourly = _CALL_HOURLY[timeline.wall // 60]
+    per_minute = per_day * hourly / hourly.sum()
+    minute = np.repeat(np.arange(timeline.wall.size), rng.poisson(per_minute))
+    n = minute.size
+    ms = timeline.start_ms[minute] + rng.integers(0, 60_000, n)
+    lat, lon = _around(rng, centre, BACKGROUND_RADIUS_M, n)
+    kinds = rng.choice(len(BACKGROUND_CALLS), size=n, p=[k[1] for k in BACKGROUND_CALLS])
+    texts = [BACKGROUND_CALLS[k][0] for k in kinds]
+    priorities = [BACKGROUND_CALLS[k][2] for k in kinds]
+    if cluster is not None:
+        zone = site.zone_by_id.get(cluster.zone_id)
+        where = None if zone is None else _zone_centre(zone)
+        if where is None:
+            raise ValueError(
+                f"call cluster zone {cluster.zone_id!r} is not a zone of the site with a geometry"
+            )
+        start = int(datetime.combine(day, cluster.start, tzinfo=site.tz).timestamp() * 1000)
+        extra = np.sort(rng.integers(0, cluster.minutes * 60_000, cluster.calls)) + start
+        c_lat, c_lon = _around(rng, where, cluster.radius_m, cluster.calls)
+        c_kinds = rng.choice(
+            len(CLUSTER_CALLS), size=cluster.calls, p=[k[1] for k in CLUSTER_CALLS]
+        )
+        ms = np.concatenate([ms, extra])
+        lat, lon = np.concatenate([lat, c_lat]), np.concatenate([lon, c_lon])
+        texts += [CLUSTER_CALLS[k][0] for k in c_kinds]
+        priorities += [CLUSTER_CALLS[k][2] for k in c_kinds]
+    order = np.argsort(ms, kind="stable")
+    ms = ms[order]
+    count = ms.size
+    received = (
+        pl.Series(ms, dtype=pl.Int64)
+        .cast(pl.Datetime("ms", "UTC"))
+        .dt.convert_time_zone(site.site.timezone)
+        .dt.strftime(TS_FORMAT)
+    )
+    lat, lon = lat[order], lon[order]
+    return pl.DataFrame(
+        {
+            "call_id": [f"SIM-{day:%Y%m%d}-{i:05d}" for i in range(count)],
+            "received_at": received,
+            "updated_at": pl.Series([None] * count, dtype=pl.String),
+            "lat": [f"{v:.6f}" for v in lat],
+            "lon": [f"{v:.6f}" for v in lon],
+            "district": [district_of(a, b) for a, b in zip(lat, lon, strict=True)],
+            "address": pl.Series([None] * count, dtype=pl.String),
+            "category_code": pl.Series([None] * count, dtype=pl.String),
+            "category_text": [texts[i] for i in order],
+            "priority": [str(priorities[i]) for i in order],
+            "status": "closed",
+            "caller_phone": pl.Series([None] * count, dtype=pl.String),
+            "caller_name": pl.Series([None] * count, dtype=pl.String),
+            "caller_id_number": pl.Series([None] * count, dtype=pl.String),
+            "description": pl.Series([None] * count, dtype=pl.String),
+        },
+        schema=dict.fromkeys(CALL_COLUMNS, pl.String),
+    )

@@ -13,13 +13,22 @@ from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from crowdwatch.settings import REPO_ROOT
+from dashboards.calls import call_overview
+from dashboards.cameras import camera_health
 from dashboards.overview import network_overview
+from dashboards.pipeline import pipeline_health
 from dashboards.zone import zone_detail
 
 FOLDER = REPO_ROOT / "infra" / "grafana" / "dashboards"
 """Where the JSON goes: ``infra/grafana/dashboards`` in the repository."""
 
-BUILDERS: tuple[Callable[[], dashboard.Dashboard], ...] = (network_overview, zone_detail)
+BUILDERS: tuple[Callable[[], dashboard.Dashboard], ...] = (
+    network_overview,
+    zone_detail,
+    call_overview,
+    camera_health,
+    pipeline_health,
+)
 
 
 def dashboards() -> dict[str, dashboard.Dashboard]:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard, stat, statetimeline, table
+from grafana_foundation_sdk.builders import (
+    dashboard,
+    geomap,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.panels import DATASOURCE, LEVEL_MAPPINGS, level_thresholds, sql
+from dashboards.panels import (
+    DATASOURCE,
+    LEVEL_MAPPINGS,
+    basemap,
+    level_thresholds,
+    markers,
+    sql,
+)
 
 UID = "crowdwatch-overview"
 
@@ -147,6 +161,68 @@ ORDER BY time
         .height(8)
         .span(24)
     )
+    zone_map = (
+        geomap.Panel()
+        .title("Zones on the map")
+        .description(
+            "Every zone of the site at its centre, coloured by its newest warning level "
+            "(green: none); size: share of capacity."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            sql(
+                f"""
+SELECT
+    s.zone_id AS zone_id,
+    s.name AS name,
+    s.station_id AS station_id,
+    s.lat AS lat,
+    s.lon AS lon,
+    z.headcount AS headcount,
+    z.capacity_share AS capacity_share,
+    multiIf(z.level = 'red', 4, z.level = 'orange', 3, z.level = 'yellow', 2,
+        z.level = 'blue', 1, 0) AS level_rank
+FROM (SELECT zone_id, name, station_id, lat, lon FROM site_zones FINAL) AS s
+LEFT JOIN ({LATEST_ZONES}) AS z ON z.zone_id = s.zone_id
+WHERE s.lat IS NOT NULL AND s.lon IS NOT NULL
+ORDER BY level_rank
+""",
+                table=True,
+            )
+        )
+        .view(geomap.MapViewConfig().id("fit").zoom(12))
+        .basemap(basemap())
+        .layers([markers("Zones", color_field="level_rank", size_field="capacity_share")])
+        .thresholds(level_thresholds((1.0, 2.0, 3.0, 4.0)))
+        .mappings(LEVEL_MAPPINGS)
+        .height(12)
+        .span(12)
+    )
+    hourly = (
+        timeseries.Panel()
+        .title("Peak share of capacity per zone, hourly")
+        .description(
+            "The highest share of capacity of each zone per hour, from the hourly rollup "
+            "(zone_hourly): cheap over weeks."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            sql(
+                """
+SELECT hour AS time, zone_id, max(capacity_share_max) AS capacity_share
+FROM zone_hourly
+WHERE $__timeFilter(hour)
+GROUP BY time, zone_id
+ORDER BY time
+"""
+            )
+        )
+        .time_from("7d")
+        .unit("percentunit")
+        .thresholds(level_thresholds())
+        .height(12)
+        .span(12)
+    )
     return (
         dashboard.Dashboard("Crowdwatch: network overview")
         .uid(UID)
@@ -161,4 +237,6 @@ ORDER BY time
         .with_panel(nearest)
         .with_panel(open_alerts)
         .with_panel(stations)
+        .with_panel(zone_map)
+        .with_panel(hourly)
     )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 import typing
 
-from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.builders import common, dashboard
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as model
 
 DATASOURCE = model.DataSourceRef(
@@ -99,3 +100,82 @@ def level_thresholds(
     steps = [model.Threshold(value=None, color="green")]
     steps += [model.Threshold(value=v, color=c) for v, c in zip(limits, LEVELS, strict=True)]
     return dashboard.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps)
+
+
+class ClickHouseAnnotationTarget(model.AnnotationTarget):
+    """An annotation query's target: the plugin's SQL query.
+
+    Grafana stores a data source annotation's query in ``target``. Its schema still describes
+    the fields of Grafana's own annotation store (limit, matchAny, tags, type: "TODO.. this
+    should just be a normal query target"); they are set, and the plugin's query fields added.
+    """
+
+    def __init__(self, raw_sql: str) -> None:
+        super().__init__(limit=100, match_any=False, tags=[], type_val="tags")
+        self.raw_sql = raw_sql
+
+    def to_json(self) -> dict[str, object]:
+        """The Grafana fields and the plugin's query fields."""
+        return super().to_json() | ClickHouseQuery("Anno", self.raw_sql, Format.TABLE).to_json()
+
+
+class _AnnotationTargetBuilder(cogbuilder.Builder[model.AnnotationTarget]):
+    def __init__(self, target: ClickHouseAnnotationTarget) -> None:
+        self._internal = target
+
+    def build(self) -> model.AnnotationTarget:
+        return self._internal
+
+
+def annotation(name: str, query: str, color: str = "red") -> dashboard.AnnotationQuery:
+    """An annotation from a ClickHouse query returning ``time``, ``text`` and ``tags``.
+
+    Args:
+        name: shown in the dashboard's annotation toggles.
+        query: SQL with the plugin's macros and the dashboard's variables.
+        color: the markers' colour.
+    """
+    return (
+        dashboard.AnnotationQuery()
+        .name(name)
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color(color)
+        .target(_AnnotationTargetBuilder(ClickHouseAnnotationTarget(query.strip())))
+    )
+
+
+def markers(
+    name: str, *, color_field: str | None = None, size_field: str | None = None
+) -> cogbuilder.Builder[common_model.MapLayerOptions]:
+    """A geomap markers layer placed by the ``lat`` and ``lon`` columns.
+
+    Args:
+        name: the layer's name.
+        color_field: a numeric column coloured by the panel's thresholds (else one colour).
+        size_field: a numeric column that scales the markers (else a fixed size).
+    """
+    color: dict[str, object] = {"fixed": "dark-green"}
+    if color_field:
+        color["field"] = color_field
+    size: dict[str, object] = {"fixed": 6, "min": 4, "max": 16}
+    if size_field:
+        size["field"] = size_field
+    return (
+        common.MapLayerOptions()
+        .type("markers")
+        .name(name)
+        .location(
+            common.FrameGeometrySource()
+            .mode(common_model.FrameGeometrySourceMode.COORDS)
+            .latitude("lat")
+            .longitude("lon")
+        )
+        .config({"showLegend": True, "style": {"color": color, "size": size, "opacity": 0.8}})
+        .tooltip(True)
+    )
+
+
+def basemap() -> cogbuilder.Builder[common_model.MapLayerOptions]:
+    """The default OpenStreetMap-based base layer."""
+    return common.MapLayerOptions().type("default").name("Basemap")

@@ -7,10 +7,12 @@ from grafana_foundation_sdk.builders import dashboard, statetimeline, table, tim
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.panels import DATASOURCE, LEVEL_MAPPINGS, level_thresholds, sql
+from dashboards.panels import DATASOURCE, LEVEL_MAPPINGS, annotation, level_thresholds, sql
 
 UID = "crowdwatch-zone"
 ZONE = "zone_id = ${zone:singlequote}"
+NEARBY_M = 500
+"""Calls within this distance of the zone's centre are shown as nearby."""
 
 
 def _variable(name: str, label: str, query: str) -> dashboard.QueryVariable:
@@ -170,6 +172,37 @@ ORDER BY ts DESC
         .height(8)
         .span(24)
     )
+    calls = (
+        table.Panel()
+        .title("110 calls nearby")
+        .description(
+            f"Calls within {NEARBY_M} m of the zone's centre, newest first; in_zone: placed "
+            "in the zone itself."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            sql(
+                f"""
+SELECT
+    received_at,
+    group,
+    category_text,
+    round(greatCircleDistance(lon, lat, z.lon, z.lat)) AS distance_m,
+    has(zones, z.zone_id) AS in_zone,
+    district
+FROM calls FINAL
+CROSS JOIN (SELECT zone_id, lat, lon FROM site_zones FINAL WHERE {ZONE}) AS z
+WHERE $__timeFilter(received_at)
+    AND lat IS NOT NULL AND z.lat IS NOT NULL
+    AND greatCircleDistance(lon, lat, z.lon, z.lat) <= {NEARBY_M}
+ORDER BY received_at DESC
+""",
+                table=True,
+            )
+        )
+        .height(8)
+        .span(24)
+    )
     return (
         dashboard.Dashboard("Crowdwatch: zone detail")
         .uid(UID)
@@ -193,4 +226,19 @@ ORDER BY ts DESC
         .with_panel(flows)
         .with_panel(scores)
         .with_panel(alerts)
+        .with_panel(calls)
+        .annotation(
+            annotation(
+                "Alerts",
+                f"""
+SELECT
+    ts AS time,
+    concat(event, ' ', upper(level), ': ', reason) AS text,
+    arrayStringConcat(['alert', level, event], ',') AS tags
+FROM alerts FINAL
+WHERE {ZONE} AND $__timeFilter(ts)
+ORDER BY time
+""",
+            )
+        )
     )

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, run_main
 
-from crowdwatch.events import RawBatch
+from crowdwatch.demo import (
+    MALFORMED_SHARE,
+    SLICE_S,
+    BatchSource,
+    BufferedWarehouseSink,
+    Signal,
+    malformed,
+    time_slices,
+)
 from crowdwatch.settings import Settings
-from crowdwatch.simulate import default_surge, simulate_day
+from crowdwatch.simulate import (
+    camera_payloads,
+    default_call_cluster,
+    default_camera_faults,
+    default_surge,
+    simulate_calls,
+    simulate_cameras,
+    simulate_day,
+)
 from crowdwatch.site import load_site
 from crowdwatch.sitesync import sync_site
 from crowdwatch.warehouse import Warehouse
@@ -22,6 +42,8 @@ from tests.conftest import EXAMPLE_SITE
 
 DAY = date(2026, 11, 20)
 VARIABLES = {"station": "STD", "zone": "STD-concourse"}
+WALL_CLOCK = {"crowdwatch-pipeline"}
+"""Dashboards whose time axis is when rows were written, not event time."""
 
 # The columns each target must return, by (dashboard uid, panel title, refId).
 EXPECTED: dict[tuple[str, str, str], list[str]] = {
@@ -83,8 +105,95 @@ EXPECTED: dict[tuple[str, str, str], list[str]] = {
         "reason",
         "alert_id",
     ],
+    ("crowdwatch-overview", "Zones on the map", "A"): [
+        "zone_id",
+        "name",
+        "station_id",
+        "lat",
+        "lon",
+        "headcount",
+        "capacity_share",
+        "level_rank",
+    ],
+    ("crowdwatch-overview", "Peak share of capacity per zone, hourly", "A"): [
+        "time",
+        "zone_id",
+        "capacity_share",
+    ],
+    ("crowdwatch-zone", "110 calls nearby", "A"): [
+        "received_at",
+        "group",
+        "category_text",
+        "distance_m",
+        "in_zone",
+        "district",
+    ],
+    ("crowdwatch-zone", "annotation: Alerts", "Anno"): ["time", "text", "tags"],
+    ("crowdwatch-calls", "Calls", "A"): ["calls", "crowd_relevant"],
+    ("crowdwatch-calls", "Places with a burst", "A"): ["zones", "stations"],
+    ("crowdwatch-calls", "Calls by group", "A"): ["time", "group", "calls"],
+    ("crowdwatch-calls", "Calls by zone", "A"): ["time", "zone_id", "calls"],
+    ("crowdwatch-calls", "Burst scores", "A"): ["time", "place", "score"],
+    ("crowdwatch-calls", "Bursts", "A"): [
+        "key",
+        "level",
+        "first",
+        "last",
+        "calls_15m",
+        "expected_15m",
+        "score",
+    ],
+    ("crowdwatch-calls", "Calls on the map", "A"): [
+        "time",
+        "lat",
+        "lon",
+        "group",
+        "weight",
+        "category_text",
+        "district",
+        "zones",
+    ],
+    ("crowdwatch-cameras", "Cameras online", "A"): ["online_rate"],
+    ("crowdwatch-cameras", "Cameras working", "A"): ["working_rate"],
+    ("crowdwatch-cameras", "Cameras now", "A"): [
+        "camera_id",
+        "station_id",
+        "status",
+        "since",
+        "last_seen",
+        "fps",
+        "expected_fps",
+    ],
+    ("crowdwatch-cameras", "Online and working rates", "A"): [
+        "time",
+        "online_rate",
+        "working_rate",
+    ],
+    ("crowdwatch-cameras", "Camera states", "A"): ["time", "camera_id", "state"],
+    ("crowdwatch-cameras", "Offline and stuck cameras", "A"): [
+        "camera_id",
+        "station_id",
+        "status",
+        "since",
+        "until",
+        "minutes",
+    ],
+    ("crowdwatch-cameras", "Frame rate per camera", "A"): ["time", "camera_id", "fps"],
+    ("crowdwatch-pipeline", "Rows written", "A"): ["rows"],
+    ("crowdwatch-pipeline", "Records rejected", "A"): ["rejected"],
+    ("crowdwatch-pipeline", "Newest event written", "A"): ["newest_event"],
+    ("crowdwatch-pipeline", "Rows written per minute", "A"): ["time", "table", "rows"],
+    ("crowdwatch-pipeline", "Lag behind real time", "A"): ["time", "table", "lag_s"],
+    ("crowdwatch-pipeline", "Rejected records by reason", "A"): ["time", "reason", "rejected"],
+    ("crowdwatch-pipeline", "Rejected records per source and reason", "A"): [
+        "source",
+        "reason",
+        "rejected",
+        "last",
+    ],
 }
-# The simulated day has no cameras and no forecasts: only these may come back empty.
+# Forecasts come from a training run, which the simulated day does not include: only they may
+# come back empty.
 MAY_BE_EMPTY = {
     ("crowdwatch-zone", "Headcount against capacity and forecast", "B"),
 }
@@ -95,12 +204,24 @@ def built() -> dict[str, dict[str, Any]]:
 
 
 def targets() -> list[tuple[tuple[str, str, str], str]]:
-    return [
+    """Every panel target and annotation query: (uid, panel title, refId) and the SQL."""
+    panels = [
         ((uid, panel["title"], target["refId"]), target["rawSql"])
         for uid, board in built().items()
         for panel in board["panels"]
         for target in panel.get("targets") or []
     ]
+    annotations = [
+        ((uid, f"annotation: {a['name']}", a["target"]["refId"]), a["target"]["rawSql"])
+        for uid, board in built().items()
+        for a in board["annotations"].get("list") or []
+        if "rawSql" in a.get("target", {})
+    ]
+    return panels + annotations
+
+
+def sql_of(uid: str, title: str, ref_id: str = "A") -> str:
+    return dict(targets())[(uid, title, ref_id)]
 
 
 def test_committed_json_is_current() -> None:
@@ -116,62 +237,97 @@ def test_committed_json_is_current() -> None:
 
 def test_every_target_is_listed_and_every_panel_reads_clickhouse() -> None:
     assert sorted(key for key, _ in targets()) == sorted(EXPECTED)
+    clickhouse = {"type": "grafana-clickhouse-datasource", "uid": "crowdwatch-clickhouse"}
     for board in built().values():
         for panel in board["panels"]:
-            assert panel["datasource"] == {
-                "type": "grafana-clickhouse-datasource",
-                "uid": "crowdwatch-clickhouse",
-            }
+            assert panel["datasource"] == clickhouse
+        for item in board["annotations"].get("list") or []:
+            assert item["datasource"] == clickhouse
 
 
-@pytest.fixture
-def surge_day(settings: Settings, warehouse: Warehouse) -> tuple[datetime, datetime]:
-    """The simulated surge day run through zone_risk; the range up to the red alert."""
+@dataclass(frozen=True)
+class Day:
+    """The simulated demo day in a warehouse, and the ranges to view it with."""
+
+    warehouse: Warehouse
+    start: datetime
+    end: datetime
+    written_from: datetime
+    written_to: datetime
+
+    def range_of(self, uid: str) -> tuple[datetime, datetime]:
+        if uid in WALL_CLOCK:
+            return self.written_from, self.written_to
+        return self.start, self.end
+
+    def run(self, uid: str, title: str, ref_id: str = "A") -> pl.DataFrame:
+        start, end = self.range_of(uid)
+        raw = sql_of(uid, title, ref_id)
+        return self.warehouse.query(expand(raw, start=start, end=end, variables=VARIABLES))
+
+
+@pytest.fixture(scope="module")
+def surge_day(engine_dir: Path) -> Iterator[Day]:
+    """The demo's three signals of the surge day run through zone_risk, as the demo runs them.
+
+    Gate passages with malformed records, camera messages with an offline and a stuck camera,
+    and 110 calls with a cluster near the stadium; event-time ranges end a minute after the
+    red alert at the stadium concourse, wall-clock ranges cover the run.
+    """
+    settings = Settings(
+        data_dir=engine_dir,
+        site_file=EXAMPLE_SITE,
+        clickhouse_database="dashboards_surge_day",
+        video_horizon_s=2 * SLICE_S,
+    )
     site = load_site(EXAMPLE_SITE)
-    sync_site(warehouse, site)
     records = simulate_day(site, DAY, seed=0, surge=default_surge())
-    batches = [
-        RawBatch("sim", "passage", records.slice(i, 20_000), i)
-        for i in range(0, records.height, 20_000)
+    feed = pl.concat([records, malformed(records, MALFORMED_SHARE, seed=1)]).sort(
+        "ts", nulls_last=True
+    )
+    messages = simulate_cameras(site, DAY, records, seed=2, faults=default_camera_faults())
+    calls = simulate_calls(site, DAY, seed=3, cluster=default_call_cluster())
+    signals = [
+        Signal(Path("gates.csv"), "passage", feed, feed["ts"]),
+        Signal(Path("cameras.jsonl"), "video", camera_payloads(messages), messages["ts"]),
+        Signal(Path("calls.csv"), "call", calls, calls["received_at"]),
     ]
-    run_main(build(settings, source=TestingSource(batches), alert_sink=TestingSink([])))
-    red = warehouse.query(
-        "SELECT min(ts) AS ts FROM alerts FINAL WHERE level = 'red' AND zone_id = {z:String}",
-        {"z": VARIABLES["zone"]},
-    )["ts"][0]
-    # the end of the range falls while the red alert is open
-    end = red.replace(tzinfo=UTC) + timedelta(minutes=1)
-    return end - timedelta(days=1), end
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.migrate()
+        sync_site(warehouse, site)
+        written_from = datetime.now(UTC) - timedelta(minutes=1)
+        sink = BufferedWarehouseSink(settings.dsn(), settings.clickhouse_database)
+        source = BatchSource(time_slices(signals, site.site.timezone))
+        run_main(build(settings, source=source, sink=sink, alert_sink=TestingSink([])))
+        written_to = datetime.now(UTC) + timedelta(minutes=1)
+        red = warehouse.query(
+            "SELECT min(ts) AS ts FROM alerts FINAL WHERE level = 'red' AND zone_id = {z:String}",
+            {"z": VARIABLES["zone"]},
+        )["ts"][0]
+        # the end of the range falls while the red alert is open
+        end = red.replace(tzinfo=UTC) + timedelta(minutes=1)
+        yield Day(warehouse, end - timedelta(days=1), end, written_from, written_to)
 
 
-def test_every_panel_query_runs_on_the_warehouse(
-    warehouse: Warehouse, surge_day: tuple[datetime, datetime]
-) -> None:
-    start, end = surge_day
-    for key, raw in targets():
-        frame = warehouse.query(expand(raw, start=start, end=end, variables=VARIABLES))
+def test_every_panel_query_runs_on_the_warehouse(surge_day: Day) -> None:
+    for (uid, title, ref_id), _ in targets():
+        frame = surge_day.run(uid, title, ref_id)
+        key = (uid, title, ref_id)
         assert frame.columns == EXPECTED[key], key
         if key not in MAY_BE_EMPTY:
             assert frame.height > 0, f"{key} returned no rows"
-    people = warehouse.query(
-        expand(
-            dict(targets())[("crowdwatch-overview", "People in the network", "A")],
-            start=start,
-            end=end,
-        )
-    )["people"][0]
+            # a row of nothing but nulls or zeros is no data either (an aggregate of nothing)
+            assert any(v not in (None, 0, 0.0, "") for v in frame.row(0)), (
+                f"{key} returned only empty values"
+            )
+
+
+def test_overview_shows_the_surge(surge_day: Day) -> None:
+    people = surge_day.run("crowdwatch-overview", "People in the network")["people"][0]
     assert people > 0
-    open_alerts = warehouse.query(
-        expand(dict(targets())[("crowdwatch-overview", "Open alerts", "A")], start=start, end=end)
-    )
+    open_alerts = surge_day.run("crowdwatch-overview", "Open alerts")
     assert "STD-concourse" in open_alerts["zone_id"].to_list()
-    nearest = warehouse.query(
-        expand(
-            dict(targets())[("crowdwatch-overview", "Zones nearest to capacity", "A")],
-            start=start,
-            end=end,
-        )
-    )
+    nearest = surge_day.run("crowdwatch-overview", "Zones nearest to capacity")
     # the surge fills the stadium concourse past capacity: first, red, with its site name
     assert nearest.row(0, named=True) | {"headcount": 0, "updated": 0, "capacity_share": 0} == {
         "zone_id": "STD-concourse",
@@ -184,12 +340,92 @@ def test_every_panel_query_runs_on_the_warehouse(
         "updated": 0,
     }
     assert nearest["capacity_share"][0] >= 1.0
+    zones = surge_day.run("crowdwatch-overview", "Zones on the map")
+    rank = dict(zip(zones["zone_id"], zones["level_rank"], strict=True))
+    assert rank["STD-concourse"] == 4  # red
+    assert rank["NPK-concourse"] == 0  # no warning
+    assert zones.height == 9 and zones["lat"].null_count() == 0  # every zone of the site
+    hourly = surge_day.run("crowdwatch-overview", "Peak share of capacity per zone, hourly")
+    stadium = hourly.filter(pl.col("zone_id") == "STD-concourse")
+    assert stadium["capacity_share"].max() >= 1.0  # type: ignore[operator]
 
 
-def test_variable_queries_list_the_site(
-    warehouse: Warehouse, surge_day: tuple[datetime, datetime]
-) -> None:
-    start, end = surge_day
+def test_hourly_rollup_matches_the_zone_states(surge_day: Day) -> None:
+    rollup = surge_day.warehouse.query(
+        "SELECT zone_id, hour, max(headcount_max) AS headcount, "
+        "max(capacity_share_max) AS share, max(level_rank_max) AS rank "
+        "FROM zone_hourly GROUP BY zone_id, hour ORDER BY zone_id, hour"
+    )
+    raw = surge_day.warehouse.query(
+        "SELECT zone_id, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS hour, "
+        "max(headcount) AS headcount, max(capacity_share) AS share, "
+        "max(toUInt8(multiIf(level = 'red', 4, level = 'orange', 3, level = 'yellow', 2, "
+        "level = 'blue', 1, 0))) AS rank "
+        "FROM zone_state FINAL GROUP BY zone_id, hour ORDER BY zone_id, hour"
+    )
+    assert rollup.height == raw.height > 24
+    assert rollup.equals(raw)
+
+
+def test_call_panels_show_the_burst_at_the_stadium(surge_day: Day) -> None:
+    bursts = surge_day.run("crowdwatch-calls", "Bursts")
+    zone = bursts.filter((pl.col("key") == "STD-plaza") & (pl.col("level") == "zone"))
+    assert zone.height == 1
+    first = zone["first"][0].replace(tzinfo=UTC)
+    surge = datetime(2026, 11, 20, 13, 30, tzinfo=UTC)  # 21:30 local
+    assert surge <= first <= surge + timedelta(minutes=45)
+    assert zone["calls_15m"][0] >= 3
+    by_zone = surge_day.run("crowdwatch-calls", "Calls by zone")
+    assert "STD-plaza" in by_zone["zone_id"].to_list()
+    calls = surge_day.run("crowdwatch-calls", "Calls")
+    assert calls["calls"][0] > calls["crowd_relevant"][0] > 0
+    nearby = surge_day.run("crowdwatch-zone", "110 calls nearby")
+    assert (nearby["distance_m"] <= 500).all()
+    assert nearby.filter(pl.col("group") == "crowding").height >= 3
+
+
+def test_camera_panels_show_the_faults(surge_day: Day) -> None:
+    faults = surge_day.run("crowdwatch-cameras", "Offline and stuck cameras")
+    episodes = {(c, s) for c, s in zip(faults["camera_id"], faults["status"], strict=True)}
+    assert {("CTR-CAM03", "offline"), ("CTR-CAM02", "stuck")} <= episodes
+    offline = faults.filter(pl.col("camera_id") == "CTR-CAM03")
+    assert 25 <= offline["minutes"][0] <= 35  # the 30 minutes it was silent
+    rates = surge_day.run("crowdwatch-cameras", "Online and working rates")
+    # one camera of five offline, then one stuck: 80 % online, then 80 % working
+    assert rates["online_rate"].min() == pytest.approx(0.8)
+    assert rates["working_rate"].min() == pytest.approx(0.8)
+    assert rates["online_rate"].max() == rates["working_rate"].max() == 1.0
+
+
+def test_pipeline_panels_count_the_rows_written(surge_day: Day) -> None:
+    written = surge_day.run("crowdwatch-pipeline", "Rows written per minute")
+    per_table = written.group_by("table").agg(pl.col("rows").sum())
+    rows = dict(zip(per_table["table"], per_table["rows"], strict=True))
+    stored = surge_day.warehouse.query(
+        "SELECT (SELECT count() FROM zone_metrics) AS zone_metrics, "
+        "(SELECT count() FROM camera_health) AS camera_health"
+    )
+    # every row inserted is counted (no merge has folded versions in a fresh database)
+    assert rows["zone_metrics"] == stored["zone_metrics"][0] > 0
+    assert rows["camera_health"] == stored["camera_health"][0] > 0
+    lag = surge_day.run("crowdwatch-pipeline", "Lag behind real time")
+    # a replay of 2026-11-20 written now is at least as far behind as the clock is past it
+    behind = (surge_day.written_from - datetime(2026, 11, 21, tzinfo=UTC)).total_seconds()
+    assert lag["lag_s"].min() >= behind  # type: ignore[operator]
+    reasons = surge_day.run("crowdwatch-pipeline", "Rejected records per source and reason")
+    assert reasons["rejected"].sum() == 252  # the injected malformed records
+
+
+def test_alert_annotations_mark_the_alert_history(surge_day: Day) -> None:
+    notes = surge_day.run("crowdwatch-zone", "annotation: Alerts", "Anno")
+    assert notes["text"][0].startswith("opened BLUE")
+    assert any(t.startswith("escalated RED") for t in notes["text"])
+    assert all(t.startswith("alert,") for t in notes["tags"])
+
+
+def test_variable_queries_list_the_site(surge_day: Day) -> None:
+    start, end = surge_day.start, surge_day.end
+    warehouse = surge_day.warehouse
     variables = {v["name"]: v["query"] for v in built()["crowdwatch-zone"]["templating"]["list"]}
     stations = warehouse.query(expand(variables["station"], start=start, end=end))
     assert VARIABLES["station"] in stations.to_series().to_list()
