@@ -144,7 +144,11 @@ def replay_files(
     speed: float | None,
     console: Console,
 ) -> None:
-    """Stream files through a pipeline into the warehouse, with a progress bar per file."""
+    """Stream files through a pipeline into the warehouse, with a progress bar per file.
+
+    With recovery, a file this pipeline already read to the end in the recovery directory is
+    not read again (Bytewax resumes at its end); the console says so.
+    """
     site = load_site(settings.site_file)
     registry.get(pipeline)  # an unknown pipeline fails before the warehouse is touched
     prepare_warehouse(settings, site)
@@ -158,13 +162,22 @@ def replay_files(
         transient=False,
     ) as progress:
         tasks = {path.name: progress.add_task(path.name, total=None) for path in files}
+        read: set[str] = set()
 
         def report(name: str, done: int, total: int) -> None:
+            read.add(name)
             progress.update(tasks[name], completed=done, total=total)
 
         specs = [ReplayFile(Path(f), site.site.timezone, settings.batch_rows, speed) for f in files]
         source = FileSource(specs, progress=report)
         run_pipeline(settings, pipeline, source=source)
+    unread = [name for name in tasks if name not in read]
+    if unread and settings.recovery_dir is not None:
+        console.print(
+            f"[yellow]nothing left to read in {', '.join(unread)}: the recovery directory "
+            f"{settings.recovery_dir / pipeline} has them read to the end; delete it to replay "
+            "them from the start[/yellow]"
+        )
 
 
 def print_frame(frame: pl.DataFrame, console: Console, title: str | None = None) -> None:

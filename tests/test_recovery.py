@@ -211,6 +211,10 @@ def test_gate_flow_killed_three_times_ends_as_an_unbroken_run(
     assert rejects.height == bad
     assert rejects.equals(expected_rejects)
     assert query(REJECT_COPIES_SQL, env).height == 0
+    # the recovery directory remembers the file was read to the end: a replay adds nothing
+    again = cli("replay", str(data), "--batch-rows", str(BATCH_ROWS), env=env)
+    assert "nothing left to read in day.csv" in " ".join(again.stdout.split())
+    assert query(METRICS_SQL, env).equals(expected)
 
 
 @pytest.mark.skipif(not SEATTLE.exists(), reason=f"real data missing: {SEATTLE}")
