@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import date, time
+import math
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import numpy as np
@@ -8,15 +9,31 @@ import numpy.typing as npt
 import polars as pl
 import pytest
 
+from crowdwatch.callcounts import CallWindows
+from crowdwatch.calls import CallDirectory, CallZones, parse_calls
+from crowdwatch.calls_categories import load_categories
+from crowdwatch.events import RawBatch
+from crowdwatch.settings import DEFAULT_CATEGORIES_FILE
 from crowdwatch.simulate import (
+    CALL_COLUMNS,
+    CAMERA_COLUMNS,
     COLUMNS,
     TICKET_TYPES,
+    CallCluster,
+    CameraFault,
     Surge,
+    camera_payloads,
+    default_call_cluster,
+    default_camera_faults,
     default_surge,
+    simulate_calls,
+    simulate_cameras,
     simulate_day,
     write_records,
+    zone_occupancy,
 )
 from crowdwatch.site import BalanceModel, DwellModel, Site, load_site
+from crowdwatch.video import CameraDirectory, parse_video
 
 SITE_FILE = Path(__file__).resolve().parent.parent / "infra" / "sites" / "example_interchange.yaml"
 WEEKDAY = date(2026, 11, 20)  # a Friday
@@ -301,3 +318,209 @@ def test_daylight_saving_day_keeps_local_hours(site: Site) -> None:
     # Service hours follow the local clock: an hour off either way would fail here.
     assert minute.min() < 5 * 60 + 35
     assert minute.max() >= 23 * 60 + 25
+
+
+# --- camera messages ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def messages(site: Site, surged: pl.DataFrame) -> pl.DataFrame:
+    return simulate_cameras(site, WEEKDAY, surged, seed=2, faults=default_camera_faults())
+
+
+def instants(text: pl.Series) -> pl.Series:
+    return text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.3f%:z", time_unit="ms")
+
+
+def local_ms(site: Site, t: time) -> int:
+    return int(datetime.combine(WEEKDAY, t, tzinfo=site.tz).timestamp() * 1000)
+
+
+def test_camera_messages_parse_as_the_video_pipeline_reads_them(
+    site: Site, messages: pl.DataFrame
+) -> None:
+    assert messages.columns == list(CAMERA_COLUMNS)
+    batch = RawBatch("sim", "video", camera_payloads(messages.head(5000)))
+    parsed = parse_video(batch, CameraDirectory.from_site(site), 0)
+    assert parsed.rejected.height == 0
+    assert parsed.messages.height == 5000
+    # every ROI and counting line of the site's cameras is reported
+    rois = {(c.id, r.id) for c in site.cameras for r in c.rois}
+    assert set(parsed.rois.select("camera_id", "roi_id").unique().iter_rows()) == rois
+    lines = {(c.id, ln.id) for c in site.cameras for ln in c.lines}
+    assert set(parsed.lines.select("camera_id", "line_id").unique().iter_rows()) == lines
+
+
+def test_cameras_report_every_interval_at_their_frame_rate(
+    site: Site, messages: pl.DataFrame
+) -> None:
+    ms = messages.with_columns(instants(messages["ts"]).dt.epoch("ms").alias("ms"))
+    assert ms["ms"].is_sorted()
+    for camera in site.cameras:
+        mine = ms.filter(pl.col("camera_id") == camera.id).sort("ms")
+        steps = mine["ms"].diff().drop_nulls()
+        assert steps.min() == 5000  # one message every 5 s (longer only in a gap)
+        fps = mine["frame"].diff().drop_nulls() / (steps / 1000)
+        assert fps.min() == pytest.approx(camera.fps, rel=0.01)
+        assert fps.max() == pytest.approx(camera.fps, rel=0.01)
+    # modest volume: a day of five cameras is 5 * 17,280 messages less the offline half hour
+    assert messages.height == 5 * 17_280 - 30 * 60 // 5
+
+
+def per_minute_mean(site: Site, messages: pl.DataFrame, camera_id: str) -> npt.NDArray[np.float64]:
+    mine = messages.filter(pl.col("camera_id") == camera_id)
+    minute = local_minutes(mine.rename({"ts": "ts"}), site.site.timezone).to_numpy()
+    sums = np.bincount(minute, weights=mine["persons"].to_numpy(), minlength=1440)
+    counts = np.bincount(minute, minlength=1440)
+    return np.asarray(sums / np.maximum(counts, 1), dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    ("camera_id", "zone_id"),
+    [("WLK-CAM01", "WLK-lakeside"), ("CTR-CAM01", "CTR-concourse"), ("STD-CAM01", "STD-concourse")],
+)
+def test_camera_counts_track_the_zone_occupancy(
+    site: Site, surged: pl.DataFrame, messages: pl.DataFrame, camera_id: str, zone_id: str
+) -> None:
+    seen = per_minute_mean(site, messages, camera_id)
+    occupancy = zone_occupancy(site, WEEKDAY, surged, zone_id)
+    assert occupancy.size == 1440
+    assert float(np.corrcoef(seen, occupancy)[0, 1]) > 0.9
+    # a few dozen people in view at the busiest, none when the zone is empty
+    assert 20 <= seen.max() <= 300
+    assert seen[occupancy == 0].max() <= 1.0
+
+
+def test_the_offline_camera_is_silent_in_its_gap(site: Site, messages: pl.DataFrame) -> None:
+    fault = next(f for f in default_camera_faults() if f.kind == "offline")
+    mine = messages.filter(pl.col("camera_id") == fault.camera_id)
+    ms = instants(mine["ts"]).dt.epoch("ms").to_numpy()
+    start = local_ms(site, fault.start)
+    end = start + fault.minutes * 60_000
+    assert not ((ms >= start) & (ms < end)).any()
+    # it reports until the gap and again right after it
+    assert start - 5000 <= ms[ms < start].max() and ms[ms >= end].min() < end + 5000
+    # the station's other cameras keep reporting through the gap
+    others = messages.filter(
+        pl.col("camera_id").str.starts_with("CTR-") & (pl.col("camera_id") != fault.camera_id)
+    )
+    other_ms = instants(others["ts"]).dt.epoch("ms").to_numpy()
+    assert ((other_ms >= start) & (other_ms < end)).sum() == 2 * fault.minutes * 12
+
+
+def test_the_stuck_camera_repeats_its_counts_while_its_frames_advance(
+    site: Site, messages: pl.DataFrame
+) -> None:
+    fault = next(f for f in default_camera_faults() if f.kind == "stuck")
+    start = local_ms(site, fault.start)
+    end = start + fault.minutes * 60_000
+    ms = instants(messages["ts"]).dt.epoch("ms")
+    during = messages.filter((ms >= start) & (ms < end))
+    stuck = during.filter(pl.col("camera_id") == fault.camera_id)
+    assert stuck.height == fault.minutes * 12
+    assert stuck["persons"].n_unique() == 1 and stuck["persons"][0] > 0  # a busy frozen image
+    assert stuck["frame"].is_sorted() and stuck["frame"].n_unique() == stuck.height
+    neighbour = during.filter(pl.col("camera_id") == "CTR-CAM01")
+    assert neighbour["persons"].n_unique() > 5
+
+
+def test_same_seed_same_messages(site: Site, surged: pl.DataFrame) -> None:
+    first = simulate_cameras(site, WEEKDAY, surged.head(50_000), seed=5)
+    again = simulate_cameras(site, WEEKDAY, surged.head(50_000), seed=5)
+    other = simulate_cameras(site, WEEKDAY, surged.head(50_000), seed=6)
+    assert first.equals(again)
+    assert not first.equals(other)
+
+
+def test_a_fault_of_an_unknown_camera_is_an_error(site: Site, weekday: pl.DataFrame) -> None:
+    with pytest.raises(ValueError, match="'CAM-X' is not a camera of the site"):
+        simulate_cameras(
+            site, WEEKDAY, weekday, faults=(CameraFault("CAM-X", "stuck", time(1), 5),)
+        )
+
+
+# --- 110 calls ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calls(site: Site) -> pl.DataFrame:
+    return simulate_calls(site, WEEKDAY, seed=3, cluster=default_call_cluster())
+
+
+def parsed_calls(site: Site, calls: pl.DataFrame) -> pl.DataFrame:
+    directory = CallDirectory(
+        CallZones(site), load_categories(DEFAULT_CATEGORIES_FILE), None, site.site.timezone
+    )
+    good, rejected = parse_calls(RawBatch("sim", "call", calls), directory, 0)
+    assert rejected.height == 0
+    return good
+
+
+def distance_m(lat: float, lon: float, centre: tuple[float, float]) -> float:
+    dy = (lat - centre[0]) * 110_540
+    dx = (lon - centre[1]) * 111_320 * math.cos(math.radians(centre[0]))
+    return math.hypot(dx, dy)
+
+
+def test_calls_are_call_records_that_parse(site: Site, calls: pl.DataFrame) -> None:
+    assert calls.columns == list(CALL_COLUMNS)
+    assert calls.schema == pl.Schema(dict.fromkeys(CALL_COLUMNS, pl.String))
+    assert calls["call_id"].n_unique() == calls.height
+    assert instants(calls["received_at"]).is_sorted()
+    good = parsed_calls(site, calls)
+    assert good.height == calls.height
+    assert {"traffic", "theft", "medical", "crowding"} <= set(good["group"])
+
+
+def test_the_call_cluster_lies_in_its_window_near_the_stadium(
+    site: Site, calls: pl.DataFrame
+) -> None:
+    cluster = default_call_cluster()
+    good = parsed_calls(site, calls)
+    start = datetime.combine(WEEKDAY, cluster.start, tzinfo=site.tz).astimezone(UTC)
+    crowd = good.filter(pl.col("group") == "crowding")
+    assert crowd.height >= cluster.calls // 2
+    zone = site.zone_by_id[cluster.zone_id]
+    centre = zone.geometry.centre  # type: ignore[union-attr]
+    for row in crowd.iter_rows(named=True):
+        minutes = (row["received_at"].replace(tzinfo=UTC) - start).total_seconds() / 60
+        assert 0 <= minutes < cluster.minutes
+        assert distance_m(row["lat"], row["lon"], centre) <= cluster.radius_m
+        assert cluster.zone_id in row["zones"]
+    # the surge's crowd calls come while the surge fills the stadium (21:30-22:15)
+    assert default_surge().start <= cluster.start < time(22, 15)
+    # the background rarely lands in a zone: zones are small beside the 5 km disc around them
+    background = good.filter(pl.col("group") != "crowding")
+    assert background.filter(pl.col("zones").list.len() > 0).height <= 3
+
+
+def test_the_call_cluster_makes_a_burst_at_its_zone_only(site: Site, calls: pl.DataFrame) -> None:
+    windows = CallWindows(site.site.timezone)
+    tables = windows.update(parsed_calls(site, calls), 1)
+    alerts = tables["call_bursts"].filter((pl.col("alert") == 1) & (pl.col("level") == "zone"))
+    assert set(alerts["key"]) == {"STD-plaza"}
+    cluster = default_call_cluster()
+    start = datetime.combine(WEEKDAY, cluster.start, tzinfo=site.tz).astimezone(UTC)
+    first = alerts["ts"].min().replace(tzinfo=UTC)  # type: ignore[union-attr]
+    assert 0 <= (first - start).total_seconds() / 60 <= cluster.minutes
+    # without the cluster no zone has a burst
+    quiet = simulate_calls(site, WEEKDAY, seed=3)
+    tables = CallWindows(site.site.timezone).update(parsed_calls(site, quiet), 1)
+    zone_bursts = tables["call_bursts"].filter((pl.col("alert") == 1) & (pl.col("level") == "zone"))
+    assert zone_bursts.height == 0
+
+
+def test_call_volume_follows_per_day(site: Site) -> None:
+    small = simulate_calls(site, WEEKDAY, seed=4, per_day=20)
+    large = simulate_calls(site, WEEKDAY, seed=4, per_day=400)
+    assert 10 <= small.height <= 35
+    assert 340 <= large.height <= 460
+    local = instants(large["received_at"]).dt.convert_time_zone(site.site.timezone)
+    night = local.dt.hour().is_between(1, 4).sum()
+    evening = local.dt.hour().is_between(17, 20).sum()
+    assert evening > 2 * night
+
+
+def test_a_cluster_in_an_unknown_zone_is_an_error(site: Site) -> None:
+    with pytest.raises(ValueError, match="'NOPE' is not a zone"):
+        simulate_calls(site, WEEKDAY, cluster=CallCluster("NOPE", time(21), 10, 5))
