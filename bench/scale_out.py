@@ -2,18 +2,20 @@
 
 Every stateful step is keyed by station, so records split by `station_partition` need no
 exchange between processes (Bytewax's keyed exchange pickles every item and made a 2-process
-cluster slower than one process). The bench simulates passages at the example site, writes them
-once whole and once as N partition files, and runs ``python -m bytewax.run
-"pipelines.gate_flow:build()"`` as 1 process on the whole file, then as N independent processes
-on one partition each. Each process writes to its own embedded warehouse (chDB allows one
-process per path); with a ClickHouse server all of them write to one database.
+cluster slower than one process). The bench simulates a day of passages on a network of copies
+of the example site's stations (five stations cannot be split evenly: the interchange has 45 %
+of the passages), writes them once whole and once as N partition files, and runs ``python -m
+bytewax.run "pipelines.gate_flow:build()"`` as 1 process on the whole file, then as N
+independent processes on one partition each; both again with every process pinned to one core.
+Each process writes to its own embedded warehouse (chDB allows one process per path); with a
+ClickHouse server all of them write to one database.
 
 Wall time runs from starting the processes to the last one finishing, *including* interpreter
 and import start-up; the start-up alone is measured by a run on an empty file and reported too.
 Every run is checked: the warehouses together count every passage once. The last line is the
 speedup of N processes over one.
 
-    .venv/bin/python bench/scale_out.py [--records 4000000] [--copies 8] [--repeat 1]
+    .venv/bin/python bench/scale_out.py [--records 2000000] [--copies 8] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -140,36 +143,26 @@ def run_processes(
     return Run(wall, [finished[i] for i in range(len(procs))], cpu)
 
 
-def counted(data_dir: Path) -> int:
-    """Passages counted in one warehouse's zone windows."""
-    out = _cli(data_dir, "query", COUNT_SQL, "--format", "csv").splitlines()
-    return int(out[1]) if len(out) > 1 and out[1] else 0
+def _count(csv: str) -> int:
+    """The number in ``crowdwatch query --format csv`` output (header, then one value)."""
+    lines = csv.splitlines()
+    return int(lines[1]) if len(lines) > 1 and lines[1] else 0
+
+
+def in_parallel(calls: list[tuple[Path, tuple[str, ...]]]) -> list[str]:
+    """Run crowdwatch commands side by side, one process each (they wait on chDB, not CPU)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda call: _cli(call[0], *call[1]), calls))
 
 
 def best_run(
-    root: Path,
-    name: str,
-    site_file: Path,
-    inputs: list[Path],
-    args: argparse.Namespace,
-    expected: int | None,
-    *,
-    pin: bool = False,
+    dirs: list[list[Path]], site_file: Path, inputs: list[Path], batch_rows: int, *, pin: bool
 ) -> Run:
-    """The fastest of ``args.repeat`` runs, each on fresh, migrated warehouses, checked."""
-    runs = []
-    for r in range(args.repeat):
-        dirs = [root / f"{name}{r}_{i}" for i in range(len(inputs))]
-        for data_dir in dirs:
-            _cli(data_dir, "db", "migrate")
-        run = run_processes(
-            site_file, list(zip(dirs, inputs, strict=True)), args.batch_rows, pin=pin
-        )
-        if expected is not None:
-            total = sum(counted(d) for d in dirs)
-            if total != expected:
-                raise SystemExit(f"{name}: counted {total:,} of {expected:,} passages")
-        runs.append(run)
+    """The fastest of one run per set of (migrated) warehouses in ``dirs``."""
+    runs = [
+        run_processes(site_file, list(zip(ds, inputs, strict=True)), batch_rows, pin=pin)
+        for ds in dirs
+    ]
     return min(runs, key=lambda run: run.wall_s)
 
 
@@ -184,12 +177,13 @@ def describe(what: str, n: int, run: Run, startup: Run) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=4_000_000)
+    parser.add_argument("--records", type=int, default=2_000_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--copies", type=int, default=8, help="copies of the example stations")
     parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs per setup; the best counts")
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -212,11 +206,33 @@ def main() -> None:
         write_records(records.head(0), empty)
 
         n = records.height
-        startup = best_run(root, "empty", site_file, [empty], args, None)
-        one = best_run(root, "one", site_file, [whole], args, n)
-        many = best_run(root, "many", site_file, part_files, args, n)
-        one_pinned = best_run(root, "onep", site_file, [whole], args, n, pin=True)
-        many_pinned = best_run(root, "manyp", site_file, part_files, args, n, pin=True)
+        setups = {
+            "startup": ([empty], False),
+            "one": ([whole], False),
+            "many": (part_files, False),
+            "one_pinned": ([whole], True),
+            "many_pinned": (part_files, True),
+        }
+        dirs = {
+            name: [[root / f"{name}{r}_{i}" for i in range(len(files))] for r in range(args.repeat)]
+            for name, (files, _) in setups.items()
+        }
+        everything = [d for sets in dirs.values() for ds in sets for d in ds]
+        in_parallel([(d, ("db", "migrate")) for d in everything])
+        runs = {
+            name: best_run(dirs[name], site_file, files, args.batch_rows, pin=pin)
+            for name, (files, pin) in setups.items()
+        }
+        # every run counted every passage exactly once, across its warehouses
+        counts = in_parallel([(d, ("query", COUNT_SQL, "--format", "csv")) for d in everything])
+        by_dir = dict(zip(everything, counts, strict=True))
+        for name, sets in dirs.items():
+            for ds in sets:
+                total = sum(_count(by_dir[d]) for d in ds)
+                if total != (0 if name == "startup" else n):
+                    raise SystemExit(f"{name}: counted {total:,} of {n:,} passages")
+    startup, one, many = runs["startup"], runs["one"], runs["many"]
+    one_pinned, many_pinned = runs["one_pinned"], runs["many_pinned"]
 
     largest = max(p.height for p in parts)
     print(
@@ -244,9 +260,10 @@ def main() -> None:
     print(describe("  1 process on 1 core", n, one_pinned, startup))
     print(describe(f"  {args.processes} processes, 1 core each", n, many_pinned, startup))
     print(
-        "one process alone keeps more than one core busy (polars and chDB run threads), so on "
-        "a 2-core machine a second process gains only the idle remainder; pinned to one core "
-        "each, the split scales with cores"
+        "unpinned, the processes' threads (polars, chDB) share the cores with each other and "
+        "with whatever else runs; pinned to a core each, the runs show the scaling per core. "
+        f"Load average at the start and end: {load_start:.1f}, {os.getloadavg()[0]:.1f} "
+        f"(on {os.cpu_count()} cores; above it, other processes took CPU from these runs)"
     )
     print(
         "each process wrote to its own embedded warehouse (chDB: one process per path); with a "

@@ -3,12 +3,13 @@
 Runs the demo (`crowdwatch.demo.run_demo`: a simulated weekday at the example site with a
 surge, camera messages and 110 calls, through the zone-risk pipeline) into a fresh embedded
 warehouse, merges every table (``OPTIMIZE … FINAL``, as background merges would), and reads
-``system.parts``: rows and compressed bytes per table. A month is 30 such days, except for
-tables with a TTL, which keep only their last N days. Per zone means divided by the site's
-zones. The last line is the headline.
+``system.parts``: rows, compressed bytes per row and bytes on disk (data, marks, indexes) per
+table. A month is 30 such days, except for tables with a TTL, which keep only their last N
+days, and state tables (the site, camera status), which keep one. Per zone means divided by
+the site's zones. The last line is the headline.
 
-The demo day takes minutes (the demo's own run time, the one bench that is not under a
-minute); after ``crowdwatch demo`` the warehouse it left can be measured instead, in seconds:
+The demo day takes as long as ``crowdwatch demo`` (about 40 s); the warehouse a demo left can
+be measured instead, in seconds:
 
     .venv/bin/python bench/sizing.py [--data-dir .crowdwatch]
 """
@@ -41,13 +42,14 @@ SELECT
     sum(p.rows) AS rows,
     sum(p.data_compressed_bytes) AS compressed,
     sum(p.data_uncompressed_bytes) AS uncompressed,
+    sum(p.bytes_on_disk) AS on_disk,
     any(t.create_table_query) AS ddl,
     any(t.partition_key) AS partition_key
 FROM system.parts AS p
 INNER JOIN system.tables AS t ON t.database = p.database AND t.name = p.table
 WHERE p.database = {db:String} AND p.active AND p.table != 'schema_migrations'
 GROUP BY p.table
-ORDER BY compressed DESC
+ORDER BY on_disk DESC
 """
 
 
@@ -84,7 +86,7 @@ def measure(settings: Settings) -> tuple[pl.DataFrame, int, int]:
         )
         days = max(int(counts["days"][0]), 1)
         sizes = table_sizes(warehouse).with_columns(
-            (pl.col(c) // days).alias(c) for c in ("rows", "compressed", "uncompressed")
+            (pl.col(c) // days).alias(c) for c in ("rows", "compressed", "uncompressed", "on_disk")
         )
     return sizes, int(counts["n"][0] or 0) // days, days
 
@@ -112,7 +114,7 @@ def main() -> None:
     sizes = sizes.with_columns(
         (pl.col("rows") / zones).alias("rows_per_zone_day"),
         (pl.col("compressed") / pl.col("rows").clip(1)).alias("bytes_per_row"),
-        (pl.col("compressed") * pl.col("days_kept") / zones / MIB).alias("mib_per_zone_month"),
+        (pl.col("on_disk") * pl.col("days_kept") / zones / MIB).alias("mib_per_zone_month"),
     )
     print(
         f"{source}: {site.site.name}, {zones} zones, {len(site.stations)} stations, "
@@ -126,10 +128,12 @@ def main() -> None:
             f"{row['table']:<28}{row['rows']:>11,}{row['rows_per_zone_day']:>15,.0f}"
             f"{row['bytes_per_row']:>8.1f}{row['days_kept']:>6}{row['mib_per_zone_month']:>13.3f}"
         )
-    per_day = sizes["compressed"].sum()
+    per_day = sizes["on_disk"].sum()
+    ratio = sizes["uncompressed"].sum() / max(sizes["compressed"].sum(), 1)
     print(
-        f"compressed per day: {per_day / MIB:.2f} MiB for the site, "
-        f"{per_day / zones / 1024:.1f} KiB per zone (after merges; TTLs applied per table)"
+        f"on disk per day: {per_day / MIB:.2f} MiB for the site, {per_day / zones / 1024:.1f} "
+        f"KiB per zone (after merges, with marks and indexes; compression {ratio:.1f}x); a "
+        f"month keeps 30 days, tables with a TTL fewer, state tables one"
     )
     print(f"disk_per_site_month: {sizes['mib_per_zone_month'].sum() * zones:.1f} MiB")
     print(f"disk_per_zone_month: {sizes['mib_per_zone_month'].sum():.2f} MiB")
