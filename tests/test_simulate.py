@@ -369,7 +369,7 @@ def test_cameras_report_every_interval_at_their_frame_rate(
 
 def per_minute_mean(site: Site, messages: pl.DataFrame, camera_id: str) -> npt.NDArray[np.float64]:
     mine = messages.filter(pl.col("camera_id") == camera_id)
-    minute = local_minutes(mine.rename({"ts": "ts"}), site.site.timezone).to_numpy()
+    minute = local_minutes(mine, site.site.timezone).to_numpy()
     sums = np.bincount(minute, weights=mine["persons"].to_numpy(), minlength=1440)
     counts = np.bincount(minute, minlength=1440)
     return np.asarray(sums / np.maximum(counts, 1), dtype=np.float64)
