@@ -79,7 +79,7 @@ def _rate(title: str, column: str, limit: float) -> stat.Panel:
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
         .height(4)
-        .span(6)
+        .span(12)
     )
 
 

@@ -98,3 +98,18 @@ def test_a_field_outside_the_schema_is_found() -> None:
         "/panels[4]/fieldConfig/defaults/units: dropped",
         "/refreshRate: dropped",
     ]
+
+
+@pytest.mark.parametrize("uid", sorted(dashboards()))
+def test_panels_fit_the_grid_without_overlapping(uid: str) -> None:
+    board = json.loads(render(dashboards()[uid]))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in board["panels"]:
+        pos = panel["gridPos"]
+        assert all(isinstance(pos[k], int) for k in "hwxy"), panel["title"]
+        # the schema's GridPos: h > 0, 0 < w <= 24, x < 24; a panel must not run off the grid
+        assert pos["h"] > 0 and 0 < pos["w"] <= 24 and pos["x"] >= 0 and pos["x"] + pos["w"] <= 24
+        for row in range(pos["y"], pos["y"] + pos["h"]):
+            for column in range(pos["x"], pos["x"] + pos["w"]):
+                assert (row, column) not in cells, f"{panel['title']} overlaps {cells[row, column]}"
+                cells[row, column] = panel["title"]
