@@ -91,8 +91,8 @@ def kafka_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[Ra
 
 
 def default_sink(settings: Settings) -> WarehouseSink:
-    """The warehouse named by the settings' DSN."""
-    return WarehouseSink(settings.dsn(), settings.clickhouse_database)
+    """The warehouse named by the settings' DSN, with its on-disk outage buffer."""
+    return WarehouseSink.from_settings(settings)
 
 
 def now_ms() -> int:

@@ -275,11 +275,15 @@ class WarehouseSink(DynamicSink[TableRows]):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WarehouseSink:
-        """The warehouse of the settings, buffered under ``data_dir/buffer``."""
+        """The warehouse of the settings, buffered under ``data_dir/buffer/<database>``.
+
+        The database is part of the path so that held rows only ever go back where they came
+        from, even when several databases share one data directory.
+        """
         return cls(
             settings.dsn(),
             settings.clickhouse_database,
-            buffer_dir=settings.data_dir / "buffer",
+            buffer_dir=settings.data_dir / "buffer" / settings.clickhouse_database,
             buffer_max_bytes=int(settings.sink_buffer_max_mb * 1024 * 1024),
         )
 

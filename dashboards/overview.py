@@ -17,6 +17,7 @@ from dashboards.panels import (
     DATASOURCE,
     LEVEL_MAPPINGS,
     basemap,
+    level_cells,
     level_thresholds,
     markers,
     sql,
@@ -114,7 +115,7 @@ LIMIT 10
                 table=True,
             )
         )
-        .mappings(LEVEL_MAPPINGS)
+        .override_by_name("level", level_cells())
         .override_by_name(
             "capacity_share",
             [
@@ -136,7 +137,7 @@ LIMIT 10
         .description("Alerts not resolved at the end of the range, newest first.")
         .datasource(DATASOURCE)
         .with_target(sql(f"{OPEN_ALERTS}\nORDER BY updated DESC", table=True))
-        .mappings(LEVEL_MAPPINGS)
+        .override_by_name("level", level_cells())
         .height(10)
         .span(12)
     )

@@ -179,3 +179,17 @@ def markers(
 def basemap() -> cogbuilder.Builder[common_model.MapLayerOptions]:
     """The default OpenStreetMap-based base layer."""
     return common.MapLayerOptions().type("default").name("Basemap")
+
+
+def level_cells() -> list[model.DynamicConfigValue]:
+    """Field overrides for a table column of levels: each cell in its level's colour.
+
+    Use on the level columns only (``override_by_name("level", level_cells())``): as panel
+    defaults the mappings would also turn a headcount of 1-4 into a level name.
+    """
+    return [
+        model.DynamicConfigValue(
+            id_val="mappings", value=[mapping.to_json() for mapping in LEVEL_MAPPINGS]
+        ),
+        model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+    ]

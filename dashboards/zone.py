@@ -7,7 +7,14 @@ from grafana_foundation_sdk.builders import dashboard, statetimeline, table, tim
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.panels import DATASOURCE, LEVEL_MAPPINGS, annotation, level_thresholds, sql
+from dashboards.panels import (
+    DATASOURCE,
+    LEVEL_MAPPINGS,
+    annotation,
+    level_cells,
+    level_thresholds,
+    sql,
+)
 
 UID = "crowdwatch-zone"
 ZONE = "zone_id = ${zone:singlequote}"
@@ -168,7 +175,8 @@ ORDER BY ts DESC
                 table=True,
             )
         )
-        .mappings(LEVEL_MAPPINGS)
+        .override_by_name("level", level_cells())
+        .override_by_name("previous_level", level_cells())
         .height(8)
         .span(24)
     )
