@@ -143,3 +143,13 @@ def test_on_one_host_the_views_read_the_local_tables_through_the_distributed_nam
         minute = wh.query("SELECT zone_id, gate_entries, gate_exits FROM zone_minute")
         assert minute.rows() == [("CTR-concourse", 7, 2)]
         assert wh.query("SELECT count() AS n FROM zone_metrics FINAL")["n"][0] == 1
+        # a materialized view fires on the local table and fills the local rollup
+        wh.command(
+            "INSERT INTO zone_state_local (zone_id, station_id, ts, source, anomaly_score, "
+            "surge_score, burst_score, level, version) VALUES ('CTR-concourse', 'CTR', "
+            "'2026-11-20 08:00:10', 'gates', 0, 0, 0, 'red', 1)"
+        )
+        hourly = wh.query(
+            "SELECT zone_id, max(level_rank_max) AS rank FROM zone_hourly GROUP BY zone_id"
+        )
+        assert hourly.rows() == [("CTR-concourse", 4)]
