@@ -29,6 +29,9 @@ from crowdwatch.isotime import epoch_ms
 from crowdwatch.runner import prepare_warehouse, print_frame, run_flow
 from crowdwatch.settings import Settings
 from crowdwatch.simulate import (
+    CallCluster,
+    CameraFault,
+    Surge,
     camera_payloads,
     default_call_cluster,
     default_camera_faults,
@@ -346,6 +349,68 @@ def peaks_table(peaks: pl.DataFrame, tz: ZoneInfo) -> pl.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class DemoDay:
+    """The demo's simulated day: what each signal holds, and the signals as written to files.
+
+    ``signals`` are the gate passages (with the malformed records, sorted by time), the camera
+    messages and the 110 calls, in that order.
+    """
+
+    day: date
+    surge: Surge
+    passages: pl.DataFrame
+    malformed: pl.DataFrame
+    faults: tuple[CameraFault, ...]
+    messages: pl.DataFrame
+    cluster: CallCluster
+    calls: pl.DataFrame
+    signals: tuple[Signal, Signal, Signal]
+
+
+def simulate_demo_day(site: Site, day: date, folder: Path) -> DemoDay:
+    """Simulate the demo's three signals of ``day`` and write each to a file in ``folder``.
+
+    Seeded: the same site and day give the same records. ``folder`` is created if missing.
+    """
+    surge = default_surge()
+    passages = simulate_day(site, day, seed=0, surge=surge)
+    bad = malformed(passages, MALFORMED_SHARE, seed=1)
+    feed = pl.concat([passages, bad]).sort("ts", nulls_last=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    gates_path = folder / f"gate_passages_{day.isoformat()}.csv"
+    write_records(feed, gates_path)
+    faults = default_camera_faults()
+    messages = simulate_cameras(site, day, passages, seed=2, faults=faults)
+    camera_path = folder / f"camera_messages_{day.isoformat()}.jsonl"
+    write_records(messages, camera_path)
+    cluster = default_call_cluster()
+    calls = simulate_calls(site, day, seed=3, cluster=cluster)
+    calls_path = folder / f"calls_{day.isoformat()}.csv"
+    write_records(calls, calls_path)
+    signals = (
+        Signal(gates_path, "passage", feed, feed["ts"]),
+        Signal(camera_path, "video", camera_payloads(messages), messages["ts"]),
+        Signal(calls_path, "call", calls, calls["received_at"]),
+    )
+    return DemoDay(day, surge, passages, bad, faults, messages, cluster, calls, signals)
+
+
+def replay_demo_day(settings: Settings, site: Site, batches: list[RawBatch]) -> None:
+    """Run ``batches`` (from `time_slices`) through zone_risk into the settings' warehouse.
+
+    The warehouse must be migrated; the site is synced into it first. The video horizon is
+    raised to two slices for the replay, and rows go through the `BufferedWarehouseSink`.
+    """
+    prepare_warehouse(settings, site)
+    build = registry.get("zone_risk")
+    replay = settings.model_copy(
+        update={"video_horizon_s": max(settings.video_horizon_s, 2 * SLICE_S)}
+    )
+    sink = BufferedWarehouseSink(settings.dsn(), settings.clickhouse_database)
+    run_flow(build(replay, source=BatchSource(batches), sink=sink), settings.workers)
+
+
 def run_demo(settings: Settings, console: Console, *, day: date) -> None:
     """Run the whole demo and print its story."""
     site = load_site(settings.site_file)
@@ -361,58 +426,36 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
         f"{'applied ' + ', '.join(m.name for m in applied) if applied else 'schema up to date'}"
     )
 
-    surge = default_surge()
-    records = simulate_day(site, day, seed=0, surge=surge)
-    bad = malformed(records, MALFORMED_SHARE, seed=1)
-    feed = pl.concat([records, bad]).sort("ts", nulls_last=True)
     folder = settings.data_dir / "demo"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"gate_passages_{day.isoformat()}.csv"
-    write_records(feed, path)
+    demo = simulate_demo_day(site, day, folder)
+    gates, cameras, calls = demo.signals
     console.print(
-        f"simulated {day:%A %Y-%m-%d}: {records.height:,} gate passages, a large event ending "
-        f"at {surge.station_id} at {surge.start:%H:%M} (+{surge.extra_entries:,} people over "
-        f"{surge.minutes} min), and {bad.height} injected malformed records → {path}"
+        f"simulated {day:%A %Y-%m-%d}: {demo.passages.height:,} gate passages, a large event "
+        f"ending at {demo.surge.station_id} at {demo.surge.start:%H:%M} "
+        f"(+{demo.surge.extra_entries:,} people over {demo.surge.minutes} min), and "
+        f"{demo.malformed.height} injected malformed records → {gates.path}"
     )
-    faults = default_camera_faults()
-    messages = simulate_cameras(site, day, records, seed=2, faults=faults)
-    camera_path = folder / f"camera_messages_{day.isoformat()}.jsonl"
-    write_records(messages, camera_path)
     console.print(
-        f"simulated {messages.height:,} camera messages from {len(site.cameras)} cameras ("
-        + ", ".join(f"{f.camera_id} {f.kind} {f.start:%H:%M}+{f.minutes} min" for f in faults)
-        + f") → {camera_path}"
+        f"simulated {demo.messages.height:,} camera messages from {len(site.cameras)} cameras ("
+        + ", ".join(f"{f.camera_id} {f.kind} {f.start:%H:%M}+{f.minutes} min" for f in demo.faults)
+        + f") → {cameras.path}"
     )
-    cluster = default_call_cluster()
-    calls = simulate_calls(site, day, seed=3, cluster=cluster)
-    calls_path = folder / f"calls_{day.isoformat()}.csv"
-    write_records(calls, calls_path)
+    cluster = demo.cluster
     console.print(
-        f"simulated {calls.height} 110 calls, {cluster.calls} of them crowd calls from "
-        f"{cluster.zone_id} from {cluster.start:%H:%M} over {cluster.minutes} min → {calls_path}"
+        f"simulated {demo.calls.height} 110 calls, {cluster.calls} of them crowd calls from "
+        f"{cluster.zone_id} from {cluster.start:%H:%M} over {cluster.minutes} min → {calls.path}"
     )
-    signals = [
-        Signal(path, "passage", feed, feed["ts"]),
-        Signal(camera_path, "video", camera_payloads(messages), messages["ts"]),
-        Signal(calls_path, "call", calls, calls["received_at"]),
-    ]
-    batches = time_slices(signals, site.site.timezone)
+    batches = time_slices(demo.signals, site.site.timezone)
     console.print(
         f"replaying the three files through zone_risk in event-time order ({len(batches):,} "
         f"batches of up to {SLICE_S} s) …"
     )
-    prepare_warehouse(settings, site)
-    build = registry.get("zone_risk")
-    replay = settings.model_copy(
-        update={"video_horizon_s": max(settings.video_horizon_s, 2 * SLICE_S)}
-    )
-    sink = BufferedWarehouseSink(settings.dsn(), settings.clickhouse_database)
-    run_flow(build(replay, source=BatchSource(batches), sink=sink), settings.workers)
+    replay_demo_day(settings, site, batches)
 
     start, end = local_day_bounds(site, day)
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
         peaks = zone_peaks(warehouse, start, end)
-        rejected = warehouse.query(REJECTED_SQL, {"source": f"file:{path.name}"})
+        rejected = warehouse.query(REJECTED_SQL, {"source": f"file:{gates.path.name}"})
         alerts = warehouse.query(ALERTS_SQL, {"start": start, "end": end})
         bursts = warehouse.query(BURSTS_SQL, {"start": start, "end": end})
         camera_faults = warehouse.query(CAMERA_FAULTS_SQL, {"start": start, "end": end})

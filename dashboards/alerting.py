@@ -9,7 +9,8 @@ Everything is built from the site file:
 - Big crowd: a rule per level that some station routes to someone (yellow, orange and red by
   default) on the newest level of every zone in ``zone_state``; label ``level`` is the rule's
   level, ``zone_id`` and ``station_id`` come from the query.
-- Forecast early warning: open ``predicted_big_crowd`` alerts, labelled with the predicted level.
+- Forecast early warning: open ``predicted_big_crowd`` alerts, labelled with the predicted level;
+  every zone of the site without one reads 0 (level ``''``), so it has a series, not NoData.
 - 110 call bursts, camera online rate below 90 % and working rate below 95 %, and a stalled
   pipeline (no new ``zone_state`` row for 5 minutes, no data, or a failing query).
 - Contact points: one webhook per role, the URL a placeholder that says to set it in the site
@@ -72,12 +73,24 @@ WHERE $__timeFilter(ts)
 GROUP BY zone_id, station_id
 """
 
-# Predicted big crowds raised in the last two hours (their horizon), per zone and level.
+# Predicted big crowds raised in the last two hours (their horizon), per zone and level. A zone
+# of the site without one is one row with level '' and 0: every zone keeps a series that reads
+# 0 (normal) instead of going NoData and back whenever a forecast warns.
 PREDICTED_SQL = """
-SELECT zone_id, station_id, level, toUInt32(uniqExact(alert_id)) AS predicted
-FROM alerts FINAL
-WHERE kind = 'predicted_big_crowd' AND event != 'resolved' AND $__timeFilter(ts)
-GROUP BY zone_id, station_id, level
+SELECT
+    z.zone_id AS zone_id,
+    z.station_id AS station_id,
+    ifNull(p.level, '') AS level,
+    ifNull(p.predicted, 0) AS predicted
+FROM (SELECT zone_id, station_id FROM site_zones FINAL) AS z
+LEFT JOIN
+(
+    SELECT zone_id, level, toUInt32(uniqExact(alert_id)) AS predicted
+    FROM alerts FINAL
+    WHERE kind = 'predicted_big_crowd' AND event != 'resolved' AND $__timeFilter(ts)
+    GROUP BY zone_id, level
+) AS p ON p.zone_id = z.zone_id
+ORDER BY zone_id, level
 """
 
 # The newest burst decision of every zone, station and district with calls in the range.

@@ -14,6 +14,7 @@ import pytest
 
 from crowdwatch.settings import REPO_ROOT, Settings
 from crowdwatch.warehouse import Warehouse
+from tests.demo_day import DemoWarehouse, demo_warehouse
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 HANGZHOU = SHARED_DATA / "hangzhou_metro" / "hangzhou_metro_10min_inout.csv"
@@ -44,6 +45,18 @@ def warehouse(settings: Settings) -> Iterator[Warehouse]:
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as wh:
         wh.migrate()
         yield wh
+
+
+@pytest.fixture(scope="session")
+def demo_day(engine_dir: Path) -> Iterator[DemoWarehouse]:
+    """The demo's day replayed once per session into its own database: read it, never write.
+
+    Gate passages with malformed records, camera messages with an offline and a stuck camera,
+    and 110 calls with a cluster at the stadium forecourt, through zone_risk as the demo runs.
+    """
+    settings = Settings(data_dir=engine_dir, site_file=EXAMPLE_SITE, clickhouse_database="demo_day")
+    with demo_warehouse(settings) as day:
+        yield day
 
 
 @pytest.fixture

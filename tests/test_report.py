@@ -1,7 +1,7 @@
 """crowdwatch report: the surge day's story on one self-contained page, drawn by a real browser.
 
-The surge day is simulated and run through zone_risk on the embedded warehouse, as for the
-dashboards' test; the page is checked as text and then as pixels of a headless Chromium
+The demo day (the shared `demo_day` fixture: what `crowdwatch demo` replays) is read from the
+embedded warehouse; the page is checked as text and then as pixels of a headless Chromium
 screenshot (skipped, with the reason, where Chromium is not installed: `make browser`).
 """
 
@@ -13,16 +13,13 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from bytewax.testing import TestingSink, TestingSource, run_main
 
-from crowdwatch.events import RawBatch
 from crowdwatch.report import (
     COLORS,
     OVERVIEW_UID,
@@ -34,19 +31,16 @@ from crowdwatch.report import (
     summary,
     write_report,
 )
-from crowdwatch.settings import REPO_ROOT, Settings
-from crowdwatch.simulate import default_surge, simulate_day
+from crowdwatch.settings import REPO_ROOT
 from crowdwatch.site import Site, load_site
 from crowdwatch.sitesync import sync_site
 from crowdwatch.warehouse import Warehouse
 from dashboards.panels import LEVELS
-from pipelines.zone_risk import build
 from tests.conftest import EXAMPLE_SITE
+from tests.demo_day import ZONE, DemoWarehouse
 
-DAY = date(2026, 11, 20)
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 CHROMIUM = Path("/usr/bin/chromium")
-ZONE = "STD-concourse"
 
 
 @pytest.fixture
@@ -57,25 +51,9 @@ def site(warehouse: Warehouse) -> Site:
 
 
 @pytest.fixture(scope="module")
-def surge_day(engine_dir: Path) -> Iterator[tuple[Warehouse, Site]]:
-    """The simulated surge day (a large event ending at STD) run through zone_risk.
-
-    Once for the module, in a database of its own; the tests only read it.
-    """
-    settings = Settings(
-        data_dir=engine_dir, site_file=EXAMPLE_SITE, clickhouse_database="test_report_surge"
-    )
-    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
-        warehouse.migrate()
-        site = load_site(EXAMPLE_SITE)
-        sync_site(warehouse, site)
-        records = simulate_day(site, DAY, seed=0, surge=default_surge())
-        batches = [
-            RawBatch("sim", "passage", records.slice(i, 20_000), i)
-            for i in range(0, records.height, 20_000)
-        ]
-        run_main(build(settings, source=TestingSource(batches), alert_sink=TestingSink([])))
-        yield warehouse, site
+def surge_day(demo_day: DemoWarehouse) -> tuple[Warehouse, Site]:
+    """The demo day (a large event ending at STD), shared and read-only."""
+    return demo_day.warehouse, demo_day.site
 
 
 def charts(page: str) -> list[tuple[str, int, str]]:

@@ -1,21 +1,16 @@
-"""Alert rules run on the real engine after a surge day; the policy tree routes as the site does."""
+"""Alert rules run on the real engine on the demo day; the policy tree routes as the site does."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 import polars as pl
 import pytest
-from bytewax.testing import TestingSink, TestingSource, run_main
 
-from crowdwatch.events import RawBatch
 from crowdwatch.risk import alert_rows
-from crowdwatch.settings import Settings
-from crowdwatch.simulate import default_surge, simulate_day
+from crowdwatch.simulate import district_of
 from crowdwatch.site import Contact, Level, Role, Routing, Site, load_site
 from crowdwatch.sitesync import sync_site
 from crowdwatch.warehouse import Warehouse
@@ -35,11 +30,9 @@ from dashboards.alerting import (
 )
 from dashboards.macros import expand
 from forecasts.early_warning import early_warnings
-from pipelines.zone_risk import build
 from tests.conftest import EXAMPLE_SITE
+from tests.demo_day import ZONE, DemoWarehouse
 
-DAY = date(2026, 11, 20)
-ZONE = "STD-concourse"
 LEVELS: tuple[Level, ...] = get_args(Level)
 
 # The columns each rule's query returns: labels first, the value last.
@@ -53,8 +46,6 @@ EXPECTED = {
     "crowdwatch-cameras-working": ["working_rate"],
     "crowdwatch-pipeline-stalled": ["seconds_since_newest"],
 }
-# The simulated day has no forecasts and no 110 calls: only these come back empty from it.
-EMPTY_ON_SURGE_DAY = {"crowdwatch-predicted-big-crowd", "crowdwatch-call-burst"}
 
 
 @pytest.fixture
@@ -63,29 +54,9 @@ def site() -> Site:
 
 
 @pytest.fixture(scope="module")
-def surge(engine_dir: Path) -> Iterator[tuple[Warehouse, datetime]]:
-    """The simulated surge day run through zone_risk, read-only for this module's tests.
-
-    Returns the warehouse and the moment a minute after the stadium concourse turns red.
-    """
-    site = load_site(EXAMPLE_SITE)
-    settings = Settings(
-        data_dir=engine_dir, site_file=EXAMPLE_SITE, clickhouse_database="test_alerting_surge"
-    )
-    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
-        warehouse.migrate()
-        sync_site(warehouse, site)
-        records = simulate_day(site, DAY, seed=0, surge=default_surge())
-        batches = [
-            RawBatch("sim", "passage", records.slice(i, 20_000), i)
-            for i in range(0, records.height, 20_000)
-        ]
-        run_main(build(settings, source=TestingSource(batches), alert_sink=TestingSink([])))
-        red = warehouse.query(
-            "SELECT min(ts) AS ts FROM alerts FINAL WHERE level = 'red' AND zone_id = {z:String}",
-            {"z": ZONE},
-        )["ts"][0]
-        yield warehouse, red.replace(tzinfo=UTC) + timedelta(minutes=1)
+def surge(demo_day: DemoWarehouse) -> tuple[Warehouse, datetime]:
+    """The demo day (shared, read-only) and the moment a minute after the stadium turns red."""
+    return demo_day.warehouse, demo_day.red_at + timedelta(minutes=1)
 
 
 def queries(site: Site) -> dict[str, tuple[str, int]]:
@@ -123,7 +94,7 @@ def test_every_rule_query_runs_on_the_warehouse(
     for uid, columns in EXPECTED.items():
         frame = run_rule(warehouse, site, uid, surge_day)
         assert frame.columns == columns, uid
-        assert (frame.height == 0) == (uid in EMPTY_ON_SURGE_DAY), uid
+        assert frame.height > 0, f"{uid} returned no rows on the demo day"
         value = frame.columns[-1]
         assert frame[value].dtype.is_numeric(), uid
         assert all(frame[c].dtype == pl.String for c in frame.columns[:-1]), uid
@@ -159,13 +130,54 @@ def test_big_crowd_rules_fire_red_at_the_stadium_concourse(
     assert station == ["STD"]
 
 
-def test_health_rules_on_the_surge_day(surge: tuple[Warehouse, datetime], site: Site) -> None:
+def test_predicted_and_call_burst_rules_on_the_demo_day(
+    surge: tuple[Warehouse, datetime], site: Site
+) -> None:
     warehouse, surge_day = surge
-    # site cameras are known but none has reported: all offline, both rates 0 → both fire
+    # no forecasts on the demo day (one day of history is too short to train on): every zone of
+    # the site reads 0 with no level, a series per zone instead of NoData
+    predicted = run_rule(warehouse, site, "crowdwatch-predicted-big-crowd", surge_day)
+    assert predicted.to_dicts() == [
+        {"zone_id": z.id, "station_id": z.station, "level": "", "predicted": 0}
+        for z in sorted(site.zones, key=lambda z: z.id)
+    ]
+    assert firing("crowdwatch-predicted-big-crowd", site, predicted) == []
+    # the demo's cluster of crowd calls at the stadium forecourt: a burst at the zone, its
+    # station and its district, nowhere else
+    bursts = run_rule(warehouse, site, "crowdwatch-call-burst", surge_day)
+    plaza = warehouse.query(
+        "SELECT lat, lon FROM site_zones FINAL WHERE zone_id = 'STD-plaza'"
+    ).row(0)
+    fired = {
+        (row["scope"], row["key"], row["zone_id"], row["station_id"])
+        for row in firing("crowdwatch-call-burst", site, bursts)
+    }
+    assert fired == {
+        ("zone", "STD-plaza", "STD-plaza", "STD"),
+        ("station", "STD", "", "STD"),
+        ("district", district_of(*plaza), "", ""),
+    }
+    assert bursts.height > len(fired)  # calls elsewhere in the range, no burst there
+    # an hour before the cluster began nothing bursts at the stadium
+    before = run_rule(warehouse, site, "crowdwatch-call-burst", surge_day - timedelta(hours=1))
+    assert not {"STD-plaza", "STD"} & {
+        row["key"] for row in firing("crowdwatch-call-burst", site, before)
+    }
+
+
+def test_health_rules_on_the_demo_day(surge: tuple[Warehouse, datetime], site: Site) -> None:
+    warehouse, surge_day = surge
+    # the camera rules read the cameras' current state: after the replay all five site cameras
+    # are reporting again (the offline and the stuck one recovered), so neither fires
+    assert (
+        warehouse.query("SELECT cameras FROM camera_network")["cameras"].to_list()
+        == [len(site.cameras)]
+        == [5]
+    )
     for uid in ("crowdwatch-cameras-online", "crowdwatch-cameras-working"):
         frame = run_rule(warehouse, site, uid, surge_day)
-        assert frame.to_series().to_list() == [0.0], uid
-        assert len(firing(uid, site, frame)) == 1, uid
+        assert frame.to_series().to_list() == [1.0], uid
+        assert firing(uid, site, frame) == [], uid
     # the pipeline wrote zone state within the last minute: not stalled
     stalled = run_rule(warehouse, site, "crowdwatch-pipeline-stalled", surge_day)
     assert stalled["seconds_since_newest"][0] < 120
@@ -180,6 +192,32 @@ def test_health_rules_on_the_surge_day(surge: tuple[Warehouse, datetime], site: 
     assert silent.height == 0
     (stall,) = [s for s in rule_specs(site) if s.uid == "crowdwatch-pipeline-stalled"]
     assert (stall.no_data, stall.exec_err) == ("Alerting", "Alerting")
+
+
+def test_camera_rules_fire_on_silent_and_stuck_cameras(warehouse: Warehouse, site: Site) -> None:
+    sync_site(warehouse, site)
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    # site cameras are known but none has reported: all offline, both rates 0, both fire
+    for uid in ("crowdwatch-cameras-online", "crowdwatch-cameras-working"):
+        frame = run_rule(warehouse, site, uid, now)
+        assert frame.to_series().to_list() == [0.0], uid
+        assert len(firing(uid, site, frame)) == 1, uid
+    # all report, one frozen: all online (no alert), four of five working (below 95 %: alert)
+    cameras = sorted(c.id for c in site.cameras)
+    statuses = ["stuck" if c == cameras[0] else "online" for c in cameras]
+    warehouse.command(
+        "INSERT INTO camera_status (camera_id, station_id, status, since, last_seen, fps,"
+        " expected_fps, version) SELECT c, 'X', s, {ts:DateTime64(3, 'UTC')},"
+        " {ts:DateTime64(3, 'UTC')}, 25, 25, 1 FROM (SELECT arrayJoin(arrayZip({c:Array(String)},"
+        " {s:Array(String)})) AS p, p.1 AS c, p.2 AS s)",
+        {"ts": now, "c": cameras, "s": statuses},
+    )
+    online = run_rule(warehouse, site, "crowdwatch-cameras-online", now)
+    assert online.to_series().to_list() == [1.0]
+    assert firing("crowdwatch-cameras-online", site, online) == []
+    working = run_rule(warehouse, site, "crowdwatch-cameras-working", now)
+    assert working.to_series().to_list() == [pytest.approx(0.8)]
+    assert len(firing("crowdwatch-cameras-working", site, working)) == 1
 
 
 def test_forecast_and_call_burst_rules_read_their_signals(warehouse: Warehouse, site: Site) -> None:
@@ -201,6 +239,15 @@ def test_forecast_and_call_burst_rules_read_their_signals(warehouse: Warehouse, 
     assert firing("crowdwatch-predicted-big-crowd", site, predicted) == [
         {"zone_id": "CTR-concourse", "station_id": "CTR", "level": "red", "predicted": 1}
     ]
+    # every other zone of the site is there too, at 0 with no level
+    others = predicted.filter(pl.col("zone_id") != "CTR-concourse")
+    assert sorted(others["zone_id"]) == sorted(z.id for z in site.zones if z.id != "CTR-concourse")
+    assert set(others["level"]) == {""} and set(others["predicted"]) == {0}
+    # three hours later the warning has left the rule's two-hour range: back to 0
+    later = run_rule(
+        warehouse, site, "crowdwatch-predicted-big-crowd", surge_day + timedelta(hours=3)
+    )
+    assert later.height == len(site.zones) and set(later["predicted"]) == {0}
     warehouse.command(
         "INSERT INTO call_bursts (key, level, ts, observed_15m, expected_15m, score, alert,"
         " version) VALUES ('NPK-concourse', 'zone', {ts:DateTime64(3, 'UTC')}, 14, 1.5, 7.2,"

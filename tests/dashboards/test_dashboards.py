@@ -3,45 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
 import pytest
-from bytewax.testing import TestingSink, run_main
 
-from crowdwatch.demo import (
-    MALFORMED_SHARE,
-    SLICE_S,
-    BatchSource,
-    BufferedWarehouseSink,
-    Signal,
-    malformed,
-    time_slices,
-)
-from crowdwatch.settings import Settings
-from crowdwatch.simulate import (
-    camera_payloads,
-    default_call_cluster,
-    default_camera_faults,
-    default_surge,
-    simulate_calls,
-    simulate_cameras,
-    simulate_day,
-)
-from crowdwatch.site import load_site
-from crowdwatch.sitesync import sync_site
 from crowdwatch.warehouse import Warehouse
 from dashboards.build import FOLDER, dashboards, render
 from dashboards.macros import expand
-from pipelines.zone_risk import build
-from tests.conftest import EXAMPLE_SITE
+from tests.demo_day import ZONE, DemoWarehouse
 
-DAY = date(2026, 11, 20)
-VARIABLES = {"station": "STD", "zone": "STD-concourse"}
+VARIABLES = {"station": "STD", "zone": ZONE}
 WALL_CLOCK = {"crowdwatch-pipeline"}
 """Dashboards whose time axis is when rows were written, not event time."""
 
@@ -267,46 +241,20 @@ class Day:
 
 
 @pytest.fixture(scope="module")
-def surge_day(engine_dir: Path) -> Iterator[Day]:
-    """The demo's three signals of the surge day run through zone_risk, as the demo runs them.
+def surge_day(demo_day: DemoWarehouse) -> Day:
+    """The demo day (the shared, read-only one) with the ranges to view it with.
 
-    Gate passages with malformed records, camera messages with an offline and a stuck camera,
-    and 110 calls with a cluster near the stadium; event-time ranges end a minute after the
-    red alert at the stadium concourse, wall-clock ranges cover the run.
+    Event-time ranges end a minute after the red alert at the stadium concourse, wall-clock
+    ranges cover the replay.
     """
-    settings = Settings(
-        data_dir=engine_dir,
-        site_file=EXAMPLE_SITE,
-        clickhouse_database="dashboards_surge_day",
-        video_horizon_s=2 * SLICE_S,
+    end = demo_day.red_at + timedelta(minutes=1)
+    return Day(
+        demo_day.warehouse,
+        end - timedelta(days=1),
+        end,
+        demo_day.written_from,
+        demo_day.written_to,
     )
-    site = load_site(EXAMPLE_SITE)
-    records = simulate_day(site, DAY, seed=0, surge=default_surge())
-    feed = pl.concat([records, malformed(records, MALFORMED_SHARE, seed=1)]).sort(
-        "ts", nulls_last=True
-    )
-    messages = simulate_cameras(site, DAY, records, seed=2, faults=default_camera_faults())
-    calls = simulate_calls(site, DAY, seed=3, cluster=default_call_cluster())
-    signals = [
-        Signal(Path("gates.csv"), "passage", feed, feed["ts"]),
-        Signal(Path("cameras.jsonl"), "video", camera_payloads(messages), messages["ts"]),
-        Signal(Path("calls.csv"), "call", calls, calls["received_at"]),
-    ]
-    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
-        warehouse.migrate()
-        sync_site(warehouse, site)
-        written_from = datetime.now(UTC) - timedelta(minutes=1)
-        sink = BufferedWarehouseSink(settings.dsn(), settings.clickhouse_database)
-        source = BatchSource(time_slices(signals, site.site.timezone))
-        run_main(build(settings, source=source, sink=sink, alert_sink=TestingSink([])))
-        written_to = datetime.now(UTC) + timedelta(minutes=1)
-        red = warehouse.query(
-            "SELECT min(ts) AS ts FROM alerts FINAL WHERE level = 'red' AND zone_id = {z:String}",
-            {"z": VARIABLES["zone"]},
-        )["ts"][0]
-        # the end of the range falls while the red alert is open
-        end = red.replace(tzinfo=UTC) + timedelta(minutes=1)
-        yield Day(warehouse, end - timedelta(days=1), end, written_from, written_to)
 
 
 def test_every_panel_query_runs_on_the_warehouse(surge_day: Day) -> None:
