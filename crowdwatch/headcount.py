@@ -333,12 +333,21 @@ class StationVideo:
         )
 
     def _recent_fps(self) -> dict[str, float]:
+        """Each camera's frame rate over the last health window, from its frame numbers.
+
+        A camera may send one message per several frames, so counting messages would give the
+        message rate; a camera that restarted (frame numbers went back) reads 0 until it has
+        a window of its own again.
+        """
         recent = self.frames.filter(pl.col("ts_ms") >= (self.watermark or 0) - self.health_ms)
         stats = recent.group_by("camera_id").agg(
-            pl.col("frame").n_unique().alias("n"),
+            (pl.col("frame").max() - pl.col("frame").min()).alias("frames"),
             (pl.col("ts_ms").max() - pl.col("ts_ms").min()).alias("span"),
         )
-        return {c: (n - 1) * 1000 / span if span else 0.0 for c, n, span in stats.iter_rows()}
+        return {
+            c: max(0, frames) * 1000 / span if span else 0.0
+            for c, frames, span in stats.iter_rows()
+        }
 
     def _stuck(self) -> set[str]:
         """Cameras with constant counts for ``stuck_after_s`` while a neighbour's changed."""

@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from crowdwatch.access import READER_USER
 from crowdwatch.settings import DEFAULT_SITE_FILE, REPO_ROOT
 from crowdwatch.site import Site, load_site
 from dashboards.alerting import (
@@ -69,7 +70,8 @@ class ClickHouseSource:
     port: int = 8123
     protocol: Literal["http", "native"] = "http"
     secure: bool = False
-    username: str = "default"
+    username: str = READER_USER
+    """The least-privilege reader ``crowdwatch db users`` creates (SELECT only)."""
     database: str = "crowdwatch"
     password: str | None = None
 

@@ -400,3 +400,14 @@ def test_macros_expand_as_the_plugin_documents() -> None:
     )
     with pytest.raises(KeyError, match="zone"):
         expand("z = ${zone}", start=start, end=end)
+
+
+def test_camera_status_reports_the_cameras_frame_rate(demo_day: DemoWarehouse) -> None:
+    # the simulated cameras send one message every few seconds, their frame numbers advance at
+    # the camera's own rate: the status must show the frame rate, not the message rate
+    status = demo_day.warehouse.query(
+        "SELECT camera_id, fps, expected_fps FROM camera_status FINAL WHERE status = 'online'"
+    )
+    assert status.height >= 3
+    for camera, fps, expected in status.iter_rows():
+        assert abs(fps - expected) <= 0.05 * expected, (camera, fps, expected)

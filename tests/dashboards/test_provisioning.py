@@ -137,7 +137,8 @@ def test_contact_points_and_policies_fit_together() -> None:
             "clickhouse://u@ch:9000/other",
             ClickHouseSource("ch", 9000, "native", False, "u", "other", None),
         ),
-        ("clickhouses://ch", ClickHouseSource("ch", 9440, "native", True)),
+        # no user in the URL: ClickHouse's own default user, as a client would use
+        ("clickhouses://ch", ClickHouseSource("ch", 9440, "native", True, "default")),
     ],
 )
 def test_clickhouse_url_becomes_the_plugin_settings(url: str, expected: ClickHouseSource) -> None:
