@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import dashboard, geomap, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard, geomap, timeseries
 from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.panels import DATASOURCE, basemap, markers, sql
+from dashboards.panels import (
+    DATASOURCE,
+    absolute_thresholds,
+    basemap,
+    markers,
+    sql,
+    stat_panel,
+    table_panel,
+    timeseries_panel,
+)
 
 UID = "crowdwatch-calls"
 BURST_THRESHOLD = 4.0
@@ -19,63 +27,34 @@ CALLS = "FROM calls FINAL WHERE $__timeFilter(received_at)"
 
 def _series(title: str, description: str, query: str) -> timeseries.Panel:
     return (
-        timeseries.Panel()
-        .title(title)
+        timeseries_panel(title, query, height=8, span=12)
         .description(description)
-        .datasource(DATASOURCE)
-        .with_target(sql(query))
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(80)
         .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
-        .height(8)
-        .span(12)
     )
 
 
 def call_overview() -> dashboard.Dashboard:
     """110 calls around the site: groups and zones over time, bursts, and a map."""
-    total = (
-        stat.Panel()
-        .title("Calls")
-        .description("Calls received in the range, and those of crowd-relevant groups.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                f"SELECT count() AS calls, countIf(weight >= 0.5) AS crowd_relevant {CALLS}",
-                table=True,
-            )
-        )
-        .color_mode(common.BigValueColorMode.NONE)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .height(4)
-        .span(8)
-    )
+    total = stat_panel(
+        "Calls",
+        f"SELECT count() AS calls, countIf(weight >= 0.5) AS crowd_relevant {CALLS}",
+        span=8,
+        color_mode=common.BigValueColorMode.NONE,
+    ).description("Calls received in the range, and those of crowd-relevant groups.")
     bursts_now = (
-        stat.Panel()
-        .title("Places with a burst")
-        .description("Zones and stations whose crowd-relevant calls made a burst in the range.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+        stat_panel(
+            "Places with a burst",
+            """
 SELECT uniqExactIf(key, level = 'zone') AS zones, uniqExactIf(key, level = 'station') AS stations
 FROM call_bursts FINAL
 WHERE alert = 1 AND $__timeFilter(ts)
 """,
-                table=True,
-            )
+            span=16,
         )
-        .thresholds(
-            dashboard.ThresholdsConfig()
-            .mode(model.ThresholdsMode.ABSOLUTE)
-            .steps(
-                [model.Threshold(value=None, color="green"), model.Threshold(value=1, color="red")]
-            )
-        )
-        .color_mode(common.BigValueColorMode.VALUE)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .height(4)
-        .span(16)
+        .description("Zones and stations whose crowd-relevant calls made a burst in the range.")
+        .thresholds(absolute_thresholds("green", [(1, "red")]))
     )
     by_group = _series(
         "Calls by group",
@@ -98,48 +77,30 @@ ORDER BY time
 """,
     )
     scores = (
-        timeseries.Panel()
-        .title("Burst scores")
-        .description(
-            "-log10 of the chance of so many crowd-relevant calls in 15 minutes under the "
-            "usual background, per zone and station; a burst from 4."
-        )
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+        timeseries_panel(
+            "Burst scores",
+            """
 SELECT $__timeInterval(ts) AS time, concat(level, ' ', key) AS place, max(score) AS score
 FROM call_bursts FINAL
 WHERE level IN ('zone', 'station') AND $__timeFilter(ts)
 GROUP BY time, place
 ORDER BY time
-"""
-            )
+""",
+            height=8,
+            span=12,
         )
-        .thresholds(
-            dashboard.ThresholdsConfig()
-            .mode(model.ThresholdsMode.ABSOLUTE)
-            .steps(
-                [
-                    model.Threshold(value=None, color="green"),
-                    model.Threshold(value=BURST_THRESHOLD, color="red"),
-                ]
-            )
+        .description(
+            "-log10 of the chance of so many crowd-relevant calls in 15 minutes under the "
+            "usual background, per zone and station; a burst from 4."
         )
+        .thresholds(absolute_thresholds("green", [(BURST_THRESHOLD, "red")]))
         .thresholds_style(
             common_builders.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.DASHED)
         )
-        .height(8)
-        .span(12)
     )
-    bursts = (
-        table.Panel()
-        .title("Bursts")
-        .description("Each zone or station with a burst: from, to, calls and peak score.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+    bursts = table_panel(
+        "Bursts",
+        """
 SELECT
     key,
     level,
@@ -153,12 +114,9 @@ WHERE alert = 1 AND level IN ('zone', 'station') AND $__timeFilter(ts)
 GROUP BY key, level
 ORDER BY first DESC
 """,
-                table=True,
-            )
-        )
-        .height(8)
-        .span(12)
-    )
+        height=8,
+        span=12,
+    ).description("Each zone or station with a burst: from, to, calls and peak score.")
     calls_map = (
         geomap.Panel()
         .title("Calls on the map")
@@ -177,17 +135,7 @@ ORDER BY time
         .view(geomap.MapViewConfig().id("fit").zoom(12))
         .basemap(basemap())
         .layers([markers("Calls", color_field="weight")])
-        .thresholds(
-            dashboard.ThresholdsConfig()
-            .mode(model.ThresholdsMode.ABSOLUTE)
-            .steps(
-                [
-                    model.Threshold(value=None, color="green"),
-                    model.Threshold(value=0.5, color="orange"),
-                    model.Threshold(value=1.0, color="red"),
-                ]
-            )
-        )
+        .thresholds(absolute_thresholds("green", [(0.5, "orange"), (1.0, "red")]))
         .height(12)
         .span(24)
     )

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import dashboard, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import dashboard, stat, statetimeline
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.panels import DATASOURCE, sql
+from dashboards.panels import (
+    DATASOURCE,
+    absolute_thresholds,
+    sql,
+    stat_panel,
+    table_panel,
+    timeseries_panel,
+)
 
 UID = "crowdwatch-cameras"
 ONLINE_TARGET = 0.90
@@ -57,29 +64,17 @@ STATUS_MAPPINGS: list[model.ValueMapping] = [
 ]
 
 
-def _target(limit: float) -> dashboard.ThresholdsConfig:
-    return (
-        dashboard.ThresholdsConfig()
-        .mode(model.ThresholdsMode.ABSOLUTE)
-        .steps(
-            [model.Threshold(value=None, color="red"), model.Threshold(value=limit, color="green")]
-        )
-    )
-
-
 def _rate(title: str, column: str, limit: float) -> stat.Panel:
     return (
-        stat.Panel()
-        .title(title)
+        stat_panel(
+            title,
+            f"SELECT {column} FROM camera_network",
+            span=12,
+            color_mode=common.BigValueColorMode.BACKGROUND,
+        )
         .description(f"Now, over every camera of the site; target {limit:.0%}.")
-        .datasource(DATASOURCE)
-        .with_target(sql(f"SELECT {column} FROM camera_network", table=True))
         .unit("percentunit")
-        .thresholds(_target(limit))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .height(4)
-        .span(12)
+        .thresholds(absolute_thresholds("red", [(limit, "green")]))
     )
 
 
@@ -87,14 +82,9 @@ def camera_health() -> dashboard.Dashboard:
     """Camera health: online and working rates against the targets, faults, frame rates."""
     online = _rate("Cameras online", "online_rate", ONLINE_TARGET)
     working = _rate("Cameras working", "working_rate", WORKING_TARGET)
-    now = (
-        table.Panel()
-        .title("Cameras now")
-        .description("Each camera's current state, since when, and its frame rate.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+    now = table_panel(
+        "Cameras now",
+        """
 SELECT c.camera_id AS camera_id, c.station_id AS station_id,
     if(s.camera_id = '', 'offline', s.status) AS status, s.since AS since,
     s.last_seen AS last_seen, s.fps AS fps, c.fps AS expected_fps
@@ -103,23 +93,13 @@ LEFT JOIN (SELECT camera_id, status, since, last_seen, fps FROM camera_status FI
     ON s.camera_id = c.camera_id
 ORDER BY status != 'online' DESC, camera_id
 """,
-                table=True,
-            )
-        )
-        .height(8)
-        .span(12)
-    )
+        height=8,
+        span=12,
+    ).description("Each camera's current state, since when, and its frame rate.")
     rates = (
-        timeseries.Panel()
-        .title("Online and working rates")
-        .description(
-            f"Share of the site's cameras online and working over time; dashed: the "
-            f"{ONLINE_TARGET:.0%} online and {WORKING_TARGET:.0%} working targets."
-        )
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                f"""
+        timeseries_panel(
+            "Online and working rates",
+            f"""
 SELECT
     time,
     countIf(status != 'offline') / count() AS online_rate,
@@ -127,28 +107,23 @@ SELECT
 FROM ({STATES})
 GROUP BY time
 ORDER BY time
-"""
-            )
+""",
+            height=8,
+            span=12,
+        )
+        .description(
+            f"Share of the site's cameras online and working over time; dashed: the "
+            f"{ONLINE_TARGET:.0%} online and {WORKING_TARGET:.0%} working targets."
         )
         .unit("percentunit")
         .min(0)
         .max(1)
         .thresholds(
-            dashboard.ThresholdsConfig()
-            .mode(model.ThresholdsMode.ABSOLUTE)
-            .steps(
-                [
-                    model.Threshold(value=None, color="red"),
-                    model.Threshold(value=ONLINE_TARGET, color="orange"),
-                    model.Threshold(value=WORKING_TARGET, color="green"),
-                ]
-            )
+            absolute_thresholds("red", [(ONLINE_TARGET, "orange"), (WORKING_TARGET, "green")])
         )
         .thresholds_style(
             common_builders.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.DASHED)
         )
-        .height(8)
-        .span(12)
     )
     timeline = (
         statetimeline.Panel()
@@ -169,14 +144,9 @@ ORDER BY time
         .height(8)
         .span(24)
     )
-    faults = (
-        table.Panel()
-        .title("Offline and stuck cameras")
-        .description("Every episode of a camera offline or stuck in the range; until empty: still.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+    faults = table_panel(
+        "Offline and stuck cameras",
+        """
 SELECT camera_id, station_id, status, since, until,
     round(dateDiff('second', since, ifNull(until, $__toTime)) / 60, 1) AS minutes
 FROM
@@ -191,31 +161,24 @@ FROM
 WHERE status != 'online' AND since <= $__toTime AND (until IS NULL OR until >= $__fromTime)
 ORDER BY since DESC
 """,
-                table=True,
-            )
-        )
-        .height(8)
-        .span(12)
-    )
+        height=8,
+        span=12,
+    ).description("Every episode of a camera offline or stuck in the range; until empty: still.")
     fps = (
-        timeseries.Panel()
-        .title("Frame rate per camera")
-        .description("Frames per second from the camera's messages, per health window.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+        timeseries_panel(
+            "Frame rate per camera",
+            """
 SELECT $__timeInterval(ts) AS time, camera_id, avg(fps) AS fps
 FROM camera_health FINAL
 WHERE $__timeFilter(ts)
 GROUP BY time, camera_id
 ORDER BY time
-"""
-            )
+""",
+            height=8,
+            span=12,
         )
+        .description("Frames per second from the camera's messages, per health window.")
         .unit("none")
-        .height(8)
-        .span(12)
     )
     return (
         dashboard.Dashboard("Crowdwatch: camera health")

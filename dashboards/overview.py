@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import (
-    dashboard,
-    geomap,
-    stat,
-    statetimeline,
-    table,
-    timeseries,
-)
+from grafana_foundation_sdk.builders import dashboard, geomap, statetimeline
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
@@ -21,6 +14,9 @@ from dashboards.panels import (
     level_thresholds,
     markers,
     sql,
+    stat_panel,
+    table_panel,
+    timeseries_panel,
 )
 
 UID = "crowdwatch-overview"
@@ -58,46 +54,30 @@ OPEN_ALERTS = """
 """
 
 
-def _stat(title: str, query: str, unit: str) -> stat.Panel:
-    return (
-        stat.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .with_target(sql(query, table=True))
-        .unit(unit)
-        .color_mode(common.BigValueColorMode.VALUE)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .height(4)
-        .span(6)
-    )
-
-
 def network_overview() -> dashboard.Dashboard:
     """The whole network at a glance: fullest zones, open alerts, each station's level."""
-    people = _stat(
-        "People in the network",
-        f"SELECT sum(headcount) AS people FROM ({LATEST_ZONES})",
-        "none",
+    people = stat_panel(
+        "People in the network", f"SELECT sum(headcount) AS people FROM ({LATEST_ZONES})", span=6
+    ).unit("none")
+    warning = (
+        stat_panel(
+            "Zones with a warning",
+            f"SELECT countIf(level IS NOT NULL) AS zones FROM ({LATEST_ZONES})",
+            span=6,
+        )
+        .unit("none")
+        .thresholds(level_thresholds((1.0, 2.0, 3.0, 5.0)))
     )
-    warning = _stat(
-        "Zones with a warning",
-        f"SELECT countIf(level IS NOT NULL) AS zones FROM ({LATEST_ZONES})",
-        "none",
-    ).thresholds(level_thresholds((1.0, 2.0, 3.0, 5.0)))
-    alerts = _stat("Alerts open", f"SELECT count() AS alerts FROM ({OPEN_ALERTS})", "none")
-    cameras = _stat(
-        "Cameras online",
-        "SELECT online_rate, working_rate FROM camera_network",
-        "percentunit",
-    )
+    alerts = stat_panel(
+        "Alerts open", f"SELECT count() AS alerts FROM ({OPEN_ALERTS})", span=6
+    ).unit("none")
+    cameras = stat_panel(
+        "Cameras online", "SELECT online_rate, working_rate FROM camera_network", span=6
+    ).unit("percentunit")
     nearest = (
-        table.Panel()
-        .title("Zones nearest to capacity")
-        .description("The newest state of each zone in the range, fullest first.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                f"""
+        table_panel(
+            "Zones nearest to capacity",
+            f"""
 SELECT
     z.zone_id AS zone_id,
     s.name AS name,
@@ -112,9 +92,10 @@ LEFT JOIN (SELECT zone_id, name, capacity FROM site_zones FINAL) AS s ON s.zone_
 ORDER BY capacity_share DESC NULLS LAST
 LIMIT 10
 """,
-                table=True,
-            )
+            height=10,
+            span=12,
         )
+        .description("The newest state of each zone in the range, fullest first.")
         .override_by_name("level", level_cells())
         .override_by_name(
             "capacity_share",
@@ -128,18 +109,11 @@ LIMIT 10
                 ),
             ],
         )
-        .height(10)
-        .span(12)
     )
     open_alerts = (
-        table.Panel()
-        .title("Open alerts")
+        table_panel("Open alerts", f"{OPEN_ALERTS}\nORDER BY updated DESC", height=10, span=12)
         .description("Alerts not resolved at the end of the range, newest first.")
-        .datasource(DATASOURCE)
-        .with_target(sql(f"{OPEN_ALERTS}\nORDER BY updated DESC", table=True))
         .override_by_name("level", level_cells())
-        .height(10)
-        .span(12)
     )
     stations = (
         statetimeline.Panel()
@@ -200,29 +174,25 @@ ORDER BY level_rank
         .span(12)
     )
     hourly = (
-        timeseries.Panel()
-        .title("Peak share of capacity per zone, hourly")
-        .description(
-            "The highest share of capacity of each zone per hour, from the hourly rollup "
-            "(zone_hourly): cheap over weeks."
-        )
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+        timeseries_panel(
+            "Peak share of capacity per zone, hourly",
+            """
 SELECT hour AS time, zone_id, max(capacity_share_max) AS capacity_share
 FROM zone_hourly
 WHERE $__timeFilter(hour)
 GROUP BY time, zone_id
 ORDER BY time
-"""
-            )
+""",
+            height=12,
+            span=12,
+        )
+        .description(
+            "The highest share of capacity of each zone per hour, from the hourly rollup "
+            "(zone_hourly): cheap over weeks."
         )
         .time_from("7d")
         .unit("percentunit")
         .thresholds(level_thresholds())
-        .height(12)
-        .span(12)
     )
     return (
         dashboard.Dashboard("Crowdwatch: network overview")

@@ -1,8 +1,9 @@
-"""Shared panel defaults: the ClickHouse data source, SQL targets and the four level colours.
+"""Shared panel defaults: the ClickHouse data source, SQL targets, panels and level colours.
 
 The SDK has no builder for the ClickHouse plugin's query, so `ClickHouseQuery` is a small
-`Dataquery` of our own and `sql` returns a builder for it. Every dashboard module builds its
-targets with `sql` and colours levels with `LEVEL_MAPPINGS` / `level_thresholds`.
+`Dataquery` of our own and `sql` returns a builder for it. Every dashboard module starts its stat,
+time series and table panels with `stat_panel`, `timeseries_panel` and `table_panel` (data
+source and target set), and colours levels with `LEVEL_MAPPINGS` / `level_thresholds`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import enum
 import typing
 
-from grafana_foundation_sdk.builders import common, dashboard
+from grafana_foundation_sdk.builders import common, dashboard, stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import common as common_model
@@ -79,6 +80,71 @@ def sql(query: str, *, ref_id: str = "A", table: bool = False) -> ClickHouseQuer
     return ClickHouseQueryBuilder(ClickHouseQuery(ref_id, query.strip(), fmt))
 
 
+def stat_panel(
+    title: str,
+    query: str,
+    *,
+    span: int,
+    color_mode: common_model.BigValueColorMode = common_model.BigValueColorMode.VALUE,
+) -> stat.Panel:
+    """A stat panel, 4 high, of a table query: its big values without a sparkline.
+
+    Args:
+        title: the panel's title.
+        query: SQL returning one row; each column is shown as a value.
+        span: the panel's width in grid columns (24 in a row).
+        color_mode: what the thresholds colour (the value, its background, or nothing).
+    """
+    return (
+        stat.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .with_target(sql(query, table=True))
+        .color_mode(color_mode)
+        .graph_mode(common_model.BigValueGraphMode.NONE)
+        .height(4)
+        .span(span)
+    )
+
+
+def timeseries_panel(title: str, query: str, *, height: int, span: int) -> timeseries.Panel:
+    """A time series panel of a SQL query (target ``A``); add further targets with `sql`."""
+    return (
+        timeseries.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .with_target(sql(query))
+        .height(height)
+        .span(span)
+    )
+
+
+def table_panel(title: str, query: str, *, height: int, span: int) -> table.Panel:
+    """A table panel of a SQL query shaped as a table."""
+    return (
+        table.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .with_target(sql(query, table=True))
+        .height(height)
+        .span(span)
+    )
+
+
+def absolute_thresholds(
+    base: str, steps: typing.Sequence[tuple[float, str]]
+) -> cogbuilder.Builder[model.ThresholdsConfig]:
+    """Absolute thresholds: ``base`` colour below the first step, then each ``(value, colour)``."""
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps(
+            [model.Threshold(value=None, color=base)]
+            + [model.Threshold(value=value, color=color) for value, color in steps]
+        )
+    )
+
+
 def _level_color(level: str, index: int) -> model.ValueMappingResult:
     return model.ValueMappingResult(text=level, color=level, index=index)
 
@@ -97,9 +163,7 @@ def level_thresholds(
     limits: typing.Sequence[float] = SHARE_THRESHOLDS,
 ) -> cogbuilder.Builder[model.ThresholdsConfig]:
     """Absolute thresholds: green below the first limit, then blue, yellow, orange, red."""
-    steps = [model.Threshold(value=None, color="green")]
-    steps += [model.Threshold(value=v, color=c) for v, c in zip(limits, LEVELS, strict=True)]
-    return dashboard.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps)
+    return absolute_thresholds("green", list(zip(limits, LEVELS, strict=True)))
 
 
 class ClickHouseAnnotationTarget(model.AnnotationTarget):

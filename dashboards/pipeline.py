@@ -6,166 +6,109 @@ of last week shows up now, far behind real time.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.panels import DATASOURCE, sql
+from dashboards.panels import absolute_thresholds, stat_panel, table_panel, timeseries_panel
 
 UID = "crowdwatch-pipeline"
 
 
 def pipeline_health() -> dashboard.Dashboard:
     """Throughput and lag per table from ``pipeline_writes``, rejected records by reason."""
-    written = (
-        stat.Panel()
-        .title("Rows written")
-        .description("Rows the pipelines wrote in the range, rewrites of a window included.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                "SELECT sum(rows) AS rows FROM pipeline_writes WHERE $__timeFilter(second)",
-                table=True,
-            )
-        )
-        .color_mode(common.BigValueColorMode.NONE)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .height(4)
-        .span(8)
-    )
-    rejected_total = (
-        stat.Panel()
-        .title("Records rejected")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+    written = stat_panel(
+        "Rows written",
+        "SELECT sum(rows) AS rows FROM pipeline_writes WHERE $__timeFilter(second)",
+        span=8,
+        color_mode=common.BigValueColorMode.NONE,
+    ).description("Rows the pipelines wrote in the range, rewrites of a window included.")
+    rejected_total = stat_panel(
+        "Records rejected",
+        """
 SELECT count() AS rejected
 FROM rejected_events FINAL
 WHERE $__timeFilter(received_at)
 """,
-                table=True,
-            )
-        )
-        .thresholds(
-            dashboard.ThresholdsConfig()
-            .mode(model.ThresholdsMode.ABSOLUTE)
-            .steps(
-                [
-                    model.Threshold(value=None, color="green"),
-                    model.Threshold(value=1, color="orange"),
-                ]
-            )
-        )
-        .color_mode(common.BigValueColorMode.VALUE)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .height(4)
-        .span(8)
-    )
+        span=8,
+    ).thresholds(absolute_thresholds("green", [(1, "orange")]))
     freshest = (
-        stat.Panel()
-        .title("Newest event written")
-        .description("The newest event time any pipeline wrote in the range.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+        stat_panel(
+            "Newest event written",
+            """
 SELECT max(newest_event) AS newest_event
 FROM pipeline_writes
 WHERE $__timeFilter(second) AND table != 'rejected_events'
 """,
-                table=True,
-            )
+            span=8,
+            color_mode=common.BigValueColorMode.NONE,
         )
+        .description("The newest event time any pipeline wrote in the range.")
         .unit("dateTimeAsIso")
-        .color_mode(common.BigValueColorMode.NONE)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .height(4)
-        .span(8)
     )
     throughput = (
-        timeseries.Panel()
-        .title("Rows written per minute")
-        .description("Per table, by wall-clock minute of insertion.")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+        timeseries_panel(
+            "Rows written per minute",
+            """
 SELECT toStartOfMinute(second) AS time, table, sum(rows) AS rows
 FROM pipeline_writes
 WHERE $__timeFilter(second)
 GROUP BY time, table
 ORDER BY time
-"""
-            )
+""",
+            height=8,
+            span=12,
         )
+        .description("Per table, by wall-clock minute of insertion.")
         .unit("short")
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(60)
-        .height(8)
-        .span(12)
     )
     lag = (
-        timeseries.Panel()
-        .title("Lag behind real time")
-        .description(
-            "Per table: insertion time minus the event time of the newest row written "
-            "(a window's start for window tables). A replay of history is days behind."
-        )
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+        timeseries_panel(
+            "Lag behind real time",
+            """
 SELECT toStartOfMinute(second) AS time, table, min(lag_ms) / 1000 AS lag_s
 FROM pipeline_writes
 WHERE $__timeFilter(second) AND table != 'rejected_events'
 GROUP BY time, table
 ORDER BY time
-"""
-            )
+""",
+            height=8,
+            span=12,
+        )
+        .description(
+            "Per table: insertion time minus the event time of the newest row written "
+            "(a window's start for window tables). A replay of history is days behind."
         )
         .unit("s")
-        .height(8)
-        .span(12)
     )
     reasons_over_time = (
-        timeseries.Panel()
-        .title("Rejected records by reason")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+        timeseries_panel(
+            "Rejected records by reason",
+            """
 SELECT $__timeInterval(received_at) AS time, reason, count() AS rejected
 FROM rejected_events FINAL
 WHERE $__timeFilter(received_at)
 GROUP BY time, reason
 ORDER BY time
-"""
-            )
+""",
+            height=8,
+            span=12,
         )
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(60)
-        .height(8)
-        .span(12)
     )
-    reasons = (
-        table.Panel()
-        .title("Rejected records per source and reason")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                """
+    reasons = table_panel(
+        "Rejected records per source and reason",
+        """
 SELECT source, reason, count() AS rejected, max(received_at) AS last
 FROM rejected_events FINAL
 WHERE $__timeFilter(received_at)
 GROUP BY source, reason
 ORDER BY rejected DESC, source, reason
 """,
-                table=True,
-            )
-        )
-        .height(8)
-        .span(12)
+        height=8,
+        span=12,
     )
     return (
         dashboard.Dashboard("Crowdwatch: pipeline health")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import dashboard, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import dashboard, statetimeline, timeseries
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
@@ -14,6 +14,8 @@ from dashboards.panels import (
     level_cells,
     level_thresholds,
     sql,
+    table_panel,
+    timeseries_panel,
 )
 
 UID = "crowdwatch-zone"
@@ -33,26 +35,16 @@ def _variable(name: str, label: str, query: str) -> dashboard.QueryVariable:
     )
 
 
-def _series(title: str, unit: str) -> timeseries.Panel:
-    return (
-        timeseries.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .fill_opacity(10)
-        .height(8)
-        .span(12)
-    )
+def _series(title: str, query: str) -> timeseries.Panel:
+    return timeseries_panel(title, query, height=8, span=12).unit("none").fill_opacity(10)
 
 
 def zone_detail() -> dashboard.Dashboard:
     """One zone of one station, chosen by the ``station`` and ``zone`` variables."""
     headcount = (
-        _series("Headcount against capacity and forecast", "none")
-        .span(24)
-        .with_target(
-            sql(
-                f"""
+        _series(
+            "Headcount against capacity and forecast",
+            f"""
 SELECT
     ts AS time,
     headcount,
@@ -60,9 +52,9 @@ SELECT
 FROM zone_state FINAL
 WHERE {ZONE} AND $__timeFilter(ts)
 ORDER BY time
-"""
-            )
+""",
         )
+        .span(24)
         .with_target(
             sql(
                 f"""
@@ -94,20 +86,15 @@ ORDER BY time
             ],
         )
     )
-    density = (
-        _series("Density", "none")
-        .description("Persons per m².")
-        .with_target(
-            sql(
-                f"""
+    density = _series(
+        "Density",
+        f"""
 SELECT ts AS time, density
 FROM zone_state FINAL
 WHERE {ZONE} AND $__timeFilter(ts)
 ORDER BY time
-"""
-            )
-        )
-    )
+""",
+    ).description("Persons per m².")
     service = (
         statetimeline.Panel()
         .title("Level of service and warning level")
@@ -128,69 +115,49 @@ ORDER BY time
         .height(8)
         .span(12)
     )
-    flows = (
-        _series("Inflow and outflow", "none")
-        .description("Gate entries and exits per minute.")
-        .with_target(
-            sql(
-                f"""
+    flows = _series(
+        "Inflow and outflow",
+        f"""
 SELECT ts AS time, inflow_per_min AS inflow, outflow_per_min AS outflow
 FROM zone_metrics FINAL
 WHERE {ZONE} AND scope = 'zone' AND $__timeFilter(ts)
 ORDER BY time
-"""
-            )
-        )
-    )
+""",
+    ).description("Gate entries and exits per minute.")
     scores = (
-        _series("Anomaly scores", "none")
-        .description("1 and above: a strong anomaly, a sudden change or a burst of calls.")
-        .with_target(
-            sql(
-                f"""
+        _series(
+            "Anomaly scores",
+            f"""
 SELECT ts AS time, anomaly_score, surge_score, burst_score
 FROM zone_state FINAL
 WHERE {ZONE} AND $__timeFilter(ts)
 ORDER BY time
-"""
-            )
+""",
         )
+        .description("1 and above: a strong anomaly, a sudden change or a burst of calls.")
         .thresholds(level_thresholds((1.0, 2.0, 3.0, 4.0)))
         .thresholds_style(
             common_builders.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.DASHED)
         )
     )
     alerts = (
-        table.Panel()
-        .title("Alerts")
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                f"""
+        table_panel(
+            "Alerts",
+            f"""
 SELECT ts, event, level, previous_level, kind, reason, alert_id
 FROM alerts FINAL
 WHERE {ZONE} AND $__timeFilter(ts)
 ORDER BY ts DESC
 """,
-                table=True,
-            )
+            height=8,
+            span=24,
         )
         .override_by_name("level", level_cells())
         .override_by_name("previous_level", level_cells())
-        .height(8)
-        .span(24)
     )
-    calls = (
-        table.Panel()
-        .title("110 calls nearby")
-        .description(
-            f"Calls within {NEARBY_M} m of the zone's centre, newest first; in_zone: placed "
-            "in the zone itself."
-        )
-        .datasource(DATASOURCE)
-        .with_target(
-            sql(
-                f"""
+    calls = table_panel(
+        "110 calls nearby",
+        f"""
 SELECT
     received_at,
     group,
@@ -205,11 +172,11 @@ WHERE $__timeFilter(received_at)
     AND greatCircleDistance(lon, lat, z.lon, z.lat) <= {NEARBY_M}
 ORDER BY received_at DESC
 """,
-                table=True,
-            )
-        )
-        .height(8)
-        .span(24)
+        height=8,
+        span=24,
+    ).description(
+        f"Calls within {NEARBY_M} m of the zone's centre, newest first; in_zone: placed "
+        "in the zone itself."
     )
     return (
         dashboard.Dashboard("Crowdwatch: zone detail")
