@@ -31,29 +31,30 @@ RecordKind = Literal["passage", "count", "video", "deepstream_full", "deepstream
 PASSAGE_FIELDS = ("ts", "gate_id", "station_id", "direction", "ticket_type")
 COUNT_FIELDS = ("start", "end", "gate_id", "station_id", "entries", "exits")
 VIDEO_FIELDS = ("camera_id", "frame", "ts", "persons", "rois", "lines")
+CALL_FIELDS = (
+    "call_id",
+    "received_at",
+    "updated_at",
+    "lat",
+    "lon",
+    "district",
+    "address",
+    "category_code",
+    "category_text",
+    "priority",
+    "status",
+    "caller_phone",
+    "caller_name",
+    "caller_id_number",
+    "description",
+)
 FIELDS: dict[RecordKind, tuple[str, ...]] = {
     "passage": PASSAGE_FIELDS,
     "count": COUNT_FIELDS,
     "video": VIDEO_FIELDS,
     "deepstream_full": ("@timestamp", "sensor", "object"),
     "deepstream_minimal": ("@timestamp", "sensorId", "objects"),
-    "call": (
-        "call_id",
-        "received_at",
-        "updated_at",
-        "lat",
-        "lon",
-        "district",
-        "address",
-        "category_code",
-        "category_text",
-        "priority",
-        "status",
-        "caller_phone",
-        "caller_name",
-        "caller_id_number",
-        "description",
-    ),
+    "call": CALL_FIELDS,
 }
 
 FLOW_SCHEMA = pl.Schema(

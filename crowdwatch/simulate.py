@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from crowdwatch.events import CALL_FIELDS, VIDEO_FIELDS
 from crowdwatch.site import BalanceModel, Circle, Polygon, Site, Zone
 
 Floats = npt.NDArray[np.float64]
@@ -427,7 +428,6 @@ park: a few dozen people at the busiest times. Other kinds see `DEFAULT_VIEW_SHA
 DEFAULT_VIEW_SHARE = 0.03
 LINE_SHARE = 0.3
 """Share of the station's gate passages that also cross a camera's counting line."""
-CAMERA_COLUMNS = ("camera_id", "frame", "ts", "persons", "rois", "lines")
 _ROI_LIST = pl.List(pl.Struct({"id": pl.String(), "persons": pl.Int64()}))
 _LINE_LIST = pl.List(pl.Struct({"id": pl.String(), "in": pl.Int64(), "out": pl.Int64()}))
 CAMERA_SCHEMA = pl.Schema(
@@ -549,7 +549,7 @@ def simulate_cameras(
         faults: cameras offline or stuck for a while (`default_camera_faults`).
 
     Returns:
-        One row per message with the camera message fields `CAMERA_COLUMNS` (``rois`` and
+        One row per message with the camera message fields `VIDEO_FIELDS` (``rois`` and
         ``lines`` as lists of structs), sorted by time: written as JSON lines it is the camera
         message format of `crowdwatch.video`.
 
@@ -650,7 +650,7 @@ def simulate_cameras(
             .dt.strftime(TS_FORMAT)
             .alias("ts")
         )
-        .select(CAMERA_COLUMNS)
+        .select(VIDEO_FIELDS)
         .cast(CAMERA_SCHEMA)
     )
 
@@ -668,29 +668,11 @@ def _freeze(counts: Ints, frozen: npt.NDArray[np.bool_]) -> Ints:
 
 def camera_payloads(messages: pl.DataFrame) -> pl.DataFrame:
     """Camera messages as JSON lines: one ``payload`` column, as a broker or file delivers them."""
-    return messages.select(pl.struct(CAMERA_COLUMNS).struct.json_encode().alias("payload"))
+    return messages.select(pl.struct(VIDEO_FIELDS).struct.json_encode().alias("payload"))
 
 
 # --- 110 calls ---------------------------------------------------------------------------
 
-CALL_COLUMNS = (
-    "call_id",
-    "received_at",
-    "updated_at",
-    "lat",
-    "lon",
-    "district",
-    "address",
-    "category_code",
-    "category_text",
-    "priority",
-    "status",
-    "caller_phone",
-    "caller_name",
-    "caller_id_number",
-    "description",
-)
-"""The call record fields (`crowdwatch.events.FIELDS`), all strings."""
 BACKGROUND_CALLS = (
     ("交通事故 traffic collision", 0.30, 3),
     ("盗窃 theft reported", 0.20, 3),
@@ -793,7 +775,7 @@ def simulate_calls(
         cluster: a burst of calls from one zone (`default_call_cluster`).
 
     Returns:
-        One row per call with String columns `CALL_COLUMNS`, sorted by ``received_at`` (ISO 8601
+        One row per call with String columns `CALL_FIELDS`, sorted by ``received_at`` (ISO 8601
         with the site's offset). Caller fields are empty: the simulation has no callers.
 
     Raises:
@@ -862,5 +844,5 @@ def simulate_calls(
             "caller_id_number": pl.Series([None] * count, dtype=pl.String),
             "description": pl.Series([None] * count, dtype=pl.String),
         },
-        schema=dict.fromkeys(CALL_COLUMNS, pl.String),
+        schema=dict.fromkeys(CALL_FIELDS, pl.String),
     )

@@ -12,11 +12,9 @@ import pytest
 from crowdwatch.callcounts import CallWindows
 from crowdwatch.calls import CallDirectory, CallZones, parse_calls
 from crowdwatch.calls_categories import load_categories
-from crowdwatch.events import RawBatch
+from crowdwatch.events import CALL_FIELDS, VIDEO_FIELDS, RawBatch
 from crowdwatch.settings import DEFAULT_CATEGORIES_FILE
 from crowdwatch.simulate import (
-    CALL_COLUMNS,
-    CAMERA_COLUMNS,
     COLUMNS,
     TICKET_TYPES,
     CallCluster,
@@ -339,7 +337,7 @@ def local_ms(site: Site, t: time) -> int:
 def test_camera_messages_parse_as_the_video_pipeline_reads_them(
     site: Site, messages: pl.DataFrame
 ) -> None:
-    assert messages.columns == list(CAMERA_COLUMNS)
+    assert messages.columns == list(VIDEO_FIELDS)
     batch = RawBatch("sim", "video", camera_payloads(messages.head(5000)))
     parsed = parse_video(batch, CameraDirectory.from_site(site), 0)
     assert parsed.rejected.height == 0
@@ -463,8 +461,8 @@ def distance_m(lat: float, lon: float, centre: tuple[float, float]) -> float:
 
 
 def test_calls_are_call_records_that_parse(site: Site, calls: pl.DataFrame) -> None:
-    assert calls.columns == list(CALL_COLUMNS)
-    assert calls.schema == pl.Schema(dict.fromkeys(CALL_COLUMNS, pl.String))
+    assert calls.columns == list(CALL_FIELDS)
+    assert calls.schema == pl.Schema(dict.fromkeys(CALL_FIELDS, pl.String))
     assert calls["call_id"].n_unique() == calls.height
     assert instants(calls["received_at"]).is_sorted()
     good = parsed_calls(site, calls)
