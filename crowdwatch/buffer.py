@@ -177,14 +177,12 @@ class OutageBuffer:
         if self.held():
             self.flush()
         for table, frame in tables.items():
-            if not self.held(table) and self.clock() >= self.retry_at:
-                try:
-                    self.insert(table, frame)
-                except self.outage as exc:
-                    self._failed(exc)
-                else:
-                    self._worked()
-                    continue
+            if (
+                not self.held(table)
+                and self.clock() >= self.retry_at
+                and self._try_insert(table, frame)
+            ):
+                continue
             self._keep(table, frame)
 
     def flush(self, *, force: bool = False) -> bool:
@@ -232,15 +230,19 @@ class OutageBuffer:
                     self.where,
                 )
             self.sleep(max(0.0, self.retry_at - self.clock()))
-            if self.flush() and not self.held(table):
-                try:
-                    self.insert(table, frame)
-                except self.outage as exc:
-                    self._failed(exc)
-                else:
-                    self._worked()
-                    return
+            if self.flush() and not self.held(table) and self._try_insert(table, frame):
+                return
         self.full = False
+
+    def _try_insert(self, table: str, frame: pl.DataFrame) -> bool:
+        """Insert a batch now; on an outage note the failure (and back off) and return False."""
+        try:
+            self.insert(table, frame)
+        except self.outage as exc:
+            self._failed(exc)
+            return False
+        self._worked()
+        return True
 
     def _failed(self, exc: BaseException) -> None:
         wait = self.backoff.fail()
