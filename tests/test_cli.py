@@ -7,8 +7,6 @@ engine path per process, and this test process already has one).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +16,7 @@ import pipelines
 from crowdwatch import registry
 from crowdwatch.cli import build_parser, main
 from crowdwatch.flow import PipelineConfigError
-from crowdwatch.settings import REPO_ROOT
+from tests.commands import crowdwatch, run_module, user_env
 
 COMMANDS = [
     ["db", "migrate"],
@@ -29,26 +27,6 @@ COMMANDS = [
     ["demo"],
     ["query"],
 ]
-
-
-def run_module(
-    *argv: str, env: dict[str, str], check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *argv],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        check=check,
-        timeout=300,
-    )
-
-
-def crowdwatch(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDWATCH_")}
-    env["CROWDWATCH_DATA_DIR"] = str(data_dir)
-    return run_module("crowdwatch.cli", *args, env=env, check=check)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -92,7 +70,8 @@ def test_pipelines_are_discovered() -> None:
 
 
 def test_demo_then_query(tmp_path: Path) -> None:
-    demo = crowdwatch("demo", "--day", "2026-11-20", data_dir=tmp_path)
+    env = user_env(tmp_path)
+    demo = crowdwatch("demo", "--day", "2026-11-20", env=env)
     assert "STD-concourse went over capacity (1,750) at 21:4" in demo.stdout
     assert "unknown gate 'GATE-404'" in demo.stdout
     query = crowdwatch(
@@ -101,36 +80,37 @@ def test_demo_then_query(tmp_path: Path) -> None:
         "WHERE scope = 'zone' GROUP BY zone_id ORDER BY peak DESC",
         "--format",
         "csv",
-        data_dir=tmp_path,
+        env=env,
     )
     peaks = pl.read_csv(query.stdout.encode())
     assert peaks["zone_id"][0] == "STD-concourse" and peaks["peak"][0] > 1.0
     assert peaks.height == 5  # the five gate-fed zones of the example site
-    again = crowdwatch("demo", "--day", "2026-11-20", data_dir=tmp_path)
+    again = crowdwatch("demo", "--day", "2026-11-20", env=env)
     assert "schema up to date" in again.stdout
     same = crowdwatch(
         "query",
         "SELECT sum(entries) AS n FROM zone_metrics FINAL",
         "--format",
         "csv",
-        data_dir=tmp_path,
+        env=env,
     )
     first = crowdwatch(
         "query",
         "SELECT count() AS rejected FROM rejected_events FINAL",
         "--format",
         "csv",
-        data_dir=tmp_path,
+        env=env,
     )
     assert (
         pl.read_csv(first.stdout.encode())["rejected"][0] == 252
     )  # injected malformed records, once
     assert pl.read_csv(same.stdout.encode())["n"][0] > 0
-    bad = crowdwatch("query", "SELECT nope FROM zone_metrics", data_dir=tmp_path, check=False)
+    bad = crowdwatch("query", "SELECT nope FROM zone_metrics", env=env, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
 
 
 def test_simulate_then_run_and_the_bytewax_way(tmp_path: Path) -> None:
+    env = user_env(tmp_path)
     feed = tmp_path / "day.parquet"
     crowdwatch(
         "simulate",
@@ -141,22 +121,22 @@ def test_simulate_then_run_and_the_bytewax_way(tmp_path: Path) -> None:
         "--no-surge",
         "--scale",
         "0.2",
-        data_dir=tmp_path,
+        env=env,
     )
     records = pl.read_parquet(feed)
     entries = int((records["direction"] == "in").sum())
-    crowdwatch("db", "migrate", data_dir=tmp_path)
-    crowdwatch("run", "gate_flow", "--input", str(feed), data_dir=tmp_path)
+    crowdwatch("db", "migrate", env=env)
+    crowdwatch("run", "gate_flow", "--input", str(feed), env=env)
     total = "SELECT toInt64(sum(entries)) AS n FROM zone_metrics FINAL WHERE scope = 'station'"
-    got = crowdwatch("query", total, "--format", "csv", data_dir=tmp_path)
+    got = crowdwatch("query", total, "--format", "csv", env=env)
     assert pl.read_csv(got.stdout.encode())["n"][0] == entries
-    env = {
+    env_bytewax = {
         **os.environ,
         "CROWDWATCH_INPUT_PATH": str(feed),
         "CROWDWATCH_DATA_DIR": str(tmp_path),
         "CROWDWATCH_CLICKHOUSE_DATABASE": "bytewax_way",
     }
-    run_module("crowdwatch.cli", "db", "migrate", env=env)
-    run_module("bytewax.run", "pipelines.gate_flow:build()", env=env)
-    again = run_module("crowdwatch.cli", "query", total, "--format", "csv", env=env)
+    crowdwatch("db", "migrate", env=env_bytewax)
+    run_module("bytewax.run", "pipelines.gate_flow:build()", env=env_bytewax)
+    again = crowdwatch("query", total, "--format", "csv", env=env_bytewax)
     assert pl.read_csv(again.stdout.encode())["n"][0] == entries

@@ -7,7 +7,6 @@ mode, readable while the run writes them): the input step's snapshot is the next
 
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import sqlite3
@@ -22,6 +21,7 @@ import pytest
 
 from crowdwatch.runner import RecoveryError, recovery_config
 from crowdwatch.settings import REPO_ROOT, Settings
+from tests.commands import crowdwatch, user_env
 from tests.conftest import EXAMPLE_SITE, SHARED_DATA
 
 DAY = "2026-11-18"
@@ -31,29 +31,18 @@ SEATTLE = SHARED_DATA / "emergency_calls" / "seattle_fire_911_mva.csv"
 
 
 def env_for(data_dir: Path, recovery_dir: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDWATCH_")}
-    env["CROWDWATCH_DATA_DIR"] = str(data_dir)
-    env["CROWDWATCH_SITE_FILE"] = str(EXAMPLE_SITE)
-    env["CROWDWATCH_SNAPSHOT_INTERVAL_S"] = str(SNAPSHOT_S)
+    env = user_env(
+        data_dir,
+        CROWDWATCH_SITE_FILE=str(EXAMPLE_SITE),
+        CROWDWATCH_SNAPSHOT_INTERVAL_S=str(SNAPSHOT_S),
+    )
     if recovery_dir is not None:
         env["CROWDWATCH_RECOVERY_DIR"] = str(recovery_dir)
     return env
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "crowdwatch.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        timeout=600,
-    )
-
-
 def query(sql: str, env: dict[str, str]) -> pl.DataFrame:
-    out = cli("query", sql, "--format", "json", env=env).stdout
+    out = crowdwatch("query", sql, "--format", "json", env=env).stdout
     return pl.read_ndjson(out.encode()) if out.strip() else pl.DataFrame()
 
 
@@ -162,7 +151,7 @@ def passages(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
     folder = tmp_path_factory.mktemp("passages")
     clean = folder / "clean.csv"
     env = env_for(folder, None)
-    cli("simulate", "--day", DAY, "--out", str(clean), "--seed", "3", env=env)
+    crowdwatch("simulate", "--day", DAY, "--out", str(clean), "--seed", "3", env=env)
     data = folder / "day.csv"
     bad = with_bad_rows(clean, data, every=4999)
     rows = pl.read_csv(data, infer_schema=False).height
@@ -177,14 +166,14 @@ def test_gate_flow_killed_three_times_ends_as_an_unbroken_run(
 
     reference = tmp_path / "reference"
     ref_env = env_for(reference, None)
-    cli("db", "migrate", env=ref_env)
-    cli("replay", str(data), "--batch-rows", str(BATCH_ROWS), env=ref_env)
+    crowdwatch("db", "migrate", env=ref_env)
+    crowdwatch("replay", str(data), "--batch-rows", str(BATCH_ROWS), env=ref_env)
     expected = query(METRICS_SQL, ref_env)
     expected_rejects = query(REJECTS_SQL, ref_env)
 
     killed = tmp_path / "killed"
     env = env_for(killed, killed / "recovery")
-    cli("db", "migrate", env=env)
+    crowdwatch("db", "migrate", env=env)
     kills, done = replay_with_kills(data, killed, "gate_flow", [0.0, 0.5, 0.85], rows)
 
     # every run was killed mid-file (SIGKILL, not a clean end), later each time
@@ -212,7 +201,7 @@ def test_gate_flow_killed_three_times_ends_as_an_unbroken_run(
     assert rejects.equals(expected_rejects)
     assert query(REJECT_COPIES_SQL, env).height == 0
     # the recovery directory remembers the file was read to the end: a replay adds nothing
-    again = cli("replay", str(data), "--batch-rows", str(BATCH_ROWS), env=env)
+    again = crowdwatch("replay", str(data), "--batch-rows", str(BATCH_ROWS), env=env)
     assert "nothing left to read in day.csv" in " ".join(again.stdout.split())
     assert query(METRICS_SQL, env).equals(expected)
 
@@ -226,13 +215,13 @@ def test_calls_killed_twice_end_with_the_counts_of_an_unbroken_run(tmp_path: Pat
     )
     reference = tmp_path / "reference"
     ref_env = env_for(reference, None)
-    cli("db", "migrate", env=ref_env)
-    cli("replay", str(SEATTLE), "--pipeline", "calls", "--batch-rows", "500", env=ref_env)
+    crowdwatch("db", "migrate", env=ref_env)
+    crowdwatch("replay", str(SEATTLE), "--pipeline", "calls", "--batch-rows", "500", env=ref_env)
     expected = query(counts_sql, ref_env)
 
     killed = tmp_path / "killed"
     env = env_for(killed, killed / "recovery")
-    cli("db", "migrate", env=env)
+    crowdwatch("db", "migrate", env=env)
     kills, done = replay_with_kills(SEATTLE, killed, "calls", [0.3, 0.7], rows, batch_rows=500)
     assert [k.returncode for k in kills] == [-signal.SIGKILL] * 2, (killed / "run.log").read_text()
     assert done.returncode == 0, done.stderr

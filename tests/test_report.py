@@ -7,11 +7,9 @@ screenshot (skipped, with the reason, where Chromium is not installed: `make bro
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import subprocess
-import sys
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,11 +29,11 @@ from crowdwatch.report import (
     summary,
     write_report,
 )
-from crowdwatch.settings import REPO_ROOT
 from crowdwatch.site import Site, load_site
 from crowdwatch.sitesync import sync_site
 from crowdwatch.warehouse import Warehouse
 from dashboards.panels import LEVELS
+from tests.commands import crowdwatch, user_env
 from tests.conftest import EXAMPLE_SITE
 from tests.demo_day import ZONE, DemoWarehouse
 
@@ -255,24 +253,11 @@ def test_chromium_draws_the_charts(surge_day: tuple[Warehouse, Site], tmp_path: 
     assert counts["headcount"] > 1_000, counts
 
 
-def crowdwatch(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    """The command in a subprocess: chDB opens one engine path per process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDWATCH_")}
-    env["CROWDWATCH_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "crowdwatch.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=300,
-    )
-
-
 def test_command_writes_the_page_and_says_where(tmp_path: Path) -> None:
+    env = user_env(tmp_path)
     for setup in (["db", "migrate"], ["site", "sync"]):
-        assert crowdwatch(*setup, data_dir=tmp_path).returncode == 0
-    done = crowdwatch("report", "--from", "2026-11-20T08:00", data_dir=tmp_path)
+        assert crowdwatch(*setup, env=env, check=False).returncode == 0
+    done = crowdwatch("report", "--from", "2026-11-20T08:00", env=env, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     out = tmp_path / "report.html"  # the default: in the data directory
@@ -280,7 +265,7 @@ def test_command_writes_the_page_and_says_where(tmp_path: Path) -> None:
     # nothing ran yet: no zone, but the overview panels are drawn
     assert lines[1].startswith("no zone (no alert), 2026-11-20 08:00–"), lines
     assert "<h2>Network overview</h2>" in out.read_text(encoding="utf-8")
-    wrong = crowdwatch("report", "--zone", "NOPE", "--out", "x.html", data_dir=tmp_path)
+    wrong = crowdwatch("report", "--zone", "NOPE", "--out", "x.html", env=env, check=False)
     assert wrong.returncode == 2
     assert (
         "zone 'NOPE' is not in the warehouse's site_zones; zones: CTR-L1-platform" in wrong.stderr

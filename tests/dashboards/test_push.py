@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 from grafana_client.client import GrafanaClientError
 
-from crowdwatch.settings import REPO_ROOT
 from crowdwatch.site import Site, load_site
 from dashboards.alerting import contact_points, rule_groups
 from dashboards.build import dashboards
@@ -29,6 +26,7 @@ from dashboards.push import (
     desired,
     push,
 )
+from tests.commands import crowdwatch, user_env
 from tests.conftest import EXAMPLE_SITE
 
 GRAFANA_URL = os.environ.get("CROWDWATCH_TEST_GRAFANA_URL")
@@ -124,20 +122,8 @@ def test_push_to_a_closed_port_names_what_it_was_doing(site: Site) -> None:
     )
 
 
-def crowdwatch(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CROWDWATCH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "crowdwatch.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=clean | env,
-        timeout=120,
-    )
-
-
 def test_cli_grafana_push_help() -> None:
-    done = crowdwatch("grafana", "push", "--help")
+    done = crowdwatch("grafana", "push", "--help", env=user_env(), check=False)
     assert done.returncode == 0
     assert "usage: crowdwatch grafana push" in done.stdout
     assert "CROWDWATCH_GRAFANA_TOKEN" in done.stdout
@@ -145,13 +131,20 @@ def test_cli_grafana_push_help() -> None:
 
 def test_cli_grafana_push_to_a_closed_port_is_one_clear_line() -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    done = crowdwatch("grafana", "push", "--url", url, CROWDWATCH_GRAFANA_TOKEN="secret-token")
+    done = crowdwatch(
+        "grafana",
+        "push",
+        "--url",
+        url,
+        env=user_env(CROWDWATCH_GRAFANA_TOKEN="secret-token"),
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"error: folder 'crowdwatch': cannot reach Grafana at {url} (Connection refused)"
     ]
     assert "secret-token" not in done.stderr
-    missing = crowdwatch("grafana", "push", "--url", url)
+    missing = crowdwatch("grafana", "push", "--url", url, env=user_env(), check=False)
     assert missing.returncode == 2
     assert "CROWDWATCH_GRAFANA_TOKEN" in missing.stderr
 
