@@ -39,6 +39,7 @@ from grafana_foundation_sdk.models import alerting as alerting_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 
 from crowdwatch.site import Level, Role, Site
+from dashboards.cameras import ONLINE_TARGET, WORKING_TARGET
 from dashboards.panels import DATASOURCE, sql
 
 FOLDER_UID = "crowdwatch"
@@ -54,9 +55,6 @@ PLACEHOLDER_WEBHOOK = "https://set-a-webhook-in-the-site-file.invalid/crowdwatch
 
 STALL_AFTER_S = 300
 """The pipeline counts as stalled when its newest ``zone_state`` row is older than this."""
-
-CAMERA_ONLINE_TARGET = 0.90
-CAMERA_WORKING_TARGET = 0.95
 
 EXPRESSION = dashboard_model.DataSourceRef(type_val="__expr__", uid="__expr__")
 Comparison = Literal["gt", "lt"]
@@ -208,10 +206,10 @@ def rule_specs(site: Site) -> list[RuleSpec]:
             sql=CAMERA_SQL.format(column="online_rate"),
             range_s=600,
             comparison="lt",
-            threshold=CAMERA_ONLINE_TARGET,
+            threshold=ONLINE_TARGET,
             labels={"kind": "camera_health", "source": "grafana"},
             summary=(
-                f"Fewer than {CAMERA_ONLINE_TARGET:.0%} of the site's cameras are online "
+                f"Fewer than {ONLINE_TARGET:.0%} of the site's cameras are online "
                 "({{ $values.B }})."
             ),
             for_="5m",
@@ -223,10 +221,10 @@ def rule_specs(site: Site) -> list[RuleSpec]:
             sql=CAMERA_SQL.format(column="working_rate"),
             range_s=600,
             comparison="lt",
-            threshold=CAMERA_WORKING_TARGET,
+            threshold=WORKING_TARGET,
             labels={"kind": "camera_health", "source": "grafana"},
             summary=(
-                f"Fewer than {CAMERA_WORKING_TARGET:.0%} of the site's cameras are working "
+                f"Fewer than {WORKING_TARGET:.0%} of the site's cameras are working "
                 "(online and not stuck): {{ $values.B }}."
             ),
             for_="5m",
