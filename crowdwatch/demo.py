@@ -26,6 +26,7 @@ from rich.console import Console
 from crowdwatch import registry
 from crowdwatch.events import RawBatch, RecordKind
 from crowdwatch.isotime import epoch_ms
+from crowdwatch.report import build_report, write_report
 from crowdwatch.runner import prepare_warehouse, print_frame, run_flow
 from crowdwatch.settings import Settings
 from crowdwatch.simulate import (
@@ -459,6 +460,13 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
         alerts = warehouse.query(ALERTS_SQL, {"start": start, "end": end})
         bursts = warehouse.query(BURSTS_SQL, {"start": start, "end": end})
         camera_faults = warehouse.query(CAMERA_FAULTS_SQL, {"start": start, "end": end})
+        report = build_report(
+            warehouse,
+            now=datetime.now(UTC),
+            tz=site.tz,
+            title=f"crowdwatch report — {site.site.name}",
+        )
+    report_path = write_report(report, settings.data_dir / "report.html")
     print_frame(
         peaks_table(peaks, site.tz),
         console,
@@ -483,5 +491,7 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
         'GROUP BY zone_id"\n'
         '  .venv/bin/crowdwatch query "SELECT reason, count() FROM rejected_events GROUP BY '
         'reason"\n'
-        "dashboards: infra/grafana/dashboards (set the time range to the demo day)"
+        "dashboards: infra/grafana/dashboards (set the time range to the demo day)\n"
+        f"the day's story as a page of the dashboards' key panels: {report_path.as_uri()}\n"
+        "  (.venv/bin/crowdwatch report draws it again, for any zone and range)"
     )

@@ -74,6 +74,10 @@ def test_demo_then_query(tmp_path: Path) -> None:
     demo = crowdwatch("demo", "--day", "2026-11-20", env=env)
     assert "STD-concourse went over capacity (1,750) at 21:4" in demo.stdout
     assert "unknown gate 'GATE-404'" in demo.stdout
+    # the demo leaves its story as a page: the zone that went red, drawn from the warehouse
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "STD-concourse" in page and "<svg" in page
+    assert (tmp_path / "report.html").as_uri() in demo.stdout.replace("\n", "")
     query = crowdwatch(
         "query",
         "SELECT zone_id, max(capacity_use) AS peak FROM zone_metrics FINAL "
