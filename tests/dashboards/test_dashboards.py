@@ -166,8 +166,8 @@ EXPECTED: dict[tuple[str, str, str], list[str]] = {
         "last",
     ],
 }
-# Forecasts come from a training run, which the simulated day does not include: only they may
-# come back empty.
+# Forecasts need weeks of history, which the demo's one day does not have: only they may come
+# back empty here. tests/forecasts/test_service.py runs this target on real forecast rows.
 MAY_BE_EMPTY = {
     ("crowdwatch-zone", "Headcount against capacity and forecast", "B"),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -14,9 +14,11 @@ from crowdwatch.settings import Settings
 from crowdwatch.simulate import simulate_day
 from crowdwatch.site import load_site
 from crowdwatch.warehouse import Warehouse
+from dashboards.macros import expand
 from forecasts import service
 from pipelines import zone_risk
 from tests.conftest import EXAMPLE_SITE
+from tests.dashboards.test_dashboards import sql_of
 
 SITE = load_site(EXAMPLE_SITE)
 LAST = date(2026, 11, 19)
@@ -32,6 +34,11 @@ def history(days: int) -> list[RawBatch]:
         RawBatch("history", "passage", records.slice(i, 50_000), i)
         for i in range(0, records.height, 50_000)
     ]
+
+
+def stored_range(warehouse: Warehouse) -> tuple[datetime, datetime]:
+    row = warehouse.query("SELECT min(ts) AS lo, max(ts) AS hi FROM forecasts FINAL")
+    return row["lo"][0].replace(tzinfo=UTC), row["hi"][0].replace(tzinfo=UTC)
 
 
 def test_forecast_rows_land_for_every_zone_with_history_and_training_is_incremental(
@@ -63,6 +70,20 @@ def test_forecast_rows_land_for_every_zone_with_history_and_training_is_incremen
         assert stored["n"].to_list() == [24] * len(series)
         assert stored["low"].min() >= 0  # never a negative crowd
         assert rows.height == 24 * len(series)
+        # the zone dashboard's forecast band reads exactly these rows
+        start, end = stored_range(warehouse)
+        band = warehouse.query(
+            expand(
+                sql_of("crowdwatch-zone", "Headcount against capacity and forecast", "B"),
+                start=start,
+                end=end,
+                variables={"station": "STD", "zone": "STD-concourse"},
+            )
+        )
+        assert band.columns == ["time", "forecast", "forecast_lower", "forecast_upper"]
+        assert band.height == 24
+        assert (band["forecast_lower"] <= band["forecast"]).all()
+        assert (band["forecast"] <= band["forecast_upper"]).all()
         # nothing new since: nothing to refit
         assert service.train(settings, warehouse, SITE, "headcount") == []
 
