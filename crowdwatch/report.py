@@ -405,7 +405,10 @@ def fmt_value(value: object, unit: str = "none", tz: tzinfo = UTC) -> str:
     return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
-def _local(ts: datetime, tz: tzinfo) -> datetime:
+def _local(ts: datetime | float, tz: tzinfo) -> datetime:
+    """A time in ``tz``; a number is epoch seconds (``DateTime`` arrives so, see `time_column`)."""
+    if not isinstance(ts, datetime):
+        return datetime.fromtimestamp(ts, UTC).astimezone(tz)
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(tz)
 
 
@@ -1055,7 +1058,7 @@ def story(report: Report) -> list[str]:
         return ["No zone has data in the range."]
     z, tz = report.zone, report.tz
 
-    def hhmm(ts: datetime) -> str:
+    def hhmm(ts: datetime | float) -> str:
         return f"{_local(ts, tz):%H:%M}"
 
     def badge(level: str) -> str:

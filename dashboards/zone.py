@@ -10,6 +10,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from dashboards.panels import (
     DATASOURCE,
     LEVEL_MAPPINGS,
+    LEVELS,
     annotation,
     level_cells,
     level_thresholds,
@@ -20,6 +21,8 @@ from dashboards.panels import (
 
 UID = "crowdwatch-zone"
 ZONE = "zone_id = ${zone:singlequote}"
+LEVEL_NAMES = ", ".join(f"'{level}'" for level in LEVELS)
+"""The levels as SQL strings, lowest first: a level's rank is its place in this list."""
 NEARBY_M = 500
 """Calls within this distance of the zone's centre are shown as nearby."""
 
@@ -36,6 +39,11 @@ def _variable(name: str, label: str, query: str) -> dashboard.QueryVariable:
 
 
 def _series(title: str, query: str) -> timeseries.Panel:
+    """A time series of the zone; its query takes the peak of each ``$__timeInterval``.
+
+    Peaks, not means: over a long range the highest headcount of an interval is what matters
+    for safety, and a month of 10-second states stays a thousand points per series.
+    """
     return timeseries_panel(title, query, height=8, span=12).unit("none").fill_opacity(10)
 
 
@@ -46,11 +54,12 @@ def zone_detail() -> dashboard.Dashboard:
             "Headcount against capacity and forecast",
             f"""
 SELECT
-    ts AS time,
-    headcount,
+    $__timeInterval(ts) AS time,
+    max(headcount) AS headcount,
     toFloat64((SELECT any(capacity) FROM site_zones FINAL WHERE {ZONE})) AS capacity
 FROM zone_state FINAL
 WHERE {ZONE} AND $__timeFilter(ts)
+GROUP BY time
 ORDER BY time
 """,
         )
@@ -89,9 +98,10 @@ ORDER BY time
     density = _series(
         "Density",
         f"""
-SELECT ts AS time, density
+SELECT $__timeInterval(ts) AS time, max(density) AS density
 FROM zone_state FINAL
 WHERE {ZONE} AND $__timeFilter(ts)
+GROUP BY time
 ORDER BY time
 """,
     ).description("Persons per m².")
@@ -103,9 +113,13 @@ ORDER BY time
         .with_target(
             sql(
                 f"""
-SELECT ts AS time, level_of_service, ifNull(level, 'none') AS level
+SELECT
+    $__timeInterval(ts) AS time,
+    max(level_of_service) AS level_of_service,
+    ['none', {LEVEL_NAMES}][1 + max(indexOf([{LEVEL_NAMES}], ifNull(level, '')))] AS level
 FROM zone_state FINAL
 WHERE {ZONE} AND $__timeFilter(ts)
+GROUP BY time
 ORDER BY time
 """,
                 table=True,
@@ -118,9 +132,13 @@ ORDER BY time
     flows = _series(
         "Inflow and outflow",
         f"""
-SELECT ts AS time, inflow_per_min AS inflow, outflow_per_min AS outflow
+SELECT
+    $__timeInterval(ts) AS time,
+    max(inflow_per_min) AS inflow,
+    max(outflow_per_min) AS outflow
 FROM zone_metrics FINAL
 WHERE {ZONE} AND scope = 'zone' AND $__timeFilter(ts)
+GROUP BY time
 ORDER BY time
 """,
     ).description("Gate entries and exits per minute.")
@@ -128,9 +146,14 @@ ORDER BY time
         _series(
             "Anomaly scores",
             f"""
-SELECT ts AS time, anomaly_score, surge_score, burst_score
+SELECT
+    $__timeInterval(ts) AS time,
+    max(anomaly_score) AS anomaly_score,
+    max(surge_score) AS surge_score,
+    max(burst_score) AS burst_score
 FROM zone_state FINAL
 WHERE {ZONE} AND $__timeFilter(ts)
+GROUP BY time
 ORDER BY time
 """,
         )
