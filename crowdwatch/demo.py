@@ -11,7 +11,6 @@ and prints what happened from the warehouse: per-zone peaks and when occupancy c
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -43,7 +42,7 @@ from crowdwatch.simulate import (
     write_records,
 )
 from crowdwatch.site import Site, load_site
-from crowdwatch.warehouse import TableRows, Warehouse, describe_dsn
+from crowdwatch.warehouse import TableRows, Warehouse, by_table, describe_dsn
 
 MALFORMED_SHARE = 0.001
 SLICE_S = 300
@@ -200,21 +199,19 @@ class _BufferedPartition(StatelessSinkPartition[TableRows]):
     def __init__(self, dsn: str, database: str, flush_rows: int) -> None:
         self.warehouse = Warehouse.connect(dsn, database)
         self.flush_rows = flush_rows
-        self.frames: dict[str, list[pl.DataFrame]] = defaultdict(list)
+        self.items: list[TableRows] = []
         self.rows = 0
 
     def write_batch(self, items: list[TableRows]) -> None:
-        for table, frame in items:
-            if frame.height:
-                self.frames[table].append(frame)
-                self.rows += frame.height
+        self.items.extend(items)
+        self.rows += sum(frame.height for _, frame in items)
         if self.rows >= self.flush_rows:
             self.flush()
 
     def flush(self) -> None:
-        for table, frames in self.frames.items():
-            self.warehouse.insert(table, pl.concat(frames, how="vertical_relaxed"))
-        self.frames.clear()
+        for table, frame in by_table(self.items).items():
+            self.warehouse.insert(table, frame)
+        self.items.clear()
         self.rows = 0
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,18 @@ deduplication of repeated inserts is off for async inserts; the tables do not re
 
 TableRows = tuple[str, pl.DataFrame]
 """What pipelines hand to the warehouse sink: a table name and the rows for it."""
+
+
+def by_table(items: Iterable[TableRows]) -> dict[str, pl.DataFrame]:
+    """The items' rows as one frame per table, tables in the order first seen.
+
+    Empty frames are left out, so a table whose frames are all empty has no entry.
+    """
+    frames: dict[str, list[pl.DataFrame]] = defaultdict(list)
+    for table, frame in items:
+        if frame.height:
+            frames[table].append(frame)
+    return {table: pl.concat(parts, how="vertical_relaxed") for table, parts in frames.items()}
 
 
 class WarehouseError(RuntimeError):
@@ -233,11 +246,7 @@ class _WarehouseSinkPartition(StatelessSinkPartition[TableRows]):
         self.warehouse.insert(table, frame)
 
     def write_batch(self, items: list[TableRows]) -> None:
-        by_table: dict[str, list[pl.DataFrame]] = defaultdict(list)
-        for table, frame in items:
-            if frame.height:
-                by_table[table].append(frame)
-        tables = {t: pl.concat(frames, how="vertical_relaxed") for t, frames in by_table.items()}
+        tables = by_table(items)
         if self.outage is not None:
             self.outage.write(tables)
             return
