@@ -55,9 +55,7 @@ class ZoneSpec:
 
 def gate_fed_zones(site: Site) -> dict[str, list[ZoneSpec]]:
     """Per station, the zones that gate records can reach (a gate's zone or the entry zone)."""
-    fed = {g.zone for g in site.gates} | {
-        zone for s in site.stations if (zone := site.entry_zone_of(s.id)) is not None
-    }
+    fed = site.gate_fed_zones
     return {
         station.id: [
             ZoneSpec(z.id, z.capacity, z.area_m2, z.occupancy)

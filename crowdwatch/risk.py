@@ -77,9 +77,7 @@ def headcount_rule(zone: Zone, site: Site) -> str:
     """
     if zone.headcount_from != "auto":
         return zone.headcount_from
-    gated = any(g.zone == zone.id for g in site.gates) or any(
-        site.entry_zone_of(s.id) == zone.id for s in site.stations
-    )
+    gated = zone.id in site.gate_fed_zones
     watched = any(roi.zone == zone.id for camera in site.cameras for roi in camera.rois)
     return "video" if watched and not gated else "gates"
 

@@ -339,6 +339,13 @@ class Site(_Model):
         zones = self.zones_of(station_id)
         return zones[0].id if len(zones) == 1 else None
 
+    @cached_property
+    def gate_fed_zones(self) -> frozenset[str]:
+        """Zones that gate records reach: a gate's zone, or a station's entry zone."""
+        return frozenset({g.zone for g in self.gates}) | {
+            zone for s in self.stations if (zone := self.entry_zone_of(s.id)) is not None
+        }
+
 
 def load_site(path: Path | str) -> Site:
     """Load and validate a site file.
