@@ -39,8 +39,9 @@ from email.message import Message
 from http.client import HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
+from crowdwatch.levels import RANK
 from crowdwatch.site import Contact, Level, Role, Site
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ DeliveryStatus = Literal["delivered", "failed", "no_contact"]
 SCHEMA = "crowdwatch.alert.v1"
 """The ``schema`` field of every payload; bumped when a field changes meaning."""
 
-_LEVEL_RANK: dict[str, int] = {level: rank for rank, level in enumerate(get_args(Level))}
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
@@ -85,7 +85,7 @@ class AlertEvent:
     def routing_level(self) -> Level:
         """The level whose roles hear this event: the level being left for a step down."""
         if self.event in ("de-escalated", "resolved") and self.previous_level is not None:
-            return max(self.level, self.previous_level, key=_LEVEL_RANK.__getitem__)
+            return max(self.level, self.previous_level, key=RANK.__getitem__)
         return self.level
 
     def idempotency_key(self, role: Role) -> str:
