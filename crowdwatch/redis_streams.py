@@ -34,13 +34,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from crowdwatch.events import RawBatch, RecordKind
+from crowdwatch.warehouse import describe_dsn
 
 PAYLOAD_FIELDS = ("payload", "metadata", "value")
 """Entry fields that hold a record's JSON, first found wins."""
@@ -81,16 +81,6 @@ def partition_streams(
     ]
 
 
-def redact(url: str) -> str:
-    """A Redis URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def connect(url: str) -> redis.Redis:
     """A client for ``url`` that has answered a PING.
 
@@ -102,12 +92,12 @@ def connect(url: str) -> redis.Redis:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
         raise BrokerError(
-            f"cannot reach Redis at {redact(url)}: {exc}; start Redis there or set "
+            f"cannot reach Redis at {describe_dsn(url)}: {exc}; start Redis there or set "
             "CROWDWATCH_REDIS_URL (redis://[user:password@]host:port/db)"
         ) from exc
     except ValueError as exc:
         raise BrokerError(
-            f"bad Redis URL {redact(url)!r}: {exc}; expected redis://host:port/db"
+            f"bad Redis URL {describe_dsn(url)!r}: {exc}; expected redis://host:port/db"
         ) from exc
     return client
 
@@ -220,11 +210,11 @@ class _StreamPartition(StatefulSourcePartition[RawBatch, StreamCursor]):
     def _fail(self, exc: redis.RedisError) -> BrokerError:
         if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
             return BrokerError(
-                f"Redis key {self.stream.key!r} at {redact(self.url)} is not a stream; "
+                f"Redis key {self.stream.key!r} at {describe_dsn(self.url)} is not a stream; "
                 "use another CROWDWATCH_REDIS_STREAM_PREFIX or remove the key"
             )
         return BrokerError(
-            f"cannot read Redis stream {self.stream.key!r} at {redact(self.url)}: {exc}; "
+            f"cannot read Redis stream {self.stream.key!r} at {describe_dsn(self.url)}: {exc}; "
             "check that Redis is running there (CROWDWATCH_REDIS_URL)"
         )
 
