@@ -14,7 +14,6 @@ The last line is the slowest panel's median.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -25,7 +24,7 @@ from crowdwatch.demo import replay_demo_day, simulate_demo_day, time_slices
 from crowdwatch.settings import DEFAULT_SITE_FILE, Settings
 from crowdwatch.site import load_site
 from crowdwatch.warehouse import Warehouse
-from dashboards.build import dashboards, render
+from dashboards.build import built_dashboards
 from dashboards.macros import expand
 
 DAY = date(2026, 11, 20)
@@ -65,8 +64,7 @@ def grow_to_a_month(warehouse: Warehouse) -> None:
 def queries() -> list[tuple[str, str]]:
     """Every query of every dashboard: (``dashboard / panel / refId``, SQL)."""
     out = []
-    for uid, builder in dashboards().items():
-        board = json.loads(render(builder))
+    for uid, board in built_dashboards().items():
         for panel in board["panels"]:
             for target in panel.get("targets") or []:
                 out.append((f"{uid} / {panel['title']} / {target['refId']}", target["rawSql"]))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +26,7 @@ import polars as pl
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from crowdwatch.warehouse import Warehouse, describe_dsn
-from dashboards.build import dashboards, render
+from dashboards.build import built_dashboards
 from dashboards.macros import expand
 from dashboards.panels import LEVELS, SHARE_THRESHOLDS
 
@@ -138,11 +137,6 @@ class Report:
 
 
 # -- data -------------------------------------------------------------------------------------
-
-
-def built_dashboards() -> dict[str, dict[str, Any]]:
-    """Every dashboard's JSON by uid, as committed for Grafana."""
-    return {uid: json.loads(render(builder)) for uid, builder in dashboards().items()}
 
 
 def _flat_panels(panels: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -46,6 +47,11 @@ def dashboards() -> dict[str, dashboard.Dashboard]:
 def render(builder: dashboard.Dashboard) -> str:
     """A dashboard's JSON as committed: sorted keys, indent 2, a final newline."""
     return json.dumps(builder.build(), cls=JSONEncoder, sort_keys=True, indent=2) + "\n"
+
+
+def built_dashboards() -> dict[str, dict[str, Any]]:
+    """Every dashboard's JSON by uid, as committed for Grafana."""
+    return {uid: json.loads(render(builder)) for uid, builder in dashboards().items()}
 
 
 def write_all(folder: Path = FOLDER) -> list[Path]:

@@ -14,7 +14,6 @@ password is sent when the data source is created or has none, not to detect a ch
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -177,10 +176,9 @@ def desired(
     ``dashboards`` defaults to every dashboard of `dashboards.build`, by uid.
     """
     if dashboards is None:
-        from dashboards.build import dashboards as builders
-        from dashboards.build import render
+        from dashboards.build import built_dashboards
 
-        dashboards = {uid: json.loads(render(b)) for uid, b in builders().items()}
+        dashboards = built_dashboards()
     source = clickhouse or ClickHouseSource()
     groups = []
     for group in rule_groups(site):
