@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from crowdwatch import registry
+from crowdwatch.events import FIELDS
 from crowdwatch.flow import PipelineConfigError
 from crowdwatch.mot import MotError, mot_messages, read_mot
 from crowdwatch.redis_streams import BrokerError
@@ -476,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     to_redis.add_argument("file", type=Path, help="CSV, JSONL or Parquet records")
     to_redis.add_argument(
         "--kind",
-        choices=("passage", "count", "video", "deepstream_full", "deepstream_minimal", "call"),
+        choices=tuple(FIELDS),
         help="record kind (default: detected from the file's columns)",
     )
     to_redis.add_argument("--partition", type=int, help="append :<k> to the stream name")
