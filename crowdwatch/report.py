@@ -308,7 +308,7 @@ def build_report(
     first = worst_alert(zone_panels)
     at = None
     if first is not None:
-        at = first["ts"].replace(tzinfo=first["ts"].tzinfo or UTC) + timedelta(minutes=1)
+        at = _aware(first["ts"]) + timedelta(minutes=1)
         if at < end:
             snapshot = collect(
                 warehouse,
@@ -362,8 +362,8 @@ def alert_window(
     first, last = alerts["ts"].min(), alerts["ts"].max()
     if not isinstance(first, datetime) or not isinstance(last, datetime):
         return None
-    lo = max(start, first.replace(tzinfo=first.tzinfo or UTC) - ZOOM_MARGIN)
-    hi = min(end, last.replace(tzinfo=last.tzinfo or UTC) + ZOOM_MARGIN)
+    lo = max(start, _aware(first) - ZOOM_MARGIN)
+    hi = min(end, _aware(last) + ZOOM_MARGIN)
     if hi <= lo or (hi - lo) > 0.6 * (end - start):
         return None
     return lo, hi
@@ -399,15 +399,20 @@ def fmt_value(value: object, unit: str = "none", tz: tzinfo = UTC) -> str:
     return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
+def _aware(ts: datetime) -> datetime:
+    """``ts`` with a time zone: a naive time from the warehouse is UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
 def _local(ts: datetime | float, tz: tzinfo) -> datetime:
     """A time in ``tz``; a number is epoch seconds (``DateTime`` arrives so, see `time_column`)."""
     if not isinstance(ts, datetime):
         return datetime.fromtimestamp(ts, UTC).astimezone(tz)
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(tz)
+    return _aware(ts).astimezone(tz)
 
 
 def _epoch(ts: datetime) -> float:
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+    return _aware(ts).timestamp()
 
 
 def time_column(frame: pl.DataFrame) -> str | None:
@@ -880,8 +885,8 @@ def svg_state_timeline(
             x0, x1 = frame.x(max(t0, frame.t0)), frame.x(min(t1, frame.t1))
             if x1 <= x0:
                 continue
-            when = f"{_local(datetime.fromtimestamp(t0, UTC), tz):%H:%M}"
-            until = f"{_local(datetime.fromtimestamp(t1, UTC), tz):%H:%M}"
+            when = f"{_local(t0, tz):%H:%M}"
+            until = f"{_local(t1, tz):%H:%M}"
             parts.append(
                 f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1.0):.1f}" height="{row_h}" '
                 f'fill="{color}"><title>{esc(label)}: {esc(text)} {when}–{until}</title></rect>'
