@@ -28,10 +28,9 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from crowdwatch.warehouse import Warehouse, describe_dsn
 from dashboards.build import built_dashboards
 from dashboards.macros import expand
+from dashboards.overview import UID as OVERVIEW_UID
 from dashboards.panels import LEVELS, SHARE_THRESHOLDS
-
-OVERVIEW_UID = "crowdwatch-overview"
-ZONE_UID = "crowdwatch-zone"
+from dashboards.zone import UID as ZONE_UID
 
 COLORS: dict[str, str] = {
     "green": "#73BF69",
