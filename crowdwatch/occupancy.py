@@ -187,11 +187,8 @@ class StationWindows:
     def _periods(self, first: int, last: int, reset_s: int) -> npt.NDArray[np.int64]:
         """The balance period (local day starting at ``reset_s``) of windows ``[first, last]``."""
         starts_s = np.arange(first, last + 1, dtype=np.int64) * self.window_s
-        offsets = np.array(
-            [_utc_offset_s(self.timezone, int(h)) for h in np.unique(starts_s // 3600)],
-            dtype=np.int64,
-        )
-        hour_index = np.searchsorted(np.unique(starts_s // 3600), starts_s // 3600)
+        hours, hour_index = np.unique(starts_s // 3600, return_inverse=True)
+        offsets = np.array([_utc_offset_s(self.timezone, int(h)) for h in hours], dtype=np.int64)
         return (starts_s + offsets[hour_index] - reset_s) // DAY_S
 
     def _occupancy(self, z: int, zone: ZoneSpec, first: int, last: int) -> Counts:
