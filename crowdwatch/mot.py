@@ -19,7 +19,14 @@ import numpy as np
 import polars as pl
 
 from crowdwatch.site import Camera
-from crowdwatch.video import CameraGeometry, CameraMessage, LineCount, RoiCount, crossing_directions
+from crowdwatch.video import (
+    CameraGeometry,
+    CameraMessage,
+    LineCount,
+    RoiCount,
+    crossing_directions,
+    foot_points,
+)
 
 MOT_COLUMNS = ["frame", "track_id", "left", "top", "width", "height", "confidence"]
 
@@ -63,12 +70,11 @@ def mot_messages(
     still reports.
     """
     geometry = CameraGeometry(camera)
-    people = detections.filter(pl.col("confidence") >= min_confidence).with_columns(
-        (pl.col("left") + pl.col("width") / 2).alias("x"),
-        (pl.col("top") + pl.col("height")).alias("y"),
-    )
+    people = detections.filter(pl.col("confidence") >= min_confidence)
+    x, y = foot_points(people.select("left", "top", "width", "height").to_numpy())
+    people = people.with_columns(pl.Series("x", x), pl.Series("y", y))
     last = frames if frames is not None else int(detections["frame"].to_numpy().max(initial=0))
-    members = geometry.roi_members(people["x"].to_numpy(), people["y"].to_numpy())
+    members = geometry.roi_members(x, y)
     per_roi = np.zeros((last + 1, len(geometry.roi_ids)), dtype=np.int64)
     np.add.at(per_roi, people["frame"].to_numpy(), members.astype(np.int64))
     persons = np.bincount(people["frame"].to_numpy(), minlength=last + 1)
