@@ -28,6 +28,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 
 from crowdwatch.events import RawBatch
+from crowdwatch.levels import LEVELS, Thresholds
 from crowdwatch.notify import AlertEvent
 from crowdwatch.settings import Settings
 from crowdwatch.warehouse import Warehouse
@@ -36,7 +37,8 @@ from pipelines.zone_risk import build
 CAPACITY = 200
 RATE_PER_S = 150
 TICK_S = 0.02
-SHARES = {"blue": 0.6, "yellow": 0.8, "orange": 0.9, "red": 1.0}
+SHARES = dict(zip(LEVELS, Thresholds().share, strict=True))
+"""Where each level starts: the defaults, as the bench's site file sets no thresholds."""
 
 
 def site_file(path: Path, zones: int) -> Path:

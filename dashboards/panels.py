@@ -17,16 +17,18 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as model
 
+from crowdwatch import levels
+
 DATASOURCE = model.DataSourceRef(
     type_val="grafana-clickhouse-datasource", uid="crowdwatch-clickhouse"
 )
 """The provisioned ClickHouse data source every panel and variable reads."""
 
-LEVELS: tuple[str, ...] = ("blue", "yellow", "orange", "red")
+LEVELS: tuple[str, ...] = levels.LEVELS
 """Warning levels, lowest first; each shown in the Grafana colour of the same name."""
 
-SHARE_THRESHOLDS: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0)
-"""Capacity share at which each level starts (`crowdwatch.levels.Thresholds.share`)."""
+SHARE_THRESHOLDS: tuple[float, ...] = levels.Thresholds().share
+"""Capacity share at which each level starts (the default `crowdwatch.levels.Thresholds`)."""
 
 
 class Format(enum.IntEnum):
