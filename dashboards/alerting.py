@@ -38,6 +38,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import alerting as alerting_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 
+from crowdwatch.levels import LEVELS
 from crowdwatch.site import Level, Role, Site
 from dashboards.cameras import ONLINE_TARGET, WORKING_TARGET
 from dashboards.panels import DATASOURCE, sql
@@ -147,8 +148,7 @@ _FOR: dict[Level, str] = {"blue": "5m", "yellow": "2m", "orange": "1m", "red": "
 
 def routed_levels(site: Site) -> list[Level]:
     """The levels some station routes to at least one role, lowest first."""
-    levels: list[Level] = ["blue", "yellow", "orange", "red"]
-    return [lv for lv in levels if any(site.routes(s.id, lv) for s in site.stations)]
+    return [lv for lv in LEVELS if any(site.routes(s.id, lv) for s in site.stations)]
 
 
 def rule_specs(site: Site) -> list[RuleSpec]:
