@@ -32,7 +32,7 @@ import numpy.typing as npt
 import polars as pl
 
 from crowdwatch.events import CALL_FIELDS, VIDEO_FIELDS
-from crowdwatch.site import BalanceModel, Circle, Polygon, Site, Zone
+from crowdwatch.site import BalanceModel, Site, Zone
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -731,16 +731,6 @@ def district_of(lat: float, lon: float) -> str:
     return "Gongshu" if lat >= 30.27 else "Shangcheng"
 
 
-def _zone_centre(zone: Zone) -> tuple[float, float] | None:
-    """A zone's centre ``(lat, lon)``: its circle's, or the mean of its polygon's points."""
-    if isinstance(zone.geometry, Circle):
-        return zone.geometry.centre
-    if isinstance(zone.geometry, Polygon):
-        points = zone.geometry.polygon
-        return sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points)
-    return None
-
-
 def _around(
     rng: np.random.Generator, centre: tuple[float, float], radius_m: float, n: int
 ) -> tuple[Floats, Floats]:
@@ -784,7 +774,7 @@ def simulate_calls(
     """
     if per_day < 0:
         raise ValueError(f"per_day must be 0 or more, got {per_day}")
-    centres = [c for z in site.zones if (c := _zone_centre(z)) is not None]
+    centres = [c for z in site.zones if (c := z.centre) is not None]
     if not centres:
         raise ValueError("the site has no zone with a geometry: calls cannot be placed")
     centre = (float(np.mean([c[0] for c in centres])), float(np.mean([c[1] for c in centres])))
@@ -801,7 +791,7 @@ def simulate_calls(
     priorities = [BACKGROUND_CALLS[k][2] for k in kinds]
     if cluster is not None:
         zone = site.zone_by_id.get(cluster.zone_id)
-        where = None if zone is None else _zone_centre(zone)
+        where = None if zone is None else zone.centre
         if where is None:
             raise ValueError(
                 f"call cluster zone {cluster.zone_id!r} is not a zone of the site with a geometry"

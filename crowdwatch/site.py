@@ -161,6 +161,16 @@ class Zone(_Model):
         ),
     )
 
+    @property
+    def centre(self) -> tuple[float, float] | None:
+        """The zone's centre ``(lat, lon)``: its circle's, or the mean of its polygon's points."""
+        if isinstance(self.geometry, Circle):
+            return self.geometry.centre
+        if isinstance(self.geometry, Polygon):
+            points = self.geometry.polygon
+            return sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points)
+        return None
+
 
 class Gate(_Model):
     """A fare gate (or a bank of gates) between the outside and a zone."""

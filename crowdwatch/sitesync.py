@@ -6,25 +6,13 @@ import time
 
 import polars as pl
 
-from crowdwatch.site import Circle, Polygon, Site, Zone
+from crowdwatch.site import Site
 from crowdwatch.warehouse import Warehouse
-
-
-def _centre(zone: Zone) -> tuple[float | None, float | None]:
-    if isinstance(zone.geometry, Circle):
-        return zone.geometry.centre
-    if isinstance(zone.geometry, Polygon):
-        points = zone.geometry.polygon
-        return (
-            sum(p[0] for p in points) / len(points),
-            sum(p[1] for p in points) / len(points),
-        )
-    return None, None
 
 
 def site_tables(site: Site, version: int) -> dict[str, pl.DataFrame]:
     """The site tables' rows."""
-    centres = [_centre(z) for z in site.zones]
+    centres = [z.centre or (None, None) for z in site.zones]
     return {
         "site_stations": pl.DataFrame(
             {
