@@ -26,13 +26,6 @@ class PipelineConfigError(ValueError):
     """A pipeline cannot be built from these settings; the message says what to set."""
 
 
-PIPELINE_KINDS: dict[str, tuple[RecordKind, ...]] = {
-    "gate_flow": ("passage", "count"),
-    "video_headcount": ("video", "deepstream_full", "deepstream_minimal"),
-    "calls": ("call",),
-}
-"""The signals a single-source pipeline reads from a broker; other pipelines read every kind."""
-
 ALL_KINDS: tuple[RecordKind, ...] = tuple(FIELDS)
 
 
@@ -110,17 +103,17 @@ def one_source_flow(
     settings: Settings | None,
     source: Source[RawBatch] | None,
     sink: Sink[TableRows] | None,
+    kinds: tuple[RecordKind, ...],
 ) -> Dataflow:
     """A dataflow that reads one source, runs ``steps`` and writes the rows to the warehouse.
 
     Settings default to ``Settings()`` from the environment, the source to `default_source`
-    with the signals of `PIPELINE_KINDS` (replaying ``settings.input_path`` unless
-    ``settings.source`` names a broker), the sink to the warehouse of the settings.
+    reading the signals ``kinds`` (replaying ``settings.input_path`` unless ``settings.source``
+    names a broker), the sink to the warehouse of the settings.
     """
     config = settings or Settings()
     site = load_site(config.site_file)
     flow = Dataflow(name)
-    kinds = PIPELINE_KINDS.get(name, ALL_KINDS)
     raw = op.input("records", flow, source or default_source(config, site.site.timezone, kinds))
     # RawBatch
     rows = steps("steps", raw, site, config)

@@ -92,4 +92,4 @@ def build(
         source: `RawBatch` items of call records; defaults to replaying ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
     """
-    return one_source_flow("calls", call_rows, settings, source, sink)
+    return one_source_flow("calls", call_rows, settings, source, sink, kinds=("call",))

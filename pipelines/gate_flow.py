@@ -141,4 +141,6 @@ def build(
         source: `RawBatch` items; defaults to replaying ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
     """
-    return one_source_flow("gate_flow", gate_rows, settings, source, sink)
+    return one_source_flow(
+        "gate_flow", gate_rows, settings, source, sink, kinds=("passage", "count")
+    )

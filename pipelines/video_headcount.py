@@ -199,4 +199,11 @@ def build(
             ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
     """
-    return one_source_flow("video_headcount", video_rows, settings, source, sink)
+    return one_source_flow(
+        "video_headcount",
+        video_rows,
+        settings,
+        source,
+        sink,
+        kinds=("video", "deepstream_full", "deepstream_minimal"),
+    )
