@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench lock clean browser
+.PHONY: install demo test lint imports typecheck pytest bench lock clean browser
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "crowdwatch needs Python 3.11, found " + sys.version'
@@ -24,10 +24,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
+# The floors and wings of the code (import-linter contracts in pyproject.toml).
+imports: install
+	$(BIN)/lint-imports
+
 typecheck: install
 	$(BIN)/mypy
 
-# Headless Chromium renders `crowdwatch report` in tests/test_report.py: Debian's package,
+# Headless Chromium renders `crowdwatch report` in tests/app/test_report.py: Debian's package,
 # installed once (as root, or with passwordless sudo); otherwise that test skips, saying why.
 CHROMIUM := /usr/bin/chromium
 
@@ -35,7 +39,7 @@ $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; \
 	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
 	else echo "make: $(CHROMIUM) is missing; as root run: apt-get install -y" \
-		"--no-install-recommends chromium (tests/test_report.py skips its browser check)"; \
+		"--no-install-recommends chromium (tests/app/test_report.py skips its browser check)"; \
 		exit 0; fi; \
 	echo "installing chromium (Debian package) for the report test"; \
 	$$SUDO apt-get update -qq && \
@@ -46,7 +50,7 @@ browser: $(CHROMIUM)
 pytest: install $(CHROMIUM)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint imports typecheck pytest
 
 bench: install
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -14,9 +14,9 @@ import polars as pl
 from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
-from crowdwatch.replay import FileSource, ReplayFile
 from crowdwatch.settings import Settings
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.sources.files import FileSource, ReplayFile
+from crowdwatch.warehouse.client import Warehouse
 
 
 @dataclass(frozen=True)

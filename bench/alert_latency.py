@@ -27,11 +27,11 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 
-from crowdwatch.events import RawBatch
-from crowdwatch.levels import LEVELS, Thresholds
-from crowdwatch.notify import AlertEvent
+from crowdwatch.batches import RawBatch
+from crowdwatch.risk.levels import LEVELS, Thresholds
+from crowdwatch.risk.notify import AlertEvent
 from crowdwatch.settings import Settings
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
 from pipelines.zone_risk import build
 
 CAPACITY = 200

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from _harness import timed_replay
 
+from app.simulate import default_surge, simulate_day, write_records
 from crowdwatch.settings import DEFAULT_SITE_FILE
-from crowdwatch.simulate import default_surge, simulate_day, write_records
 from crowdwatch.site import load_site
 from pipelines.gate_flow import build
 

@@ -20,10 +20,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from crowdwatch.demo import replay_demo_day, simulate_demo_day, time_slices
+from app.demo import replay_demo_day, simulate_demo_day, time_slices
 from crowdwatch.settings import DEFAULT_SITE_FILE, Settings
 from crowdwatch.site import load_site
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
 from dashboards.build import built_dashboards
 from dashboards.macros import expand
 

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import yaml
 
-from crowdwatch.partition import split_frame
+from app.simulate import default_surge, simulate_day, write_records
 from crowdwatch.settings import DEFAULT_SITE_FILE, REPO_ROOT
-from crowdwatch.simulate import default_surge, simulate_day, write_records
 from crowdwatch.site import load_site
+from crowdwatch.sources.partition import split_frame
 
 FLOW = "pipelines.gate_flow:build()"
 COUNT_SQL = (
@@ -92,7 +92,7 @@ def _env(site_file: Path, data_dir: Path, input_path: Path, batch_rows: int) -> 
 def _cli(data_dir: Path, *args: str) -> str:
     """Run the crowdwatch command line in its own process (chDB: one process per path)."""
     done = subprocess.run(
-        [sys.executable, "-m", "crowdwatch.cli", *args, "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "app.cli", *args, "--data-dir", str(data_dir)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

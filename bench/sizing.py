@@ -1,6 +1,6 @@
 """Sizing: rows per day and zone for every table, and disk per zone and month, from the demo day.
 
-Runs the demo (`crowdwatch.demo.run_demo`: a simulated weekday at the example site with a
+Runs the demo (`app.demo.run_demo`: a simulated weekday at the example site with a
 surge, camera messages and 110 calls, through the zone-risk pipeline) into a fresh embedded
 warehouse, merges every table (``OPTIMIZE … FINAL``, as background merges would), and reads
 ``system.parts``: rows, compressed bytes per row and bytes on disk (data, marks, indexes) per
@@ -27,10 +27,10 @@ from pathlib import Path
 import polars as pl
 from rich.console import Console
 
-from crowdwatch.demo import run_demo
+from app.demo import run_demo
 from crowdwatch.settings import DEFAULT_SITE_FILE, Settings
 from crowdwatch.site import load_site
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
 
 DAYS_PER_MONTH = 30
 MIB = 1024 * 1024

@@ -15,11 +15,11 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from crowdwatch.events import FIELDS, RawBatch, RecordKind
-from crowdwatch.replay import FileSource, ReplayFile
+from crowdwatch.batches import FIELDS, RawBatch, RecordKind
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
-from crowdwatch.warehouse import TableRows, WarehouseSink
+from crowdwatch.sources.files import FileSource, ReplayFile
+from crowdwatch.warehouse.client import TableRows, WarehouseSink
 
 
 class PipelineConfigError(ValueError):
@@ -53,7 +53,7 @@ def default_source(
 
 def redis_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[RawBatch]:
     """Redis Streams ``<prefix>:<kind>[:<k>]`` of the settings."""
-    from crowdwatch.redis_streams import RedisStreamSource, partition_streams
+    from crowdwatch.sources.redis_streams import RedisStreamSource, partition_streams
 
     streams = partition_streams(
         settings.redis_stream_prefix,
@@ -71,7 +71,7 @@ def redis_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[Ra
 
 def kafka_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[RawBatch]:
     """Kafka topics ``<prefix>.<kind>`` of the settings."""
-    from crowdwatch.kafka import KafkaRecordSource, topic_name
+    from crowdwatch.sources.kafka import KafkaRecordSource, topic_name
 
     brokers = [b.strip() for b in settings.kafka_brokers.split(",") if b.strip()]
     return KafkaRecordSource(

@@ -1,6 +1,6 @@
 """Grafana alerting as code: alert rules, contact points and the notification policy tree.
 
-Grafana is the second line behind the pipeline's own alerts (`crowdwatch.notify`): it reads the
+Grafana is the second line behind the pipeline's own alerts (`crowdwatch.risk.notify`): it reads the
 warehouse the pipeline writes and calls the same people when a zone's level, a forecast or a
 burst of 110 calls says so, and it calls the operators when the pipeline or the cameras fail.
 
@@ -38,7 +38,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import alerting as alerting_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 
-from crowdwatch.levels import LEVELS
+from crowdwatch.risk.levels import LEVELS
 from crowdwatch.site import Level, Role, Site
 from dashboards.cameras import ONLINE_TARGET, WORKING_TARGET
 from dashboards.panels import DATASOURCE, sql

@@ -17,7 +17,7 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as model
 
-from crowdwatch import levels
+from crowdwatch.risk import levels
 
 DATASOURCE = model.DataSourceRef(
     type_val="grafana-clickhouse-datasource", uid="crowdwatch-clickhouse"
@@ -28,7 +28,7 @@ LEVELS: tuple[str, ...] = levels.LEVELS
 """Warning levels, lowest first; each shown in the Grafana colour of the same name."""
 
 SHARE_THRESHOLDS: tuple[float, ...] = levels.Thresholds().share
-"""Capacity share at which each level starts (the default `crowdwatch.levels.Thresholds`)."""
+"""Capacity share at which each level starts (the default `crowdwatch.risk.levels.Thresholds`)."""
 
 
 class Format(enum.IntEnum):

@@ -24,9 +24,9 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
-from crowdwatch.access import READER_USER
 from crowdwatch.settings import DEFAULT_SITE_FILE, REPO_ROOT
 from crowdwatch.site import Site, load_site
+from crowdwatch.warehouse.users import READER_USER
 from dashboards.alerting import (
     FOLDER_TITLE,
     contact_points,

@@ -3,7 +3,7 @@
 For machines without DeepStream. Reads a video file or an RTSP/HTTP stream with
 ``cv2.VideoCapture``, finds people with OpenCV's built-in HOG people detector (Dalal & Triggs,
 trained on INRIA persons; no model download), follows them with a greedy centroid tracker and
-emits one `crowdwatch.video.CameraMessage` per processed frame, with people per ROI and
+emits one `crowdwatch.video.messages.CameraMessage` per processed frame, with people per ROI and
 counting-line crossings, like the DeepStream probe. One command (split here)::
 
     python -m detectors.cpu_hog ../shared/data/video/vtest.avi --camera WLK-CAM01
@@ -63,7 +63,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crowdwatch.site import Camera, SiteError, load_site
-from crowdwatch.video import Box, CameraGeometry, CameraMessage, Floats, Ints, foot_points
+from crowdwatch.video.messages import Box, CameraGeometry, CameraMessage, Floats, Ints, foot_points
 
 Image = npt.NDArray[np.uint8]
 

@@ -1,7 +1,7 @@
 """Forecast-based early warning: a big crowd predicted within the next 30, 60 or 120 minutes.
 
 For each zone, the forecast's upper bound (or its mean, ``bound="yhat"``) over the coming
-``horizon_min`` minutes is turned into the level it would reach (`crowdwatch.levels`: share of
+``horizon_min`` minutes is turned into the level it would reach (`crowdwatch.risk.levels`: share of
 capacity and density). When that level is at least ``min_level`` (default yellow), one
 "predicted big crowd" alert is raised: a distinct alert kind with its lead time — the time
 until the first forecast point at that level — and the horizon it falls in (30, 60 or 120
@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from crowdwatch.levels import RANK, Thresholds, ZoneInputs, target_level
-from crowdwatch.notify import AlertEvent
+from crowdwatch.risk.levels import RANK, Thresholds, ZoneInputs, target_level
+from crowdwatch.risk.notify import AlertEvent
 from crowdwatch.site import Level, Site
 
 HORIZONS_MIN = (30, 60, 120)

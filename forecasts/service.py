@@ -23,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 
-from crowdwatch.notify import AlertEvent, WebhookNotifier
-from crowdwatch.risk import alert_rows
+from crowdwatch.risk.engine import alert_rows
+from crowdwatch.risk.notify import AlertEvent, WebhookNotifier
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
 from forecasts.early_warning import early_warnings
 from forecasts.model import ForecastConfig, Forecaster, fit_many
 

@@ -1,12 +1,12 @@
 """110 calls: scrubbed call records, rolling counts per zone and group, and burst scores.
 
-Input is micro-batches of call records from the dispatch (CAD) feed, in any order and with
-repeats and updates. A batch is validated, scrubbed of personal data, categorised and placed on
-the site's zones at once (`crowdwatch.calls`); bad rows go to ``rejected_events``. The calls are
+Input is micro-batches of call records from the dispatch (CAD) feed, in any order and with repeats
+and updates. A batch is validated, scrubbed of personal data, categorised and placed on the site's
+zones at once (`crowdwatch.calls.records`); bad rows go to ``rejected_events``. The calls are
 written to ``calls`` (one row per call, its newest version). One state holds every call of the
 baseline period and writes the rolling counts over 5, 15 and 60 minutes per zone, station and
 district and group (``call_counts``), and the Poisson burst scores of crowd-relevant calls
-(``call_bursts``; `crowdwatch.callcounts`). 110 feeds carry thousands of calls a day, not
+(``call_bursts``; `crowdwatch.calls.counts`). 110 feeds carry thousands of calls a day, not
 millions, so one state for the whole site is enough.
 
 Run: ``crowdwatch replay calls.jsonl --pipeline calls`` (also the Seattle 911 CSV) or
@@ -24,14 +24,14 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from crowdwatch.callcounts import BurstParams, CallWindows
-from crowdwatch.calls import CallDirectory, CallZones, parse_calls
-from crowdwatch.calls_categories import load_categories
-from crowdwatch.events import RawBatch
+from crowdwatch.batches import RawBatch
+from crowdwatch.calls.categories import load_categories
+from crowdwatch.calls.counts import BurstParams, CallWindows
+from crowdwatch.calls.records import CallDirectory, CallZones, parse_calls
 from crowdwatch.flow import now_ms, one_source_flow
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
-from crowdwatch.warehouse import TableRows
+from crowdwatch.warehouse.client import TableRows
 
 Parsed = tuple[pl.DataFrame, pl.DataFrame]
 """Calls and rejected rows of one batch."""

@@ -26,12 +26,13 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from crowdwatch.events import GateDirectory, Parsed, RawBatch, parse_batch
+from crowdwatch.batches import RawBatch
 from crowdwatch.flow import now_ms, one_source_flow
-from crowdwatch.occupancy import StationWindows, gate_fed_zones
+from crowdwatch.gates.occupancy import StationWindows, gate_fed_zones
+from crowdwatch.gates.records import GateDirectory, Parsed, parse_batch
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
-from crowdwatch.warehouse import TableRows
+from crowdwatch.warehouse.client import TableRows
 
 StationUpdate = tuple[pl.DataFrame, pl.DataFrame]
 """Metric rows and too-late counts from one station update."""

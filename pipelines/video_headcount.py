@@ -1,6 +1,6 @@
 """Video headcounts: people per camera ROI and zone over short windows, and camera health.
 
-Input is micro-batches of camera messages (JSON lines: see `crowdwatch.video`) from the
+Input is micro-batches of camera messages (JSON lines: see `crowdwatch.video.messages`) from the
 DeepStream probe, the CPU detector or recorded detections, or of stock DeepStream nvmsgconv
 payloads (full or minimal schema), which are counted into the same messages. A batch
 is decoded and validated at once; bad messages go to ``rejected_events``. Per station, a state
@@ -29,13 +29,13 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from crowdwatch.events import Check, RawBatch, split_rows
+from crowdwatch.batches import Check, RawBatch, split_rows
 from crowdwatch.flow import now_ms, one_source_flow
-from crowdwatch.headcount import StationVideo
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
-from crowdwatch.video import CameraDirectory, VideoParsed, parse_video
-from crowdwatch.warehouse import TableRows
+from crowdwatch.video.headcount import StationVideo
+from crowdwatch.video.messages import CameraDirectory, VideoParsed, parse_video
+from crowdwatch.warehouse.client import TableRows
 from detectors.deepstream import stock
 
 StationBatch = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]

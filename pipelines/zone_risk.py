@@ -1,14 +1,14 @@
 """Zone risk: every source fused per zone, four-colour levels, and alerts to the people on duty.
 
-One dataflow takes gate records, camera messages and 110 calls together (a `RawBatch` of any
-kind), runs each through the same steps as its own pipeline (``gate_flow``,
-``video_headcount``, ``calls``: the same tables are written), and turns their newest per-zone
-results into readings: gate occupancy and inflow, video headcount, call bursts. Per station a
-`RiskState` advances in event time, every ``risk_tick_s`` seconds: anomaly scores per zone
-(a seasonal robust baseline on the headcount, EWMA/CUSUM on the inflow; ``detectors.anomaly``),
-then `crowdwatch.risk.StationRisk` decides each zone's state and level. ``zone_state`` gets one
-row per zone and tick, ``alerts`` the lifecycle events, and the `AlertSink` hands each event to
-the webhook notifier at once, routed by station and level as the site file says.
+One dataflow takes gate records, camera messages and 110 calls together (a `RawBatch` of any kind),
+runs each through the same steps as its own pipeline (``gate_flow``, ``video_headcount``, ``calls``:
+the same tables are written), and turns their newest per-zone results into readings: gate occupancy
+and inflow, video headcount, call bursts. Per station a `RiskState` advances in event time, every
+``risk_tick_s`` seconds: anomaly scores per zone (a seasonal robust baseline on the headcount,
+EWMA/CUSUM on the inflow; ``detectors.anomaly``), then `crowdwatch.risk.engine.StationRisk` decides
+each zone's state and level. ``zone_state`` gets one row per zone and tick, ``alerts`` the lifecycle
+events, and the `AlertSink` hands each event to the webhook notifier at once, routed by station and
+level as the site file says.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
-from crowdwatch.events import RawBatch
+from crowdwatch.batches import RawBatch
 from crowdwatch.flow import default_sink, default_source, now_ms
-from crowdwatch.levels import Thresholds
-from crowdwatch.notify import AlertEvent, WebhookNotifier
-from crowdwatch.risk import StationRisk, ZoneState, alert_rows
+from crowdwatch.risk.engine import StationRisk, ZoneState, alert_rows
+from crowdwatch.risk.levels import Thresholds
+from crowdwatch.risk.notify import AlertEvent, WebhookNotifier
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
-from crowdwatch.warehouse import TableRows
+from crowdwatch.warehouse.client import TableRows
 from detectors.anomaly import EwmaCusum, Observation, SeasonalRobustBaseline
 from pipelines import gate_flow, video_headcount
 from pipelines.calls import call_rows

@@ -45,4 +45,4 @@ def crowdwatch(
     *args: str, env: dict[str, str], check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """The ``crowdwatch`` command line, as `run_module` runs it; ``env`` from `user_env`."""
-    return run_module("crowdwatch.cli", *args, env=env, check=check)
+    return run_module("app.cli", *args, env=env, check=check)

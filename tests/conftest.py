@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from crowdwatch.settings import REPO_ROOT, Settings
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
 from tests.demo_day import DemoWarehouse, demo_warehouse
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from crowdwatch.demo import DemoDay, replay_demo_day, simulate_demo_day, time_slices
+from app.demo import DemoDay, replay_demo_day, simulate_demo_day, time_slices
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
 
 DAY = date(2026, 11, 20)
 ZONE = "STD-concourse"

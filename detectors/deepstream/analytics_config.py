@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crowdwatch.site import Camera, CameraRoi, CountingLine, Site
-from crowdwatch.video import IN_VECTORS
+from crowdwatch.video.messages import IN_VECTORS
 
 #: Half the length of a line-crossing direction vector, in config pixels.
 DIRECTION_HALF_LENGTH_PX = 50.0

@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crowdwatch.site import load_site
-from crowdwatch.video import CameraMessage
+from crowdwatch.video.messages import CameraMessage
 from detectors.deepstream import adapter
 from detectors.deepstream.analytics_config import config_size, stream_map, write_config
 from detectors.deepstream.messages import MessageBuilder, capture_time_ms

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from crowdwatch.site import Camera, Site
-from crowdwatch.video import Box, CameraMessage, LineCount, RoiCount
+from crowdwatch.video.messages import Box, CameraMessage, LineCount, RoiCount
 from detectors.deepstream.adapter import UNTRACKED_OBJECT_ID, FrameAnalytics
 from detectors.deepstream.analytics_config import IN_SUFFIX, OUT_SUFFIX
 

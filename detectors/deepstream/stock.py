@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from crowdwatch.site import Site
-from crowdwatch.video import CameraGeometry, CameraMessage, RoiCount, foot_points
+from crowdwatch.video.messages import CameraGeometry, CameraMessage, RoiCount, foot_points
 
 DETECTION_SCHEMA: dict[str, pl.DataType] = {
     "camera_id": pl.String(),

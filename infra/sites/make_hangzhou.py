@@ -7,7 +7,7 @@ Usage (from the repository root)::
 The data set has no station names, coordinates, gates or capacities. Each station gets one
 concourse zone whose capacity and area are estimated from its own counts (see ``HEADER``). The
 output depends only on the data, so running the script again gives the same file byte for byte;
-``tests/test_hangzhou_site.py`` checks that the committed file is not stale.
+``tests/crowdwatch/test_hangzhou_site.py`` checks that the committed file is not stale.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ MISSING_STATION_ID = 54
 HEADER = """\
 # Hangzhou Metro, 80 stations, built from real gate counts. GENERATED: do not edit by hand, run
 #   python infra/sites/make_hangzhou.py
-# (tests/test_hangzhou_site.py fails when this file differs from what the script writes).
+# (tests/crowdwatch/test_hangzhou_site.py fails when this file differs from what the script writes).
 #
 # Source: Hangzhou Metro automatic-fare-collection records of 1-25 January 2019 (Tianchi 2019
 # "Global City AI Challenge" metro passenger-flow contest), aggregated to entries and exits per

@@ -9,11 +9,11 @@ from typing import Any, get_args
 import polars as pl
 import pytest
 
-from crowdwatch.risk import alert_rows
-from crowdwatch.simulate import district_of
+from app.simulate import district_of
+from crowdwatch.risk.engine import alert_rows
 from crowdwatch.site import Contact, Level, Role, Routing, Site, load_site
-from crowdwatch.sitesync import sync_site
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
+from crowdwatch.warehouse.sitesync import sync_site
 from dashboards.alerting import (
     OPERATIONS,
     PLACEHOLDER_WEBHOOK,

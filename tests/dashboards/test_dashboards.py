@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
 from dashboards.build import FOLDER, dashboards, render
 from dashboards.macros import expand
 from tests.demo_day import ZONE, DemoWarehouse

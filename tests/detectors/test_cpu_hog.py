@@ -11,7 +11,7 @@ import pytest
 
 from crowdwatch.settings import REPO_ROOT
 from crowdwatch.site import Camera, CameraRoi, CountingLine, load_site
-from crowdwatch.video import CameraGeometry, CameraMessage
+from crowdwatch.video.messages import CameraGeometry, CameraMessage
 from detectors.cpu_hog import (
     CentroidTracker,
     HogParams,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from crowdwatch.site import load_site
-from crowdwatch.video import CameraMessage, RoiCount
+from crowdwatch.video.messages import CameraMessage, RoiCount
 from detectors.deepstream import adapter
 from detectors.deepstream.adapter import DeepStreamUnavailable, load_pyds
 from detectors.deepstream.app import main, publisher

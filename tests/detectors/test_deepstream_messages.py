@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crowdwatch.site import Site, load_site
-from crowdwatch.video import LineCount, RoiCount
+from crowdwatch.video.messages import LineCount, RoiCount
 from detectors.deepstream.adapter import UNTRACKED_OBJECT_ID, DetectedObject, FrameAnalytics
 from detectors.deepstream.messages import MessageBuilder, capture_time_ms
 from tests.conftest import EXAMPLE_SITE

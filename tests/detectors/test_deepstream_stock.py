@@ -31,7 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crowdwatch.site import Site, load_site
-from crowdwatch.video import RoiCount
+from crowdwatch.video.messages import RoiCount
 from detectors.deepstream.stock import (
     DETECTION_SCHEMA,
     parse_full,

@@ -8,12 +8,12 @@ from pathlib import Path
 import polars as pl
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from crowdwatch.events import RawBatch
-from crowdwatch.notify import AlertEvent
+from app.simulate import simulate_day
+from crowdwatch.batches import RawBatch
+from crowdwatch.risk.notify import AlertEvent
 from crowdwatch.settings import Settings
-from crowdwatch.simulate import simulate_day
 from crowdwatch.site import load_site
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.warehouse.client import Warehouse
 from dashboards.macros import expand
 from forecasts import service
 from pipelines import zone_risk

@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from bytewax.testing import TestingSource, run_main
 
-from crowdwatch.events import RawBatch
-from crowdwatch.replay import FileSource, ReplayFile
+from crowdwatch.batches import RawBatch
 from crowdwatch.settings import Settings
-from crowdwatch.warehouse import Warehouse
+from crowdwatch.sources.files import FileSource, ReplayFile
+from crowdwatch.warehouse.client import Warehouse
 from pipelines.calls import build
 from tests.conftest import SHARED_DATA
 

@@ -10,10 +10,10 @@ import pytest
 from bytewax.run import cli_main
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from crowdwatch.events import RawBatch
-from crowdwatch.replay import FileSource, ReplayFile
+from crowdwatch.batches import RawBatch
 from crowdwatch.settings import Settings
-from crowdwatch.warehouse import TableRows, Warehouse
+from crowdwatch.sources.files import FileSource, ReplayFile
+from crowdwatch.warehouse.client import TableRows, Warehouse
 from pipelines.gate_flow import build
 from tests.conftest import HANGZHOU_SITE
 

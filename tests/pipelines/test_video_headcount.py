@@ -11,12 +11,12 @@ import pytest
 import yaml
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from crowdwatch.events import RawBatch
-from crowdwatch.mot import mot_messages, read_mot
+from crowdwatch.batches import RawBatch
 from crowdwatch.settings import Settings
 from crowdwatch.site import load_site
-from crowdwatch.video import CameraMessage, RoiCount
-from crowdwatch.warehouse import TableRows, Warehouse
+from crowdwatch.video.messages import CameraMessage, RoiCount
+from crowdwatch.video.mot import mot_messages, read_mot
+from crowdwatch.warehouse.client import TableRows, Warehouse
 from pipelines.video_headcount import build
 from tests.conftest import EXAMPLE_SITE, SHARED_DATA
 

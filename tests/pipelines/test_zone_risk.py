@@ -9,12 +9,12 @@ import polars as pl
 import yaml
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from crowdwatch.events import RawBatch
-from crowdwatch.notify import AlertEvent, AlertReceiver
+from app.simulate import default_surge, simulate_day
+from crowdwatch.batches import RawBatch
+from crowdwatch.risk.notify import AlertEvent, AlertReceiver
 from crowdwatch.settings import Settings
-from crowdwatch.simulate import default_surge, simulate_day
 from crowdwatch.site import load_site
-from crowdwatch.warehouse import TableRows, Warehouse
+from crowdwatch.warehouse.client import TableRows, Warehouse
 from pipelines.zone_risk import build
 from tests.conftest import EXAMPLE_SITE
 
@@ -139,7 +139,7 @@ def test_alerts_reach_the_right_roles_once_each_over_http(tmp_path: Path, engine
 
 
 def test_an_escalation_is_decided_on_the_reading_not_at_the_next_tick() -> None:
-    from crowdwatch.risk import StationRisk
+    from crowdwatch.risk.engine import StationRisk
     from pipelines.zone_risk import Reading, RiskState
 
     state = RiskState(StationRisk("STD", load_site(EXAMPLE_SITE)), tick_ms=10_000)

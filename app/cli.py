@@ -1,0 +1,551 @@
+"""The ``crowdwatch`` command line.
+
+Settings come from the environment (``CROWDWATCH_*``) and the options here, built once at this
+edge. Known failures print one clear line and what to do, with exit status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from time import time_ns
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from pydantic import ValidationError
+from rich.console import Console
+
+from app import registry
+from app.runner import prepare_warehouse, print_frame, replay_files, run_pipeline
+from crowdwatch.batches import FIELDS
+from crowdwatch.flow import PipelineConfigError
+from crowdwatch.settings import Settings
+from crowdwatch.site import SiteError, load_site
+from crowdwatch.sources.files import ReplayError
+from crowdwatch.sources.redis_streams import BrokerError
+from crowdwatch.video.mot import MotError, mot_messages, read_mot
+from crowdwatch.warehouse.client import Warehouse, WarehouseError, describe_dsn
+from crowdwatch.warehouse.sitesync import sync_site
+from dashboards.push import GrafanaPushError
+
+KNOWN_ERRORS = (
+    SiteError,
+    WarehouseError,
+    ReplayError,
+    MotError,
+    PipelineConfigError,
+    BrokerError,
+    GrafanaPushError,
+    ClickHouseError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in (
+        "site_file",
+        "data_dir",
+        "clickhouse_dsn",
+        "window_s",
+        "batch_rows",
+        "workers",
+        "recovery_dir",
+    ):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def _warehouse(settings: Settings) -> Warehouse:
+    return Warehouse.connect(settings.dsn(), settings.clickhouse_database)
+
+
+def cmd_db_migrate(args: argparse.Namespace, console: Console) -> None:
+    """Apply pending migrations."""
+    settings = _settings(args)
+    with _warehouse(settings) as warehouse:
+        applied = warehouse.migrate()
+        names = ", ".join(m.name for m in applied) or "nothing (up to date)"
+        console.print(f"migrated {describe_dsn(settings.dsn())}: applied {names}")
+
+
+def cmd_db_users(args: argparse.Namespace, console: Console) -> None:
+    """Create the least-privilege roles and users on a ClickHouse server."""
+    from crowdwatch.warehouse.users import create_users
+
+    settings = _settings(args)
+    with _warehouse(settings) as warehouse:
+        result = create_users(
+            warehouse,
+            writer_password=args.writer_password,
+            reader_password=args.reader_password,
+            restricted_password=args.restricted_password,
+        )
+    if result.skipped:
+        console.print(f"no users created: {result.skipped}")
+        return
+    for user, role in result.users.items():
+        console.print(f"user {user}: role {role}")
+
+
+def cmd_db_cluster_ddl(args: argparse.Namespace, console: Console) -> None:
+    """Print (or write) the warehouse DDL for a ClickHouse cluster."""
+    from crowdwatch.warehouse.cluster import cluster_script
+
+    script = cluster_script(args.cluster, _settings(args).clickhouse_database)
+    if args.out is None:
+        sys.stdout.write(script)
+        return
+    args.out.write_text(script, encoding="utf-8")
+    console.print(f"wrote the DDL for cluster {args.cluster} to {args.out}")
+
+
+def cmd_site_sync(args: argparse.Namespace, console: Console) -> None:
+    """Mirror the site file into the warehouse's site tables."""
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    with _warehouse(settings) as warehouse:
+        counts = sync_site(warehouse, site)
+    console.print(
+        f"synced {settings.site_file}: "
+        + ", ".join(f"{n} {table.removeprefix('site_')}" for table, n in counts.items())
+    )
+
+
+def cmd_mot(args: argparse.Namespace, console: Console) -> None:
+    """Turn a MOT detections file into a camera's JSON messages."""
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    if args.camera not in site.camera_by_id:
+        raise ValueError(
+            f"--camera {args.camera!r} is not in {settings.site_file}; cameras: "
+            + ", ".join(site.camera_by_id)
+        )
+    start = args.start if args.start.tzinfo is not None else args.start.replace(tzinfo=site.tz)
+    messages = mot_messages(
+        read_mot(args.file),
+        site.camera_by_id[args.camera],
+        start_ms=int(start.timestamp() * 1000),
+        min_confidence=args.min_confidence,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(m.to_json(site.tz) + "\n" for m in messages), encoding="utf-8")
+    console.print(f"wrote {len(messages)} messages of camera {args.camera} to {args.out}")
+
+
+def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
+    """Train, predict, warn or backtest crowd-flow forecasts."""
+    from forecasts import service
+
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    if args.forecast_command == "backtest":
+        from forecasts.backtest import main as backtest_main
+
+        backtest_main(["--stations", str(args.stations), "--origins", str(args.origins)])
+        return
+    with _warehouse(settings) as warehouse:
+        if args.forecast_command == "train":
+            for target in args.targets:
+                trained = service.train(settings, warehouse, site, target)
+                for t in trained:
+                    status = f"error: {t.error}" if t.error else t.method
+                    console.print(f"{target} {t.zone_id}: {status} ({t.seconds:.2f} s)")
+                console.print(f"{target}: {len(trained)} model(s) fitted (the rest were fresh)")
+        elif args.forecast_command == "predict":
+            for target in args.targets:
+                rows = service.predict(settings, warehouse, site, target, horizon_h=args.horizon_h)
+                console.print(f"{target}: {rows.height} forecast rows written")
+        else:
+            now_ms = int(args.now.timestamp() * 1000) if args.now else time_ns() // 1_000_000
+            events = service.warn(settings, warehouse, site, now_ms)
+            for e in events:
+                console.print(f"{e.zone_id} {e.level.upper()}: {e.reason}")
+            console.print(f"{len(events)} predicted-big-crowd alert(s) raised")
+
+
+def cmd_replay(args: argparse.Namespace, console: Console) -> None:
+    """Replay recorded files through a pipeline."""
+    settings = _settings(args)
+    speed = None if args.max else args.speed
+    replay_files(settings, args.pipeline, args.files, speed=speed, console=console)
+    console.print(f"replayed {len(args.files)} file(s) into {describe_dsn(settings.dsn())}")
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> None:
+    """Run a pipeline on its configured input."""
+    settings = _settings(args)
+    if args.input is not None:
+        settings = settings.model_copy(update={"input_path": args.input})
+    prepare_warehouse(settings, load_site(settings.site_file))
+    run_pipeline(settings, args.pipeline)
+
+
+def cmd_pipelines(args: argparse.Namespace, console: Console) -> None:
+    """List the pipelines found in ``pipelines/``."""
+    for name, build in sorted(registry.discover().items()):
+        doc = (sys.modules[build.__module__].__doc__ or "").strip().splitlines()
+        console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")
+
+
+def cmd_publish(args: argparse.Namespace, console: Console) -> None:
+    """Append a recorded file's records to the Redis stream of their kind."""
+    import polars as pl
+
+    from crowdwatch.sources.files import read_records
+    from crowdwatch.sources.redis_streams import connect, publish, stream_key
+
+    settings = _settings(args)
+    kind, frame = read_records(args.file)
+    kind = args.kind or kind
+    if frame.columns == ["payload"]:
+        lines = frame["payload"]
+    else:
+        lines = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    stream = args.stream or stream_key(settings.redis_stream_prefix, kind, args.partition)
+    url = args.redis_url or settings.redis_url.get_secret_value()
+    ids = publish(connect(url), stream, lines.to_list())
+    console.print(f"published {len(ids):,} {kind} records of {args.file} to stream {stream}")
+
+
+def cmd_query(args: argparse.Namespace, console: Console) -> None:
+    """Run SQL against the warehouse and print the result."""
+    settings = _settings(args)
+    with _warehouse(settings) as warehouse:
+        frame = warehouse.query(args.sql)
+    if args.format == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(frame.write_ndjson())
+    else:
+        print_frame(frame, console)
+        console.print(f"{frame.height} row(s)", style="dim")
+
+
+def cmd_simulate(args: argparse.Namespace, console: Console) -> None:
+    """Generate a day of gate passages at a site and write them to a file."""
+    from app.simulate import Surge, default_surge, simulate_day, write_records
+
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    surge: Surge | None = None
+    if not args.no_surge:
+        surge = default_surge() if args.surge is None else parse_surge(args.surge)
+    frame = simulate_day(site, args.day, seed=args.seed, scale=args.scale, surge=surge)
+    write_records(frame, args.out)
+    console.print(
+        f"wrote {frame.height:,} passages of {args.day} at {site.site.name} to {args.out}"
+    )
+
+
+def parse_surge(text: str) -> Any:
+    """Parse ``STATION@HH:MM+MINUTES:EXTRA`` (e.g. ``STD@21:30+45:6000``)."""
+    from app.simulate import Surge
+
+    try:
+        station, rest = text.split("@")
+        at, rest = rest.split("+")
+        minutes, extra = rest.split(":")
+        return Surge(station, time.fromisoformat(at), int(minutes), int(extra))
+    except ValueError:
+        raise ValueError(
+            f"--surge {text!r}: expected STATION@HH:MM+MINUTES:EXTRA, e.g. STD@21:30+45:6000"
+        ) from None
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> None:
+    """Run the demo: a simulated day with a surge through the gate pipeline."""
+    from app.demo import run_demo
+
+    run_demo(_settings(args), console, day=args.day)
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> None:
+    """Write the dashboards' key panels over a range as one self-contained HTML page."""
+    from app.report.page import summary, write_report
+    from app.report.queries import build_report
+
+    settings = _settings(args)
+    site = load_site(settings.site_file)
+    start, end = (
+        t if t is None or t.tzinfo else t.replace(tzinfo=site.tz) for t in (args.start, args.end)
+    )
+    began = time_ns()
+    with _warehouse(settings) as warehouse:
+        report = build_report(
+            warehouse,
+            now=datetime.now(UTC),
+            tz=site.tz,
+            zone=args.zone,
+            start=start,
+            end=end,
+            title=f"crowdwatch report — {site.site.name}",
+        )
+    path = write_report(report, args.out or settings.data_dir / "report.html")
+    console.print(f"wrote {path}", highlight=False)
+    console.print(f"{summary(report)}, {(time_ns() - began) / 1e9:.1f} s", highlight=False)
+
+
+def cmd_grafana_push(args: argparse.Namespace, console: Console) -> None:
+    """Create or update the folder, data source, dashboards and alerting at a Grafana."""
+    from dashboards.provisioning import ClickHouseSource
+    from dashboards.push import push
+
+    if not args.token and "@" not in args.url:
+        raise GrafanaPushError(
+            "no Grafana token: pass --token or set CROWDWATCH_GRAFANA_TOKEN "
+            "(a service account token with the Admin role)"
+        )
+    site = load_site(_settings(args).site_file)
+    source = ClickHouseSource.from_url(args.clickhouse_url) if args.clickhouse_url else None
+    summary = push(args.url, args.token, site=site, folder=args.folder, clickhouse=source)
+    for line in summary.lines():
+        console.print(line, highlight=False)
+    console.print(f"pushed to {args.url}: " + ("changed" if summary.changed() else "no change"))
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (default: CROWDWATCH_* environment variables)")
+    group.add_argument("--site-file", type=Path, help="site YAML (CROWDWATCH_SITE_FILE)")
+    group.add_argument("--data-dir", type=Path, help="local state directory")
+    group.add_argument("--clickhouse-dsn", help="chdb:///path or http(s)://user:pw@host:8123/db")
+    group.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _recovery(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recovery-dir",
+        type=Path,
+        help="snapshot state here and resume a killed run from it (CROWDWATCH_RECOVERY_DIR)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with ``--help`` on every command."""
+    parser = argparse.ArgumentParser(
+        prog="crowdwatch",
+        description="Crowd-safety analytics: gate, video and 110-call streams into ClickHouse.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="warehouse administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    migrate = db_sub.add_parser("migrate", help="apply infra/clickhouse/NNN_*.sql in order")
+    _common(migrate)
+    migrate.set_defaults(func=cmd_db_migrate)
+    users = db_sub.add_parser(
+        "users", help="server only: roles and users for the pipelines, Grafana and analysts"
+    )
+    users.add_argument("--writer-password", required=True, help="user crowdwatch_pipelines")
+    users.add_argument("--reader-password", required=True, help="user crowdwatch_grafana")
+    users.add_argument(
+        "--restricted-password", help="user crowdwatch_analyst: no free text of 110 calls"
+    )
+    _common(users)
+    users.set_defaults(func=cmd_db_users)
+    cluster_ddl = db_sub.add_parser(
+        "cluster-ddl", help="the DDL for a cluster: replicated local and Distributed tables"
+    )
+    cluster_ddl.add_argument("--cluster", required=True, help="cluster name in the server config")
+    cluster_ddl.add_argument("--out", type=Path, help="write here instead of standard output")
+    _common(cluster_ddl)
+    cluster_ddl.set_defaults(func=cmd_db_cluster_ddl)
+
+    replay = sub.add_parser("replay", help="stream recorded files through a pipeline")
+    replay.add_argument("files", type=Path, nargs="+", help="CSV, JSONL or Parquet files")
+    replay.add_argument("--pipeline", default="gate_flow", help="pipeline name (default gate_flow)")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed", type=float, default=None, help="N x recorded speed (1 = real time)"
+    )
+    pace.add_argument("--max", action="store_true", help="as fast as possible (the default)")
+    replay.add_argument("--batch-rows", type=int, help="rows per micro-batch")
+    replay.add_argument("--window-s", type=int, help="metric window in seconds (default 60)")
+    replay.add_argument("--workers", type=int, help="Bytewax worker threads")
+    _recovery(replay)
+    _common(replay)
+    replay.set_defaults(func=cmd_replay)
+
+    simulate = sub.add_parser("simulate", help="generate a realistic day of gate passages")
+    simulate.add_argument(
+        "--day", type=date.fromisoformat, default=_default_day(), help="YYYY-MM-DD"
+    )
+    simulate.add_argument("--out", type=Path, required=True, help=".csv, .jsonl or .parquet")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--scale", type=float, default=1.0, help="multiply every rate")
+    surge = simulate.add_mutually_exclusive_group()
+    surge.add_argument("--surge", help="STATION@HH:MM+MINUTES:EXTRA (default STD@21:30+45:6000)")
+    surge.add_argument("--no-surge", action="store_true", help="an ordinary day")
+    _common(simulate)
+    simulate.set_defaults(func=cmd_simulate)
+
+    site = sub.add_parser("site", help="the site file and the warehouse's site tables")
+    site_sub = site.add_subparsers(dest="site_command", required=True, metavar="COMMAND")
+    sync = site_sub.add_parser(
+        "sync", help="write stations, zones, gates, cameras to the warehouse"
+    )
+    _common(sync)
+    sync.set_defaults(func=cmd_site_sync)
+
+    mot = sub.add_parser("mot", help="turn MOT-format detections into a camera's messages")
+    mot.add_argument("file", type=Path, help="MOT file: frame,track_id,left,top,width,height,conf")
+    mot.add_argument("--camera", required=True, help="the camera of the site that saw it")
+    mot.add_argument("--out", type=Path, required=True, help="messages as JSON lines")
+    mot.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        default="2026-11-20T08:00:00",
+        help="capture time of frame 1 (ISO 8601; site time zone if naive)",
+    )
+    mot.add_argument("--min-confidence", type=float, default=0.5)
+    _common(mot)
+    mot.set_defaults(func=cmd_mot)
+
+    forecast = sub.add_parser("forecast", help="crowd-flow forecasts and early warnings")
+    forecast_sub = forecast.add_subparsers(
+        dest="forecast_command", required=True, metavar="COMMAND"
+    )
+    for name, text in (
+        ("train", "fit the zones whose model is missing or stale (Prophet, in parallel)"),
+        ("predict", "forecast the coming hours with every saved model"),
+        ("warn", "raise predicted-big-crowd alerts from the newest forecasts"),
+        ("backtest", "rolling-origin backtest on the Hangzhou gate flows"),
+    ):
+        command = forecast_sub.add_parser(name, help=text)
+        command.add_argument(
+            "--targets", nargs="+", default=["headcount", "inflow"], choices=["headcount", "inflow"]
+        )
+        command.add_argument("--horizon-h", type=int, default=24, help="hours to forecast")
+        command.add_argument("--now", type=datetime.fromisoformat, help="the present (ISO 8601)")
+        command.add_argument("--stations", type=int, default=80, help="backtest: stations")
+        command.add_argument("--origins", type=int, default=7, help="backtest: origins (days)")
+        _common(command)
+        command.set_defaults(func=cmd_forecast)
+
+    run = sub.add_parser("run", help="run a pipeline on its configured input")
+    run.add_argument("pipeline", help="a module of pipelines/, e.g. gate_flow")
+    run.add_argument("--input", type=Path, help="recorded file (CROWDWATCH_INPUT_PATH)")
+    run.add_argument("--workers", type=int, help="Bytewax worker threads")
+    _recovery(run)
+    _common(run)
+    run.set_defaults(func=cmd_run)
+
+    listing = sub.add_parser("pipelines", help="list the pipelines")
+    listing.add_argument("--debug", action="store_true", help="show tracebacks")
+    listing.set_defaults(func=cmd_pipelines)
+
+    demo = sub.add_parser("demo", help="simulate a day with a surge and show what happened")
+    demo.add_argument("--day", type=date.fromisoformat, default=_default_day(), help="YYYY-MM-DD")
+    _common(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    grafana = sub.add_parser("grafana", help="dashboards and alerting on a Grafana server")
+    grafana_sub = grafana.add_subparsers(dest="grafana_command", required=True, metavar="COMMAND")
+    gpush = grafana_sub.add_parser(
+        "push", help="create or update folder, data source, dashboards, alert rules and routing"
+    )
+    gpush.add_argument("--url", required=True, help="Grafana's URL, e.g. http://localhost:3000")
+    gpush.add_argument(
+        "--token",
+        default=os.environ.get("CROWDWATCH_GRAFANA_TOKEN"),
+        help="service account token (default: CROWDWATCH_GRAFANA_TOKEN)",
+    )
+    gpush.add_argument("--folder", default="crowdwatch", help="folder uid (default crowdwatch)")
+    gpush.add_argument(
+        "--clickhouse-url",
+        help="where Grafana reaches ClickHouse: http(s)://user:pw@host:8123/db "
+        "(default http://default@clickhouse:8123/crowdwatch)",
+    )
+    gpush.add_argument("--site-file", type=Path, help="site YAML (CROWDWATCH_SITE_FILE)")
+    gpush.add_argument("--debug", action="store_true", help="show tracebacks")
+    gpush.set_defaults(func=cmd_grafana_push)
+
+    publish_cmd = sub.add_parser("publish", help="append a recorded file to a broker")
+    publish_sub = publish_cmd.add_subparsers(
+        dest="publish_command", required=True, metavar="BROKER"
+    )
+    to_redis = publish_sub.add_parser(
+        "redis", help="to the Redis stream <prefix>:<kind>[:<partition>] (pipelined XADD)"
+    )
+    to_redis.add_argument("file", type=Path, help="CSV, JSONL or Parquet records")
+    to_redis.add_argument(
+        "--kind",
+        choices=tuple(FIELDS),
+        help="record kind (default: detected from the file's columns)",
+    )
+    to_redis.add_argument("--partition", type=int, help="append :<k> to the stream name")
+    to_redis.add_argument("--stream", help="the stream name (default from the kind)")
+    to_redis.add_argument("--redis-url", help="redis://host:port/db (CROWDWATCH_REDIS_URL)")
+    _common(to_redis)
+    to_redis.set_defaults(func=cmd_publish)
+
+    report = sub.add_parser("report", help="the dashboards' key panels as one HTML page")
+    report.add_argument("--zone", help="zone to detail (default: the most severe alert)")
+    report.add_argument(
+        "--from", dest="start", type=datetime.fromisoformat, help="ISO 8601, site time if naive"
+    )
+    report.add_argument("--to", dest="end", type=datetime.fromisoformat, help="ISO 8601")
+    report.add_argument("--out", type=Path, help="default: <data dir>/report.html")
+    _common(report)
+    report.set_defaults(func=cmd_report)
+
+    query = sub.add_parser("query", help="run SQL on the warehouse and print a table")
+    query.add_argument("sql", help="e.g. 'SELECT * FROM zone_metrics FINAL LIMIT 10'")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _common(query)
+    query.set_defaults(func=cmd_query)
+    return parser
+
+
+def _default_day() -> date:
+    """The most recent weekday before today (a full, ordinary working day)."""
+    day = datetime.now(UTC).date()
+    while True:
+        day = date.fromordinal(day.toordinal() - 1)
+        if day.weekday() < 5:
+            return day
+
+
+def error_message(exc: BaseException) -> str | None:
+    """One line for a known failure (also when wrapped by Bytewax), or None for a bug."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ValidationError):
+            first = seen.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return f"setting {where}: {first['msg']} (see crowdwatch --help and CROWDWATCH_*)"
+        if isinstance(seen, KNOWN_ERRORS):
+            text = str(seen).strip()
+            return text.splitlines()[0] if text else type(seen).__name__
+        seen = seen.__cause__
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``crowdwatch`` command."""
+    args = build_parser().parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    func: Callable[[argparse.Namespace, Console], None] = args.func
+    try:
+        func(args, console)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = error_message(exc)
+        if message is None or getattr(args, "debug", False):
+            raise
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Rolling call counts per zone, station and district, and a burst score for each.
+
+The state keeps the newest version of every call of the last ``baseline_weeks`` weeks. Each
+update folds in a batch and returns rows only where something changed: a count over 5, 15 or
+60 minutes changes when a call enters (its minute) and when it leaves each window (5, 15 and
+60 minutes later), so those are the minutes written. An updated call is counted once, under
+its newest group; its old group's counts are rewritten too.
+
+Burst score (per zone, station and district, over crowd-relevant calls — groups of weight
+≥ 0.5, e.g. crowding, disorder, fire, medical): the observed count over the last 15 minutes
+against the expected count for that hour of the week, as the Poisson tail surprise
+``score = −log10 P(X ≥ observed | λ)`` (the count-surveillance test behind CDC EARS-style
+Poisson detectors; calls at one place are rare events, so a Poisson model of the background
+is the standard choice). λ is the hourly count in the same hour-of-week slot of the previous
+weeks — a trimmed mean that drops the largest week, so one earlier burst does not raise the
+baseline — divided by four, never below ``floor_per_hour / 4``. An alert needs
+``score ≥ threshold`` (default 4: one chance in 10,000 under the background) and at least
+``min_calls`` calls. The score is computed at every minute a crowd-relevant call arrives, so a
+surge is flagged at the call that makes it one, and re-scored when calls leave the window.
+Weeks are counted in hours since the epoch, so a clock change shifts the slot by an hour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+WEEK_HOURS = 168
+WINDOWS = (5, 15, 60)
+CROWD_WEIGHT = 0.5
+
+COUNT_SCHEMA = pl.Schema(
+    {
+        "key": pl.String(),
+        "level": pl.String(),
+        "group": pl.String(),
+        "ts": pl.Datetime("ms", "UTC"),
+        "calls_5m": pl.UInt32(),
+        "calls_15m": pl.UInt32(),
+        "calls_60m": pl.UInt32(),
+        "version": pl.UInt64(),
+    }
+)
+BURST_SCHEMA = pl.Schema(
+    {
+        "key": pl.String(),
+        "level": pl.String(),
+        "ts": pl.Datetime("ms", "UTC"),
+        "observed_15m": pl.UInt32(),
+        "expected_15m": pl.Float32(),
+        "score": pl.Float32(),
+        "alert": pl.UInt8(),
+        "version": pl.UInt64(),
+    }
+)
+_STATE = pl.Schema(
+    {
+        "call_id": pl.String(),
+        "version": pl.UInt64(),
+        "minute": pl.Int64(),
+        "group": pl.String(),
+        "crowd": pl.Boolean(),
+        "keys": pl.List(pl.Struct({"key": pl.String(), "level": pl.String()})),
+    }
+)
+
+
+def poisson_surprise(
+    observed: npt.NDArray[np.int64], lam: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """``-log10 P(X >= observed)`` for X ~ Poisson(lam), elementwise (0 where observed is 0)."""
+    cdf = np.zeros(observed.shape, dtype=np.float64)
+    top = int(observed.max(initial=0))
+    for i in range(top):
+        term = np.exp(-lam + i * np.log(lam) - math.lgamma(i + 1))
+        cdf += np.where(i < observed, term, 0.0)
+    tail = np.clip(1.0 - cdf, 1e-300, 1.0)
+    return np.where(observed > 0, -np.log10(tail), 0.0)
+
+
+@dataclass(frozen=True)
+class BurstParams:
+    """How bursts are judged (see the module docstring)."""
+
+    baseline_weeks: int = 8
+    floor_per_hour: float = 0.2
+    threshold: float = 4.0
+    min_calls: int = 3
+
+
+class CallWindows:
+    """All calls of the baseline period, and the rows their arrival and updates change."""
+
+    def __init__(self, timezone: str, params: BurstParams | None = None) -> None:
+        self.timezone = timezone
+        self.params = params or BurstParams()
+        self.calls = pl.DataFrame(schema=_STATE)
+        self.first_hour: int | None = None
+        self.watermark: int | None = None
+        self.version = 0
+
+    def update(self, calls: pl.DataFrame, now_ns: int) -> dict[str, pl.DataFrame]:
+        """Fold in parsed calls (`crowdwatch.calls.records.CALL_SCHEMA`); return changed rows.
+
+        The changed rows come per table.
+        """
+        if calls.height == 0:
+            return {}
+        self.version = max(now_ns, self.version + 1)
+        new = calls.select(
+            "call_id",
+            "version",
+            (pl.col("received_at").dt.epoch("ms") // MINUTE_MS).alias("minute"),
+            "group",
+            (pl.col("weight") >= CROWD_WEIGHT).alias("crowd"),
+            pl.concat_list(
+                pl.col("zones").list.eval(pl.struct(key=pl.element(), level=pl.lit("zone"))),
+                pl.col("stations").list.eval(pl.struct(key=pl.element(), level=pl.lit("station"))),
+                pl.concat_list(pl.struct(key=pl.col("district"), level=pl.lit("district"))),
+            ).alias("keys"),
+        ).cast(_STATE)
+        previous = self.calls.join(new.select("call_id"), on="call_id", how="semi")
+        self.calls = (
+            pl.concat([self.calls, new])
+            .sort("version")
+            .unique("call_id", keep="last", maintain_order=True)
+        )
+        newest = int(self.calls["minute"].max())  # type: ignore[arg-type]
+        self.watermark = newest if self.watermark is None else max(self.watermark, newest)
+        oldest = self.watermark - self.params.baseline_weeks * WEEK_HOURS * 60 - 60
+        self.calls = self.calls.filter(pl.col("minute") >= oldest)
+        first = int(self.calls["minute"].min()) * MINUTE_MS // HOUR_MS  # type: ignore[arg-type]
+        self.first_hour = first if self.first_hour is None else min(self.first_hour, first)
+
+        changed = pl.concat([previous, new])
+        exploded = self._exploded(self.calls)
+        touched = self._exploded(changed)
+        return {
+            "call_counts": self._counts(exploded, touched),
+            "call_bursts": self._bursts(exploded, touched),
+        }
+
+    @staticmethod
+    def _exploded(calls: pl.DataFrame) -> pl.DataFrame:
+        return (
+            calls.explode("keys").unnest("keys").select("key", "level", "group", "crowd", "minute")
+        )
+
+    def _points(self, touched: pl.DataFrame, offsets: tuple[int, ...]) -> pl.DataFrame:
+        assert self.watermark is not None
+        return (
+            touched.select(
+                "key",
+                "level",
+                "group",
+                pl.concat_list([pl.col("minute") + o for o in offsets]).alias("point"),
+            )
+            .explode("point")
+            .filter(pl.col("point") <= self.watermark)
+            .unique()
+        )
+
+    def _rows(self, parts: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
+        """The parts as one frame of ``schema``: ``ts`` from epoch ms, this update's version."""
+        if not parts:
+            return pl.DataFrame(schema=schema)
+        return (
+            pl.concat(parts)
+            .with_columns(
+                pl.col("ts").cast(pl.Datetime("ms", "UTC")), pl.lit(self.version).alias("version")
+            )
+            .cast(schema)
+        )
+
+    def _counts(self, exploded: pl.DataFrame, touched: pl.DataFrame) -> pl.DataFrame:
+        points = self._points(touched, (0, *WINDOWS))
+        by_series = exploded.partition_by("key", "level", "group", as_dict=True)
+        out = []
+        for (key, level, group), at in points.group_by("key", "level", "group"):
+            minutes = np.sort(by_series[(key, level, group)]["minute"].to_numpy())
+            p = at["point"].to_numpy()
+            upto = np.searchsorted(minutes, p, side="right")
+            counts = {
+                f"calls_{w}m": upto - np.searchsorted(minutes, p - w, side="right") for w in WINDOWS
+            }
+            out.append(
+                pl.DataFrame(
+                    {"key": key, "level": level, "group": group, "ts": p * MINUTE_MS, **counts}
+                )
+            )
+        return self._rows(out, COUNT_SCHEMA)
+
+    def _expected_15m(
+        self, crowd_minutes: npt.NDArray[np.int64], points: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """λ over 15 minutes at each point, from the same hour in the previous weeks."""
+        assert self.first_hour is not None
+        hourly = np.bincount(crowd_minutes // 60 - self.first_hour, minlength=1)
+        weeks = np.arange(1, self.params.baseline_weeks + 1)
+        past = (points // 60 - self.first_hour)[:, None] - WEEK_HOURS * weeks[None, :]
+        seen = past >= 0  # weeks the stream already covered
+        counts = np.where(seen, hourly[np.clip(past, 0, hourly.size - 1)] * (past < hourly.size), 0)
+        n = seen.sum(axis=1)
+        # trimmed mean: drop the largest week once there are three or more
+        trim = n >= 3
+        total = counts.sum(axis=1) - np.where(trim, counts.max(axis=1, initial=0), 0)
+        kept = n - trim
+        mean = np.divide(total, kept, out=np.zeros(points.size), where=kept > 0)
+        return np.asarray(np.maximum(mean / 4, self.params.floor_per_hour / 4), dtype=np.float64)
+
+    def _bursts(self, exploded: pl.DataFrame, touched: pl.DataFrame) -> pl.DataFrame:
+        """Scores where a crowd-relevant count changed: at arrivals and 15 minutes later."""
+        crowd = exploded.filter(pl.col("crowd")).partition_by("key", "level", as_dict=True)
+        points = self._points(touched, (0, 15)).select("key", "level", "point").unique()
+        out = []
+        for (key, level), at in points.group_by("key", "level"):
+            series = crowd.get((key, level))
+            minutes = (
+                np.sort(series["minute"].to_numpy())
+                if series is not None
+                else np.zeros(0, np.int64)
+            )
+            p = at["point"].to_numpy()
+            observed = np.searchsorted(minutes, p, side="right") - np.searchsorted(
+                minutes, p - 15, side="right"
+            )
+            lam = self._expected_15m(minutes, p)
+            score = poisson_surprise(observed, lam)
+            alert = (score >= self.params.threshold) & (observed >= self.params.min_calls)
+            out.append(
+                pl.DataFrame(
+                    {
+                        "key": key,
+                        "level": level,
+                        "ts": p * MINUTE_MS,
+                        "observed_15m": observed,
+                        "expected_15m": lam,
+                        "score": score,
+                        "alert": alert.astype(np.uint8),
+                    }
+                )
+            )
+        return self._rows(out, BURST_SCHEMA)

@@ -1,0 +1,431 @@
+"""Alert notifications: alert events POSTed as JSON to the webhooks of whoever must respond.
+
+An `AlertEvent` is one step in the life of a zone's alert episode (opened, escalated,
+de-escalated, resolved). `WebhookNotifier.send` looks up who to call in the site's routing
+(`Site.routes`) and POSTs the event to each role's webhook, one thread per role so that a slow
+receiver does not hold the others up.
+
+Who hears what:
+
+* ``opened`` and ``escalated`` go to the roles of the event's ``level``.
+* ``de-escalated`` and ``resolved`` go to the roles of the *higher* of ``level`` and
+  ``previous_level``, i.e. the level being left. Whoever was called to a red alert hears that
+  it went down to yellow or ended, not only the station master who stays on it.
+
+Delivery is at least once: connection errors, timeouts, HTTP 429 and 5xx are retried with
+exponential backoff and jitter; any other 4xx (and a redirect) is a permanent failure. Every
+attempt carries the same ``Idempotency-Key`` header (a stable hash of the alert, the event,
+the level, the event time and the role), so a receiver can drop repeats; `AlertReceiver`, a
+small real HTTP server for tests and the demo, does exactly that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import Message
+from http.client import HTTPException
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+
+from crowdwatch.risk.levels import RANK
+from crowdwatch.site import Contact, Level, Role, Site
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["opened", "escalated", "de-escalated", "resolved"]
+"""A step in an alert episode."""
+
+DeliveryStatus = Literal["delivered", "failed", "no_contact"]
+"""How a delivery to one role ended."""
+
+SCHEMA = "crowdwatch.alert.v1"
+"""The ``schema`` field of every payload; bumped when a field changes meaning."""
+
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One step of a zone's alert episode, as sent to the people who respond.
+
+    ``alert_id`` is stable over the episode (opened … resolved) so receivers can thread the
+    events. ``level`` is the level after the step and ``previous_level`` the one before
+    (None when opened). ``values`` are the numbers behind the decision (occupancy, density …);
+    non-finite values are sent as JSON ``null``. ``lead_time_s`` is how far ahead a predicted
+    alert looks.
+    """
+
+    alert_id: str
+    event: EventType
+    kind: str
+    zone_id: str
+    station_id: str
+    level: Level
+    previous_level: Level | None
+    ts_ms: int
+    reason: str
+    values: dict[str, float] = field(hash=False)
+    lead_time_s: float | None = None
+
+    @property
+    def routing_level(self) -> Level:
+        """The level whose roles hear this event: the level being left for a step down."""
+        if self.event in ("de-escalated", "resolved") and self.previous_level is not None:
+            return max(self.level, self.previous_level, key=RANK.__getitem__)
+        return self.level
+
+    def idempotency_key(self, role: Role) -> str:
+        """A stable key for this event sent to ``role``: the same on every attempt and resend.
+
+        It hashes ``alert_id``, ``event``, ``level``, ``ts_ms`` and ``role`` only, so two
+        events of one episode at different times or levels get different keys.
+        """
+        material = json.dumps([self.alert_id, self.event, self.level, self.ts_ms, role])
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+    def to_json(self, role: Role, contact: Contact) -> bytes:
+        """The JSON body sent to ``role``: the event, its key and the recipient."""
+        payload: dict[str, Any] = {
+            "schema": SCHEMA,
+            "idempotency_key": self.idempotency_key(role),
+            "recipient": {"role": role, "name": contact.name},
+            "alert_id": self.alert_id,
+            "event": self.event,
+            "kind": self.kind,
+            "zone_id": self.zone_id,
+            "station_id": self.station_id,
+            "level": self.level,
+            "previous_level": self.previous_level,
+            "ts_ms": self.ts_ms,
+            "ts": datetime.fromtimestamp(self.ts_ms / 1000, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "reason": self.reason,
+            "values": {k: (v if math.isfinite(v) else None) for k, v in self.values.items()},
+            "lead_time_s": self.lead_time_s,
+        }
+        return json.dumps(payload, sort_keys=True, allow_nan=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How sending one event to one role ended.
+
+    ``attempts`` is the number of HTTP requests made (0 for ``no_contact``); ``last_error``
+    says why the last failed attempt failed; ``http_status`` is the last HTTP status received.
+    """
+
+    role: Role
+    url: str | None
+    status: DeliveryStatus
+    attempts: int
+    last_error: str | None = None
+    http_status: int | None = None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would turn the POST into a GET and lose the alert."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> None:
+        return None
+
+
+class WebhookNotifier:
+    """Sends alert events to the webhooks that the site's routing names.
+
+    Args:
+        site: The site; its stations' contacts and routing decide who is called.
+        attempts: Requests per role at most, the first included.
+        backoff_s: The wait before the first retry; it doubles on every retry.
+        backoff_max_s: The cap on one wait (before jitter).
+        timeout_s: Connect and read timeout of one request.
+        max_workers: Roles sent to at the same time, at most.
+        sleep: Waits between attempts (tests pass a recorder).
+        rng: Draws the jitter; pass a seeded `random.Random` for repeatable waits. It is
+            shared by the delivery threads (under a lock).
+
+    Nothing here reads the clock: an event carries its own time and waits go through
+    ``sleep``.
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        attempts: int = 5,
+        backoff_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+        timeout_s: float = 2.0,
+        max_workers: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts}")
+        if backoff_s < 0 or backoff_max_s < backoff_s:
+            raise ValueError(
+                f"need 0 <= backoff_s <= backoff_max_s, got {backoff_s} and {backoff_max_s}"
+            )
+        if timeout_s <= 0 or max_workers < 1:
+            raise ValueError(
+                f"need timeout_s > 0 and max_workers >= 1, got {timeout_s} and {max_workers}"
+            )
+        self.site = site
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.timeout_s = timeout_s
+        self.max_workers = max_workers
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self._opener = urllib.request.build_opener(_NoRedirect())
+
+    def backoff(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1 = the first retry), jitter included.
+
+        ``min(backoff_max_s, backoff_s * 2 ** (retry - 1))``, scaled by a random factor in
+        [0.5, 1) so that senders that failed together do not retry together.
+        """
+        base = min(self.backoff_max_s, self.backoff_s * 2.0 ** (retry - 1))
+        with self._rng_lock:
+            factor = 0.5 + self._rng.random() / 2
+        return base * factor
+
+    def send(self, event: AlertEvent) -> list[Delivery]:
+        """Send ``event`` to every role routed at its `AlertEvent.routing_level`.
+
+        Blocks until every role is delivered or given up on. Returns one `Delivery` per
+        routed role, in routing order; roles without a contact or webhook are reported as
+        ``no_contact`` and nothing is sent to them.
+        """
+        routes = self.site.routes(event.station_id, event.routing_level)
+        targets = [
+            (role, contact)
+            for role, contact in routes
+            if contact is not None and contact.webhook is not None
+        ]
+        results: dict[Role, Delivery] = {}
+        if targets:
+            with ThreadPoolExecutor(
+                max_workers=min(self.max_workers, len(targets)),
+                thread_name_prefix="crowdwatch-notify",
+            ) as pool:
+                futures = {
+                    role: pool.submit(self._deliver, event, role, contact)
+                    for role, contact in targets
+                }
+                results = {role: future.result() for role, future in futures.items()}
+        deliveries = [
+            results.get(role) or Delivery(role, None, "no_contact", 0) for role, _ in routes
+        ]
+        for delivery in deliveries:
+            if delivery.status == "failed":
+                log.warning(
+                    "alert %s %s to %s at %s failed after %d attempts: %s",
+                    event.alert_id,
+                    event.event,
+                    delivery.role,
+                    delivery.url,
+                    delivery.attempts,
+                    delivery.last_error,
+                )
+        return deliveries
+
+    def _deliver(self, event: AlertEvent, role: Role, contact: Contact) -> Delivery:
+        """POST the event to one role, retrying transient failures."""
+        url = contact.webhook
+        assert url is not None  # send() only passes contacts with a webhook
+        key = event.idempotency_key(role)
+        body = event.to_json(role, contact)
+        last_error: str | None = None
+        http_status: int | None = None
+        for attempt in range(1, self.attempts + 1):
+            request = urllib.request.Request(
+                url,
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json", "Idempotency-Key": key},
+            )
+            try:
+                with self._opener.open(request, timeout=self.timeout_s) as response:
+                    response.read()
+                    return Delivery(role, url, "delivered", attempt, None, response.status)
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    http_status = exc.code
+                    last_error = f"HTTP {exc.code} {exc.reason}"
+                if not (exc.code >= 500 or exc.code in _RETRYABLE_STATUS):
+                    return Delivery(role, url, "failed", attempt, last_error, http_status)
+            except (OSError, HTTPException) as exc:
+                # URLError (refused, DNS), timeouts and dropped connections are all OSErrors.
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                last_error = f"{type(reason).__name__}: {reason}"
+            if attempt < self.attempts:
+                self._sleep(self.backoff(attempt))
+        return Delivery(role, url, "failed", self.attempts, last_error, http_status)
+
+
+class _ReceiverServer(ThreadingHTTPServer):
+    receiver: AlertReceiver
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A sender that timed out has hung up on a held request; that is expected here.
+        pass
+
+
+class _ReceiverHandler(BaseHTTPRequestHandler):
+    server: _ReceiverServer
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        status, reply = self.server.receiver._handle(
+            self.path, self.headers.get("Idempotency-Key"), body
+        )
+        data = json.dumps(reply).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class AlertReceiver:
+    """A real webhook receiver on 127.0.0.1 for tests and the demo.
+
+    It records the JSON events POSTed to each path, once per ``Idempotency-Key`` (a repeat is
+    answered 200 but not recorded again), and remembers the key of every request, failed ones
+    included. It can be told to fail the first requests on a path (`fail`) or to hold them
+    until released (`hold`). Use it as a context manager::
+
+        with AlertReceiver() as receiver:
+            url = receiver.url("/station-master")
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self._server = _ReceiverServer(("127.0.0.1", port), _ReceiverHandler)
+        self._server.receiver = self
+        # A short poll interval so that closing the receiver takes milliseconds, not 0.5 s.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="alert-receiver",
+            daemon=True,
+        )
+        self._changed = threading.Condition()
+        self._received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._seen: dict[str, set[str]] = defaultdict(set)
+        self._keys: dict[str, list[str]] = defaultdict(list)
+        self._failures: dict[str, list[int]] = defaultdict(list)
+        self._holds: dict[str, list[threading.Event]] = defaultdict(list)
+        self._all_holds: list[threading.Event] = []
+
+    @property
+    def port(self) -> int:
+        """The port the receiver listens on."""
+        return int(self._server.server_address[1])
+
+    def url(self, path: str) -> str:
+        """The full URL of ``path`` (which starts with ``/``) on this receiver."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def fail(self, path: str, times: int, status: int = 503) -> None:
+        """Answer the next ``times`` requests to ``path`` with ``status`` without recording."""
+        with self._changed:
+            self._failures[path].extend([status] * times)
+
+    def hold(self, path: str, times: int = 1) -> threading.Event:
+        """Hold the next ``times`` requests to ``path`` until the returned event is set.
+
+        A held request is handled normally once released (recorded unless its key was seen
+        meanwhile). Closing the receiver releases every hold.
+        """
+        release = threading.Event()
+        with self._changed:
+            self._holds[path].extend([release] * times)
+            self._all_holds.append(release)
+        return release
+
+    def received(self, path: str) -> list[dict[str, Any]]:
+        """The events recorded on ``path``, first received first, each once."""
+        with self._changed:
+            return list(self._received[path])
+
+    def keys(self, path: str) -> list[str]:
+        """The ``Idempotency-Key`` of every request to ``path``, repeats and failures too."""
+        with self._changed:
+            return list(self._keys[path])
+
+    def wait_received(self, path: str, count: int = 1, timeout_s: float = 10.0) -> bool:
+        """Wait until ``path`` has ``count`` recorded events; False if ``timeout_s`` ran out."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._received[path]) >= count, timeout_s)
+
+    def _handle(self, path: str, key: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Decide the answer to one request; called from the server's handler threads."""
+        with self._changed:
+            self._keys[path].append(key or "")
+            release = self._holds[path].pop(0) if self._holds[path] else None
+        if release is not None:
+            release.wait()
+        with self._changed:
+            if self._failures[path]:
+                status = self._failures[path].pop(0)
+                return status, {"error": f"told to fail with {status}"}
+            if not key:
+                return 400, {"error": "missing Idempotency-Key header"}
+            if key in self._seen[path]:
+                return 200, {"duplicate": True}
+            try:
+                event = json.loads(body)
+            except ValueError as exc:
+                return 400, {"error": f"body is not JSON: {exc}"}
+            if not isinstance(event, dict):
+                return 400, {"error": "body is not a JSON object"}
+            self._seen[path].add(key)
+            self._received[path].append(event)
+            self._changed.notify_all()
+            return 200, {"duplicate": False}
+
+    def __enter__(self) -> AlertReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._changed:
+            for release in self._all_holds:
+                release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

@@ -1,0 +1,286 @@
+"""Recorded files as a stream: read CSV, JSON lines or Parquet and replay them as micro-batches.
+
+`FileSource` is a Bytewax source with one partition per file. It emits `RawBatch` items of up
+to ``batch_rows`` rows, as fast as possible or paced by the records' own times at N× speed.
+Its resume state is the next row, so a restarted dataflow with recovery neither skips nor
+repeats a batch.
+
+Known layouts are recognised by their columns: the canonical passage and count fields of
+`crowdwatch.batches`, and the Hangzhou metro 10-minute flows of ``../shared/data``
+(``timestamp,station_idx,inflow,outflow``), which become station counts of stations ``HZ00``…
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from crowdwatch.batches import COUNT_FIELDS, PASSAGE_FIELDS, RawBatch, RecordKind
+from crowdwatch.isotime import epoch_ms
+
+HANGZHOU_FIELDS = ("timestamp", "station_idx", "inflow", "outflow")
+HANGZHOU_INTERVAL = "10m"
+SEATTLE_FIELDS = ("Address", "Type", "Datetime", "Latitude", "Longitude", "Incident Number")
+TIME_FIELD: dict[RecordKind, str] = {
+    "passage": "ts",
+    "count": "start",
+    "video": "ts",
+    "deepstream_full": "@timestamp",
+    "deepstream_minimal": "@timestamp",
+    "call": "received_at",
+}
+PACE_TICK_S = 0.25
+
+Progress = Callable[[str, int, int], None]
+"""Called as ``progress(file_name, rows_emitted, rows_in_file)`` after every batch."""
+
+
+class ReplayError(ValueError):
+    """A file that cannot be replayed; the message names the file and what is wrong."""
+
+
+def hangzhou_to_counts(frame: pl.DataFrame) -> pl.DataFrame:
+    """Turn Hangzhou 10-minute station flows into canonical count records (string columns)."""
+    start = pl.col("timestamp").str.strip_chars()
+    end = (
+        start.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False)
+        .dt.offset_by(HANGZHOU_INTERVAL)
+        .dt.strftime("%Y-%m-%d %H:%M:%S")
+    )
+    return frame.select(
+        start.alias("start"),
+        end.alias("end"),
+        pl.lit(None, pl.String).alias("gate_id"),
+        ("HZ" + pl.col("station_idx").str.strip_chars().str.zfill(2)).alias("station_id"),
+        pl.col("inflow").alias("entries"),
+        pl.col("outflow").alias("exits"),
+    )
+
+
+def seattle_to_calls(frame: pl.DataFrame) -> pl.DataFrame:
+    """Turn Seattle Fire 911 records into canonical call records (string columns).
+
+    Their time is US text (``11/09/2011 10:04:00 PM +0000``), or, in a dozen records, ISO text
+    with hour 24 for the hour after midnight; it becomes ISO 8601. Rows whose time does not
+    parse keep the original text, so that they are rejected with it.
+    """
+    text = pl.col("Datetime").str.strip_chars()
+    us = text.str.to_datetime("%m/%d/%Y %I:%M:%S %p %z", strict=False, time_unit="ms")
+    # a few records are ISO with hour 24 for the hour after midnight: 2011-10-24T24:22 is
+    # 2011-10-25T00:22
+    past_midnight = (
+        text.str.replace(r"T24:", "T00:")
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S%z", strict=False, time_unit="ms")
+        .dt.offset_by("1d")
+    )
+    iso = (
+        pl.when(text.str.contains(r"^\d{4}-\d{2}-\d{2}T24:"))
+        .then(past_midnight)
+        .otherwise(us)
+        .dt.convert_time_zone("UTC")
+        .dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+    )
+    return frame.select(
+        pl.col("Incident Number").alias("call_id"),
+        pl.coalesce(iso, text).alias("received_at"),
+        pl.col("Latitude").alias("lat"),
+        pl.col("Longitude").alias("lon"),
+        pl.col("Address").alias("address"),
+        pl.col("Type").alias("category_text"),
+    )
+
+
+def detect_kind(columns: list[str], path: Path) -> RecordKind | None:
+    """The record kind of a layout, or None for layouts converted on reading."""
+    names = set(columns)
+    if names >= set(HANGZHOU_FIELDS) or names >= set(SEATTLE_FIELDS):
+        return None
+    if {"camera_id", "rois"} <= names:
+        return "video"
+    if {"call_id", "received_at"} <= names:
+        return "call"
+    if {"sensorId", "objects"} <= names:
+        return "deepstream_minimal"
+    if {"sensor", "object", "@timestamp"} <= names:
+        return "deepstream_full"
+    if "ts" in names and "direction" in names:
+        return "passage"
+    if {"start", "end"} <= names:
+        return "count"
+    raise ReplayError(
+        f"{path}: cannot tell the record kind from columns {sorted(names)}; expected passage "
+        f"fields {list(PASSAGE_FIELDS)}, count fields {list(COUNT_FIELDS)}, Hangzhou flows "
+        f"{list(HANGZHOU_FIELDS)}, camera messages (JSON lines with camera_id and rois) or "
+        "DeepStream nvmsgconv payloads (full: sensor, object; minimal: sensorId, objects)"
+    )
+
+
+def _first_json_keys(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                return list(record)
+    raise ReplayError(f"{path}: no JSON object found in the file")
+
+
+def read_lines(path: Path) -> pl.DataFrame:
+    """The non-blank lines of a text file as one ``payload`` column (read natively)."""
+    lines = pl.read_csv(
+        path,
+        has_header=False,
+        separator="\x00",
+        quote_char=None,
+        new_columns=["payload"],
+        schema_overrides={"payload": pl.String},
+        infer_schema=False,
+    )
+    return lines.filter(pl.col("payload").str.strip_chars() != "")
+
+
+def read_records(path: Path) -> tuple[RecordKind, pl.DataFrame]:
+    """Read a recorded file into string columns (or JSON ``payload`` lines) and its kind.
+
+    Raises:
+        ReplayError: the file is missing, of an unknown format, or of an unknown layout.
+    """
+    if not path.exists():
+        raise ReplayError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
+        elif suffix in (".jsonl", ".ndjson"):
+            kind = detect_kind(_first_json_keys(path), path)
+            if kind is None:
+                raise ReplayError(f"{path}: Hangzhou and Seattle layouts are read from CSV only")
+            return kind, read_lines(path)
+        elif suffix == ".parquet":
+            frame = pl.read_parquet(path)
+            frame = frame.select(pl.col(c).cast(pl.String) for c in frame.columns)
+        else:
+            raise ReplayError(f"{path}: unsupported file type; use .csv, .jsonl or .parquet")
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ReplayError(f"{path}: cannot read: {exc}") from exc
+    kind = detect_kind(frame.columns, path)
+    if kind is not None:
+        return kind, frame
+    if set(HANGZHOU_FIELDS) <= set(frame.columns):
+        return "count", hangzhou_to_counts(frame)
+    return "call", seattle_to_calls(frame)
+
+
+def _event_times(kind: RecordKind, frame: pl.DataFrame, timezone: str) -> npt.NDArray[np.int64]:
+    """Event time of every row in ms, for pacing; unparseable times borrow the previous one."""
+    field = TIME_FIELD[kind]
+    if field in frame.columns:
+        text = frame[field]
+    else:
+        text = frame["payload"].str.json_path_match(f"$.{field}")
+    times = epoch_ms(text, timezone)
+    times = times.fill_null(strategy="forward").fill_null(strategy="backward").fill_null(0)
+    return times.to_numpy().astype(np.int64)
+
+
+def batch_bounds(
+    times_ms: npt.NDArray[np.int64] | None, batch_rows: int, speed: float | None
+) -> list[int]:
+    """Row offsets where batches start.
+
+    Every ``batch_rows`` rows, and, when paced, at every tick of event time (``PACE_TICK_S``
+    wall seconds × speed).
+    """
+    n = 0 if times_ms is None else times_ms.size
+    bounds = set(range(0, n, batch_rows))
+    if speed is not None and times_ms is not None and n:
+        tick = np.int64(PACE_TICK_S * 1000 * speed) or np.int64(1)
+        bucket = (times_ms - times_ms[0]) // tick
+        bounds |= {0, *(np.flatnonzero(np.diff(bucket)) + 1).tolist()}
+    return sorted(bounds)
+
+
+@dataclass(frozen=True)
+class ReplayFile:
+    """One file to replay and how."""
+
+    path: Path
+    timezone: str
+    batch_rows: int = 100_000
+    speed: float | None = None
+
+
+class _FilePartition(StatefulSourcePartition[RawBatch, int]):
+    def __init__(self, spec: ReplayFile, resume_row: int | None, progress: Progress | None):
+        self.spec = spec
+        self.kind, self.frame = read_records(spec.path)
+        self.source = f"file:{spec.path.name}"
+        times = (
+            _event_times(self.kind, self.frame, spec.timezone) if spec.speed is not None else None
+        )
+        self.times = times
+        if times is None:
+            self.bounds = list(range(0, self.frame.height, spec.batch_rows))
+        else:
+            self.bounds = batch_bounds(times, spec.batch_rows, spec.speed)
+        self.bounds.append(self.frame.height)
+        self.row = resume_row or 0
+        self.progress = progress
+        self.started = time.monotonic()
+        self.first_ms = int(times[self.row]) if times is not None and self.row < times.size else 0
+
+    def _next_bound(self) -> int:
+        index = int(np.searchsorted(self.bounds, self.row, side="right"))
+        return self.bounds[min(index, len(self.bounds) - 1)]
+
+    def next_batch(self) -> list[RawBatch]:
+        if self.row >= self.frame.height:
+            raise StopIteration
+        end = self._next_bound()
+        batch = RawBatch(
+            self.source, self.kind, self.frame.slice(self.row, end - self.row), self.row
+        )
+        self.row = end
+        if self.progress is not None:
+            self.progress(self.spec.path.name, self.row, self.frame.height)
+        return [batch]
+
+    def next_awake(self) -> datetime | None:
+        if self.times is None or self.spec.speed is None or self.row >= self.frame.height:
+            return None
+        due_s = (int(self.times[self.row]) - self.first_ms) / 1000 / self.spec.speed
+        wait_s = due_s - (time.monotonic() - self.started)
+        return datetime.now(UTC) + timedelta(seconds=wait_s) if wait_s > 0 else None
+
+    def snapshot(self) -> int:
+        return self.row
+
+
+class FileSource(FixedPartitionedSource[RawBatch, int]):
+    """Replay recorded files as `RawBatch` micro-batches, one partition per file."""
+
+    def __init__(self, files: list[ReplayFile], progress: Progress | None = None) -> None:
+        names = [f.path.name for f in files]
+        if len(set(names)) != len(names):
+            raise ReplayError(f"replayed files need distinct names, got {names}")
+        self.files = {f.path.name: f for f in files}
+        self.progress = progress
+
+    def list_parts(self) -> list[str]:
+        """One partition per file name."""
+        return list(self.files)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
+        """Open a file, resuming at the row after the last one emitted."""
+        return _FilePartition(self.files[for_part], resume_state, self.progress)

@@ -1,0 +1,317 @@
+"""The ClickHouse warehouse: one client over one DSN, migrations, inserts and queries.
+
+``chdb:///path`` opens the embedded engine (chDB, real ClickHouse in this process) and
+``http(s)://user:pw@host:8123/db`` a server; both go through clickhouse-connect, so there is one
+code path. Frames go in and out as Arrow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+import polars as pl
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from crowdwatch.settings import REPO_ROOT, Settings
+from crowdwatch.warehouse.buffer import DiskBuffer, OutageBuffer
+
+MIGRATIONS_DIR = REPO_ROOT / "infra" / "clickhouse"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+SERVER_INSERT_SETTINGS: dict[str, int] = {"async_insert": 1, "wait_for_async_insert": 1}
+"""Settings of every request to a ClickHouse server (not chDB, which runs in this process).
+
+With ``async_insert`` the server gathers the many small inserts of several pipeline processes
+into fewer parts (fewer merges, no "too many parts"); ``wait_for_async_insert`` makes an insert
+return only once its rows are written, so an error still reaches the sink. The server's
+deduplication of repeated inserts is off for async inserts; the tables do not rely on it
+(ReplacingMergeTree keeps one row per key).
+"""
+
+TableRows = tuple[str, pl.DataFrame]
+"""What pipelines hand to the warehouse sink: a table name and the rows for it."""
+
+
+def by_table(items: Iterable[TableRows]) -> dict[str, pl.DataFrame]:
+    """The items' rows as one frame per table, tables in the order first seen.
+
+    Empty frames are left out, so a table whose frames are all empty has no entry.
+    """
+    frames: dict[str, list[pl.DataFrame]] = defaultdict(list)
+    for table, frame in items:
+        if frame.height:
+            frames[table].append(frame)
+    return {table: pl.concat(parts, how="vertical_relaxed") for table, parts in frames.items()}
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be reached or used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One DDL file: ``NNN_<what>.sql``."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the file text, to notice a file edited after it was applied."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def statements(self) -> list[str]:
+        """The file's statements, comments removed; a statement ends with ``;`` at a line end."""
+        text = "\n".join(
+            line for line in self.sql.splitlines() if not line.lstrip().startswith("--")
+        )
+        return [s.strip() for s in re.split(r";[ \t]*(?:\n|$)", text) if s.strip()]
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Read the migration files in version order; a malformed name or a repeat is an error."""
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise WarehouseError(f"{path}: migration files are named NNN_<what>.sql")
+        migrations.append(Migration(int(match[1]), path.stem, path.read_text(encoding="utf-8")))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise WarehouseError(f"{directory}: two migration files share a version number")
+    return migrations
+
+
+def describe_dsn(dsn: str) -> str:
+    """The DSN without its password, fit to print."""
+    parsed = urlparse(dsn)
+    if parsed.password:
+        return dsn.replace(f":{parsed.password}@", ":***@", 1)
+    return dsn
+
+
+class Warehouse:
+    """A connection to the crowdwatch database on the embedded engine or a server."""
+
+    def __init__(self, client: Any, database: str, dsn: str) -> None:
+        self.client = client
+        self.database = database
+        self.dsn = dsn
+
+    @classmethod
+    def connect(cls, dsn: str, database: str) -> Warehouse:
+        """Connect and make sure the database exists.
+
+        Raises:
+            WarehouseError: the engine or server cannot be reached, with what to do.
+        """
+        where = describe_dsn(dsn)
+        if dsn.startswith("chdb:"):
+            path = urlparse(dsn).path
+            if path:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        elif not dsn.startswith(("http://", "https://")):
+            raise WarehouseError(
+                f"unsupported ClickHouse DSN {where!r}: use chdb:///path for the embedded engine "
+                "or http(s)://user:password@host:8123/database for a server"
+            )
+        settings = {} if dsn.startswith("chdb:") else dict(SERVER_INSERT_SETTINGS)
+        try:
+            client = clickhouse_connect.get_client(dsn=dsn, database="default", settings=settings)
+            # Only create a missing database: the writer and reader users of `crowdwatch db
+            # users` may not create databases, and CREATE ... IF NOT EXISTS checks that right.
+            exists = client.command(
+                "SELECT count() FROM system.databases WHERE name = {database:String}",
+                parameters={"database": database},
+            )
+            if not exists:
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            client.database = database
+        except ClickHouseError as exc:
+            raise WarehouseError(
+                f"cannot open the warehouse at {where}: {exc}. For chdb:// the directory must be "
+                "writable and not in use by another process; for http(s):// check host, port and "
+                "credentials (CROWDWATCH_CLICKHOUSE_DSN)."
+            ) from exc
+        return cls(client, database, dsn)
+
+    def close(self) -> None:
+        """Close the client."""
+        self.client.close()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def applied_versions(self) -> dict[int, str]:
+        """Applied migration versions and their checksums."""
+        rows = self.client.query(
+            "SELECT version, checksum FROM schema_migrations FINAL"
+        ).result_rows
+        return {int(version): str(checksum) for version, checksum in rows}
+
+    def migrate(self, migrations: list[Migration] | None = None) -> list[Migration]:
+        """Apply the migrations not yet applied, in order; return those applied now.
+
+        Raises:
+            WarehouseError: an applied migration's file has changed since.
+        """
+        migrations = load_migrations() if migrations is None else migrations
+        self.client.command(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+            "checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = ReplacingMergeTree(applied_at) ORDER BY version"
+        )
+        applied = self.applied_versions()
+        done = []
+        for migration in migrations:
+            if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise WarehouseError(
+                        f"migration {migration.name} was changed after it was applied; "
+                        "add a new migration file instead of editing an applied one"
+                    )
+                continue
+            for statement in migration.statements():
+                self.client.command(statement)
+            self.client.insert(
+                "schema_migrations",
+                [[migration.version, migration.name, migration.checksum]],
+                column_names=["version", "name", "checksum"],
+            )
+            done.append(migration)
+        return done
+
+    def check_tables(self, *tables: str) -> None:
+        """Fail clearly when tables are missing (the warehouse was not migrated)."""
+        present = {row[0] for row in self.client.query("SHOW TABLES").result_rows}
+        missing = [t for t in tables if t not in present]
+        if missing:
+            raise WarehouseError(
+                f"tables {missing} are missing in database {self.database!r} at "
+                f"{describe_dsn(self.dsn)}: run `crowdwatch db migrate` first"
+            )
+
+    def insert(self, table: str, frame: pl.DataFrame) -> None:
+        """Insert a frame; its columns must be named as the table's."""
+        if frame.height:
+            self.client.insert_arrow(table, frame.to_arrow())
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run a query with server-side parameters (``{name:Type}``); return a frame."""
+        return pl.from_arrow(self.client.query_arrow(sql, parameters=parameters or {}))  # type: ignore[return-value]
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run a statement that returns no rows (or one value)."""
+        return self.client.command(sql, parameters=parameters or {})
+
+
+_BufferPlace = tuple[DiskBuffer, list[DiskBuffer]]
+"""A worker's own disk buffer and the buffers it takes over."""
+
+
+class _WarehouseSinkPartition(StatelessSinkPartition[TableRows]):
+    def __init__(self, dsn: str, database: str, buffer: _BufferPlace | None) -> None:
+        self.dsn = dsn
+        self.database = database
+        self.warehouse: Warehouse | None = None
+        self.outage: OutageBuffer | None = None
+        if buffer is None:
+            self.warehouse = Warehouse.connect(dsn, database)
+        else:
+            own, adopted = buffer
+            self.outage = OutageBuffer(
+                self._insert,
+                own,
+                adopted=adopted,
+                outage=(ClickHouseError, WarehouseError, OSError),
+                where=describe_dsn(dsn),
+            )
+
+    def _insert(self, table: str, frame: pl.DataFrame) -> None:
+        if self.warehouse is None:
+            self.warehouse = Warehouse.connect(self.dsn, self.database)
+        self.warehouse.insert(table, frame)
+
+    def write_batch(self, items: list[TableRows]) -> None:
+        tables = by_table(items)
+        if self.outage is not None:
+            self.outage.write(tables)
+            return
+        for table, frame in tables.items():
+            self._insert(table, frame)
+
+    def close(self) -> None:
+        if self.outage is not None:
+            self.outage.close()
+        if self.warehouse is not None:
+            self.warehouse.close()
+
+
+class WarehouseSink(DynamicSink[TableRows]):
+    """A Bytewax sink that inserts ``(table, frame)`` items, one insert per table per batch.
+
+    With ``buffer_dir``, batches the warehouse cannot take (it is down or unreachable) are kept
+    on disk, up to ``buffer_max_bytes``, and sent in order when it returns, also after a
+    restart (`crowdwatch.warehouse.buffer`); when the buffer is full the dataflow waits. Without
+    it an unreachable warehouse stops the dataflow.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        database: str,
+        *,
+        buffer_dir: Path | None = None,
+        buffer_max_bytes: int = 1024 * 1024 * 1024,
+    ) -> None:
+        self.dsn = dsn
+        self.database = database
+        self.buffer_dir = buffer_dir
+        self.buffer_max_bytes = buffer_max_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WarehouseSink:
+        """The warehouse of the settings, buffered under ``data_dir/buffer/<database>``.
+
+        The database is part of the path so that held rows only ever go back where they came
+        from, even when several databases share one data directory.
+        """
+        return cls(
+            settings.dsn(),
+            settings.clickhouse_database,
+            buffer_dir=settings.data_dir / "buffer" / settings.clickhouse_database,
+            buffer_max_bytes=int(settings.sink_buffer_max_mb * 1024 * 1024),
+        )
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WarehouseSinkPartition:
+        """Open one connection (and one disk buffer) per worker.
+
+        A worker also takes over the buffers of workers of an earlier, larger run whose index
+        maps onto it, so nothing held is left behind when the worker count shrinks.
+        """
+        place: _BufferPlace | None = None
+        if self.buffer_dir is not None:
+            root = self.buffer_dir / step_id
+            own = DiskBuffer(root / f"worker-{worker_index}", self.buffer_max_bytes)
+            adopted = [
+                DiskBuffer(path, self.buffer_max_bytes)
+                for path in sorted(root.glob("worker-*"))
+                if path.name.removeprefix("worker-").isdigit()
+                and (index := int(path.name.removeprefix("worker-"))) >= worker_count
+                and index % worker_count == worker_index
+            ]
+            place = (own, adopted)
+        return _WarehouseSinkPartition(self.dsn, self.database, place)
