@@ -159,6 +159,14 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip()) or None
         return value
 
+    @property
+    def live(self) -> bool:
+        """True when records come from a broker as they happen, not from a recorded replay.
+
+        A file replay (``source = file``) and a broker read only until drained are replays.
+        """
+        return self.source != "file" and not self.source_until_drained
+
     def dsn(self) -> str:
         """Return the ClickHouse DSN, defaulting to the embedded engine under ``data_dir``."""
         if self.clickhouse_dsn is not None:
