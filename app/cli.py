@@ -197,23 +197,41 @@ def cmd_pipelines(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_publish(args: argparse.Namespace, console: Console) -> None:
-    """Append a recorded file's records to the Redis stream of their kind."""
+    """Publish a recorded file's records to the broker's stream, topic or exchange of their kind."""
     import polars as pl
 
     from crowdwatch.sources.files import read_records
-    from crowdwatch.sources.redis_streams import connect, publish, stream_key
 
     settings = _settings(args)
     kind, frame = read_records(args.file)
     kind = args.kind or kind
     if frame.columns == ["payload"]:
-        lines = frame["payload"]
+        lines = frame["payload"].to_list()
     else:
-        lines = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
-    stream = args.stream or stream_key(settings.redis_stream_prefix, kind, args.partition)
-    url = args.redis_url or settings.redis_url.get_secret_value()
-    ids = publish(connect(url), stream, lines.to_list())
-    console.print(f"published {len(ids):,} {kind} records of {args.file} to stream {stream}")
+        lines = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
+    if args.publish_command == "redis":
+        from crowdwatch.sources.redis_streams import connect, publish, stream_key
+
+        stream = args.stream or stream_key(settings.redis_stream_prefix, kind, args.partition)
+        url = args.redis_url or settings.redis_url.get_secret_value()
+        ids = publish(connect(url), stream, lines)
+        console.print(f"published {len(ids):,} {kind} records of {args.file} to stream {stream}")
+        return
+    from crowdwatch.sources.partition import record_stations, station_partition
+
+    # every record keyed by its station, in the partition CRC-32(station) mod n
+    stations = record_stations(frame, kind, load_site(settings.site_file)).to_list()
+    count = args.partitions or settings.source_partition_count
+    parts = [0 if s is None else station_partition(s, count) for s in stations]
+    if args.publish_command == "kafka":
+        from crowdwatch.sources.kafka import publish as to_kafka
+        from crowdwatch.sources.kafka import topic_name
+
+        topic = args.topic or topic_name(settings.kafka_topic_prefix, kind)
+        brokers = args.brokers or settings.kafka_brokers
+        sent = to_kafka(brokers, topic, lines, keys=stations, partitions=parts)
+        where = f"Kafka topic {topic} ({count} partition{'s' if count > 1 else ''})"
+    console.print(f"published {sent:,} {kind} records of {args.file} to {where}")
 
 
 def cmd_query(args: argparse.Namespace, console: Console) -> None:
@@ -486,6 +504,25 @@ def build_parser() -> argparse.ArgumentParser:
     to_redis.add_argument("--redis-url", help="redis://host:port/db (CROWDWATCH_REDIS_URL)")
     _common(to_redis)
     to_redis.set_defaults(func=cmd_publish)
+    to_kafka = publish_sub.add_parser(
+        "kafka", help="to the Kafka topic <prefix>.<kind>, keyed and partitioned by station"
+    )
+    to_kafka.add_argument("--topic", help="the topic (default from the kind)")
+    to_kafka.add_argument("--brokers", help="host:port,… (CROWDWATCH_KAFKA_BROKERS)")
+    for broker in (to_kafka,):
+        broker.add_argument("file", type=Path, help="CSV, JSONL or Parquet records")
+        broker.add_argument(
+            "--kind",
+            choices=tuple(FIELDS),
+            help="record kind (default: detected from the file's columns)",
+        )
+        broker.add_argument(
+            "--partitions",
+            type=int,
+            help="split stations into N partitions (CROWDWATCH_SOURCE_PARTITION_COUNT)",
+        )
+        _common(broker)
+        broker.set_defaults(func=cmd_publish)
 
     report = sub.add_parser("report", help="the dashboards' key panels as one HTML page")
     report.add_argument("--zone", help="zone to detail (default: the most severe alert)")

@@ -80,6 +80,7 @@ def kafka_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[Ra
         partitions=settings.source_partitions,
         batch_rows=settings.batch_rows,
         until_drained=settings.source_until_drained,
+        skip_deleted=settings.kafka_skip_deleted,
     )
 
 

@@ -113,11 +113,12 @@ class Settings(BaseSettings):
         ),
     )
 
-    source: Literal["file", "redis", "kafka"] = Field(
+    source: Literal["file", "redis", "kafka", "mqtt", "amqp"] = Field(
         default="file",
         description=(
             "Where pipelines read records when no source is passed: input_path replayed, Redis "
-            "Streams (<redis_stream_prefix>:<kind>[:<k>]) or Kafka topics (<prefix>.<kind>)."
+            "Streams (<redis_stream_prefix>:<kind>[:<k>]), Kafka topics (<prefix>.<kind>), MQTT "
+            "topics (<prefix>/<kind>[/<k>]) or AMQP queues bound to <prefix>.<kind>[.<k>]."
         ),
     )
     redis_url: SecretStr = Field(
@@ -149,6 +150,50 @@ class Settings(BaseSettings):
     source_until_drained: bool = Field(
         default=False,
         description="Stop reading Redis or Kafka once caught up (replays); otherwise wait on.",
+    )
+
+    # Brokers (issue 19): Kafka's deleted records, the MQTT and AMQP sources and their spool
+    kafka_skip_deleted: bool = Field(
+        default=False,
+        description=(
+            "When Kafka deleted records (retention) before they were read, go on from the oldest "
+            "record kept, losing them; default: stop with an error naming the lost offsets."
+        ),
+    )
+    mqtt_url: SecretStr = Field(
+        default=SecretStr("mqtt://127.0.0.1:1883"),
+        description="mqtt://[user:password@]host:port of the MQTT broker (mqtts:// for TLS).",
+    )
+    mqtt_topic_prefix: str = Field(default="crowdwatch", pattern=r"^[^#+]+$")
+    mqtt_client_id: str = Field(
+        default="crowdwatch",
+        min_length=1,
+        description=(
+            "MQTT client id of this process's persistent session (the broker keeps its messages "
+            "while the process is down); one per process, suffixed with the topic's kind."
+        ),
+    )
+    amqp_url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F"),
+        description="amqp://user:password@host:port/vhost of the AMQP 0-9-1 broker (RabbitMQ).",
+    )
+    amqp_exchange: str = Field(
+        default="amq.topic",
+        description="The topic exchange records are published to (DeepStream's AMQP default).",
+    )
+    amqp_routing_prefix: str = Field(default="crowdwatch", pattern=r"^[A-Za-z0-9._-]+$")
+    amqp_queue_prefix: str = Field(
+        default="crowdwatch",
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Durable queues <prefix>.<kind>[.<k>] bound to the exchange, one per signal.",
+    )
+    spool_max_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description=(
+            "MQTT and AMQP records acknowledged but not yet snapshotted, kept on disk under "
+            "data_dir/spool; when full, the source stops acknowledging and the broker holds them."
+        ),
     )
 
     @field_validator("source_kinds", "source_partitions", mode="before")

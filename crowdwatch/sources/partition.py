@@ -25,6 +25,9 @@ import zlib
 
 import polars as pl
 
+from crowdwatch.batches import RecordKind
+from crowdwatch.site import Site
+
 
 def station_partition(station_id: str, n: int) -> int:
     """The partition, in ``0 … n-1``, that holds every record of ``station_id``.
@@ -52,3 +55,37 @@ def split_frame(frame: pl.DataFrame, n: int, column: str = "station_id") -> list
         .replace_strict(mapping, default=0, return_dtype=pl.UInt32)
     )
     return [frame.filter(part == i) for i in range(n)]
+
+
+# Where each kind names its station, or the gate or camera that belongs to one (JSON paths).
+_STATION_FIELDS: dict[RecordKind, tuple[str, str]] = {
+    "passage": ("station_id", "gate_id"),
+    "count": ("station_id", "gate_id"),
+    "video": ("station_id", "camera_id"),
+    "deepstream_full": ("station_id", "sensor.id"),
+    "deepstream_minimal": ("station_id", "sensorId"),
+    "call": ("district", "district"),
+}
+
+
+def record_stations(frame: pl.DataFrame, kind: RecordKind, site: Site) -> pl.Series:
+    """The station of each record, to key and partition it by when publishing to a broker.
+
+    A record's own ``station_id`` wins; otherwise its gate's or camera's station in the site.
+    Calls have no station before they are placed: they are keyed by district. Records with
+    none of these are null (they go to partition 0 and are rejected downstream).
+    """
+    station_field, device_field = _STATION_FIELDS[kind]
+    if frame.columns == ["payload"]:
+        text = pl.col("payload")
+        own = text.str.json_path_match(f"$.{station_field}")
+        device = text.str.json_path_match(f"$.{device_field}")
+    else:
+        missing = pl.lit(None, pl.String)
+        own = pl.col(station_field).cast(pl.String) if station_field in frame.columns else missing
+        column = device_field.split(".")[0]
+        device = pl.col(column).cast(pl.String) if column in frame.columns else missing
+    devices = {g.id: g.station for g in site.gates} | {c.id: c.station for c in site.cameras}
+    via_device = device.replace_strict(devices, default=None, return_dtype=pl.String)
+    fallback = device if kind == "call" else via_device
+    return frame.select(pl.coalesce(own, fallback).alias("station_id")).to_series()

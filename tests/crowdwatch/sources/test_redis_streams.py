@@ -27,7 +27,6 @@ from crowdwatch.batches import RawBatch
 from crowdwatch.flow import default_source
 from crowdwatch.settings import Settings
 from crowdwatch.site import load_site
-from crowdwatch.sources.files import FileSource, ReplayFile
 from crowdwatch.sources.redis_streams import (
     BrokerError,
     RedisStream,
@@ -43,6 +42,7 @@ from crowdwatch.video.messages import CameraMessage, RoiCount
 from crowdwatch.warehouse.client import Warehouse
 from pipelines import calls, gate_flow, video_headcount
 from tests.conftest import EXAMPLE_SITE
+from tests.crowdwatch.sources.brokers import file_replay
 
 URL = "redis://127.0.0.1:6379/0"
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
@@ -120,17 +120,6 @@ def mixed_feed(good: list[dict[str, str]], every: int = 150) -> tuple[list[str],
             lines.append(pending.pop())
         lines.append(json.dumps(record))
     return lines, bad_at
-
-
-def file_replay(engine_dir: Path, database: str, tmp_path: Path, lines: list[str]) -> Warehouse:
-    """Replay the same JSON lines from a file into a database of their own."""
-    path = tmp_path / f"{database}.jsonl"
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    settings = Settings(data_dir=engine_dir, site_file=EXAMPLE_SITE, clickhouse_database=database)
-    warehouse = Warehouse.connect(settings.dsn(), settings.clickhouse_database)
-    warehouse.migrate()
-    run_main(gate_flow.build(settings, source=FileSource([ReplayFile(path, "UTC", 700)])))
-    return warehouse
 
 
 def test_entries_of_every_layout_become_json_lines() -> None:
