@@ -171,19 +171,23 @@ def _without_caller_name(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(scrubbed(field) for field in (*TEXT_FIELDS, *CODE_FIELDS))
 
 
-def _call_ids(ids: pl.Series, key: bytes | None) -> pl.Series:
+def _call_ids(ids: pl.Series, received_ms: pl.Series, key: bytes | None) -> pl.Series:
     """Call ids as they come, unless one holds a personal number: then keyed, or scrubbed.
 
-    A dispatch system that numbers calls by the caller's phone would otherwise put the
-    number into the warehouse; keyed (with ``CROWDWATCH_CALLER_HASH_KEY``) the id still
-    identifies the call, so updates still replace it.
+    A dispatch system that numbers calls by the caller's phone would otherwise put the number
+    into the warehouse. Keyed (with ``CROWDWATCH_CALLER_HASH_KEY``) the id still identifies
+    the call; without a key it becomes the scrubbed id and the time the call was received
+    (``[phone]@1763646000000``), which every update of the call repeats.
     """
     ids = ids.str.strip_chars()
     scrubbed = scrub_text(ids)
     personal = (scrubbed != ids).fill_null(False)
     if not personal.any():
         return ids
-    return ids.zip_with(~personal, keyed_hash(ids, key) if key else scrubbed)
+    if key:
+        return ids.zip_with(~personal, keyed_hash(ids, key))
+    timed = pl.DataFrame({"id": scrubbed, "ms": received_ms}).select(pl.format("{}@{}", "id", "ms"))
+    return ids.zip_with(~personal, timed.to_series())
 
 
 def _number(name: str) -> pl.Expr:
@@ -270,7 +274,7 @@ def parse_calls(
         else pl.Series([None] * good.height, dtype=pl.String)
     )
     calls = good.select(
-        pl.lit(_call_ids(good["call_id"], directory.hash_key)).alias("call_id"),
+        pl.lit(_call_ids(good["call_id"], good["_received"], directory.hash_key)).alias("call_id"),
         pl.coalesce("_updated", "_received").cast(pl.UInt64).alias("version"),
         pl.col("_received").cast(pl.Datetime("ms", "UTC")).alias("received_at"),
         pl.coalesce("_updated", "_received").cast(pl.Datetime("ms", "UTC")).alias("updated_at"),
