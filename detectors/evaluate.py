@@ -320,6 +320,37 @@ def _judge_surges(
     return out
 
 
+def table_lines(settings: Settings, workers: int) -> list[str]:
+    """Run every evaluation and return the table's lines, the headline last."""
+    started = time.perf_counter()
+    table = Table()
+    surges, lines, weeks = evaluate_footfall(settings, workers)
+    judged = [(e, c, lead) for e, c, lead in surges if lead is None or not math.isnan(lead)]
+    for event_id, caught, lead in surges:
+        if lead is not None and math.isnan(lead):
+            table.add(f"  {event_id}", "not judged (no week of history before it)")
+        elif caught and lead is not None:
+            table.add(f"  {event_id}", f"caught, first alarm {lead:+.0f} h before the peak")
+        else:
+            table.add(f"  {event_id}", "missed")
+    caught_leads = [lead for _, caught, lead in judged if caught and lead is not None]
+    median_lead = statistics.median(caught_leads) if caught_leads else math.nan
+    n_caught = sum(c for _, c, _ in judged)
+    table.add(
+        "footfall surges caught", f"{n_caught} of {len(judged)}, median lead {median_lead:.1f} h"
+    )
+    ordinary = lines.pop("ordinary time", 0.0)
+    table.add("false-alarm episodes, ordinary time", f"{ordinary:.0f} in {weeks:,.0f} sensor-weeks")
+    for line, n in sorted(lines.items()):
+        table.add(f"alarm episodes in {line}", f"{n:.0f}")
+    table.add("evaluated in", f"{time.perf_counter() - started:.0f} s")
+    return [
+        *table.render().splitlines(),
+        f"surges caught: {100.0 * n_caught / max(len(judged), 1):.0f} %",
+        f"false alarms per sensor-week: {ordinary / max(weeks, 1e-9):.2f}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the evaluation table; exit 2 when the shared data is missing."""
     parser = argparse.ArgumentParser(prog="python -m detectors.evaluate", description=__doc__)
@@ -328,35 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if not DATA_DIR.is_dir():
         print(f"error: no shared data at {DATA_DIR} (expected ../shared/data)", file=sys.stderr)
         return 2
-    settings = Settings()
-    started = time.perf_counter()
-    table = Table()
-    surges, lines, weeks = evaluate_footfall(settings, args.workers)
-    judged = [
-        (e, caught, lead) for e, caught, lead in surges if lead is None or not math.isnan(lead)
-    ]
-    for event_id, caught, lead in surges:
-        if lead is not None and math.isnan(lead):
-            table.add(f"  {event_id}", "not judged (no history before it)")
-        else:
-            table.add(
-                f"  {event_id}", f"caught, {lead:+.0f} h before the peak" if caught else "missed"
-            )
-    caught_leads = [lead for _, caught, lead in judged if caught and lead is not None]
-    table.add(
-        "footfall surges caught",
-        f"{sum(c for _, c, _ in judged)} of {len(judged)}, "
-        f"median lead {statistics.median(caught_leads) if caught_leads else math.nan:.1f} h",
-    )
-    ordinary = lines.pop("ordinary time", 0.0)
-    table.add("false-alarm episodes, ordinary time", f"{ordinary:.0f} in {weeks:,.0f} sensor-weeks")
-    for line, n in sorted(lines.items()):
-        table.add(f"alarm episodes in {line}", f"{n:.0f}")
-    table.add("evaluated in", f"{time.perf_counter() - started:.0f} s")
-    print(table.render())
-    pct = 100.0 * sum(c for _, c, _ in judged) / max(len(judged), 1)
-    print(f"surges caught: {pct:.0f} %")
-    print(f"false alarms per sensor-week: {ordinary / max(weeks, 1e-9):.2f}")
+    print("\n".join(table_lines(Settings(), args.workers)))
     return 0
 
 

@@ -47,7 +47,12 @@ def _sensor(name: str, alarms: list[int], peak_hour: int) -> SensorResult:
     values = np.full(ts.size, 100.0)
     values[peak_hour] = 900.0
     return SensorResult(
-        name, ts, values, [(a * HOUR_MS, a * HOUR_MS) for a in alarms], np.array(alarms) * HOUR_MS, 0
+        name,
+        ts,
+        values,
+        [(a * HOUR_MS, a * HOUR_MS) for a in alarms],
+        np.array(alarms) * HOUR_MS,
+        0,
     )
 
 
@@ -73,11 +78,9 @@ def test_the_harness_prints_its_table_and_headline() -> None:
     if not evaluate.DATA_DIR.is_dir():
         pytest.skip(f"no shared data at {evaluate.DATA_DIR}")
     out = evaluate.table_lines(evaluate.Settings(), workers=2)
-    assert re.fullmatch(r"surges caught: \d+ %", out[-3])
-    assert re.fullmatch(r"false alarms per sensor-week: \d+\.\d\d", out[-2])
-    assert re.fullmatch(r"call surge onset to alert: (\d+\.\d|never) h", out[-1])
+    assert re.fullmatch(r"surges caught: \d+ %", out[-2])
+    assert re.fullmatch(r"false alarms per sensor-week: \d+\.\d\d", out[-1])
     rows = "\n".join(out)
     # every labelled footfall surge gets a row, judged or not
     for event in ("AKL-E01", "AKL-NYE2025", "DUB-E01", "DUB-E02", "DUB-NYE2022"):
         assert event in rows
-    assert "SEA-E01" in rows and "SEA-E02" in rows
