@@ -290,13 +290,13 @@ class Outbox:
             )
             return {t for (t,) in found if t is not None}
 
-    def pending_count(self, since_seq: int = 0) -> int:
-        """Rows still pending, of those written at ``since_seq`` (a `time.time_ns`) or later."""
+    def pending_count(self) -> int:
+        """Rows still pending."""
         with self.engine.connect() as db:
             count = db.execute(
                 sa.select(sa.func.count())
                 .select_from(outbox_table)
-                .where(outbox_table.c.status == "pending", outbox_table.c.seq >= since_seq)
+                .where(outbox_table.c.status == "pending")
             ).scalar_one()
             return int(count)
 
@@ -569,8 +569,8 @@ class Dispatcher:
         rng: Draws the jitter (seed it for repeatable waits).
 
     `start` picks up every pending row (a restart resumes what the last run left); `wake`
-    tells it about new rows; `close` waits up to ``drain_s`` for the rows written since
-    `start`, then stops. The rows left go out on the next start.
+    tells it about new rows; `close` waits up to ``drain_s`` for the pending rows, then stops.
+    The rows left go out on the next start.
     """
 
     def __init__(
@@ -604,12 +604,10 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._wakes: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
-        self._started_seq = 0
         self._exported = threading.Event()
 
     def start(self) -> Dispatcher:
         """Release dead processes' claims and start delivering every pending row."""
-        self._started_seq = time.time_ns()
         released = self.outbox.release_claims_of_dead(socket.gethostname())
         if released:
             log.info("released %d alert deliveries claimed by a process that died", released)
@@ -650,9 +648,9 @@ class Dispatcher:
         return base * factor
 
     def close(self, drain_s: float = 10.0) -> None:
-        """Wait up to ``drain_s`` for the rows written since `start`, then stop and export."""
+        """Wait up to ``drain_s`` for the pending rows, then stop and export."""
         deadline = time.monotonic() + drain_s
-        while time.monotonic() < deadline and self.outbox.pending_count(self._started_seq):
+        while time.monotonic() < deadline and self.outbox.pending_count():
             self._stopping.wait(0.05)
         self._stopping.set()
         with self._lock:
