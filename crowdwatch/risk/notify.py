@@ -379,6 +379,7 @@ class AlertReceiver:
         )
         self._changed = threading.Condition()
         self._received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._arrived: dict[str, list[float]] = defaultdict(list)
         self._seen: dict[str, set[str]] = defaultdict(set)
         self._keys: dict[str, list[str]] = defaultdict(list)
         self._failures: dict[str, list[int]] = defaultdict(list)
@@ -416,6 +417,11 @@ class AlertReceiver:
         with self._changed:
             return list(self._received[path])
 
+    def arrivals(self, path: str) -> list[tuple[float, dict[str, Any]]]:
+        """The events recorded on ``path`` with when each request arrived (`time.perf_counter`)."""
+        with self._changed:
+            return list(zip(self._arrived[path], self._received[path], strict=True))
+
     def keys(self, path: str) -> list[str]:
         """The ``Idempotency-Key`` of every request to ``path``, repeats and failures too."""
         with self._changed:
@@ -428,6 +434,7 @@ class AlertReceiver:
 
     def _handle(self, path: str, key: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
         """Decide the answer to one request; called from the server's handler threads."""
+        arrived = time.perf_counter()
         with self._changed:
             self._keys[path].append(key or "")
             release = self._holds[path].pop(0) if self._holds[path] else None
@@ -449,6 +456,7 @@ class AlertReceiver:
                 return 400, {"error": "body is not a JSON object"}
             self._seen[path].add(key)
             self._received[path].append(event)
+            self._arrived[path].append(arrived)
             self._changed.notify_all()
             return 200, {"duplicate": False}
 

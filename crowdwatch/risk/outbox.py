@@ -554,6 +554,9 @@ class DeliveryLog(Protocol):
     def write(self, frame: pl.DataFrame) -> None:
         """Write ``alert_deliveries`` rows; raise when they could not be written."""
 
+    def close(self) -> None:
+        """Release what the log holds."""
+
 
 class Dispatcher:
     """Delivers an outbox's pending rows: one thread per receiver, and the log exported.
@@ -659,6 +662,8 @@ class Dispatcher:
         for thread in self._threads:
             thread.join()
         self.export()
+        if self.delivery_log is not None:
+            self.delivery_log.close()
         left = self.outbox.pending_count()
         if left:
             log.warning(
@@ -704,7 +709,8 @@ class Dispatcher:
         if row is None:
             return 5.0
         now = self.outbox.clock()
-        closed = self.outbox.closed_ms(row.alert_id)
+        # a row not yet tried goes out at once; only retries ask whether the alert is still open
+        closed = self.outbox.closed_ms(row.alert_id) if row.attempts else None
         if closed is not None and now - closed >= self.after_close_ms:
             self.outbox.expire(row, f"alert resolved over {self.after_close_ms // 1000} s ago")
             return 0.0
@@ -728,16 +734,31 @@ class Dispatcher:
 
 
 class WarehouseDeliveryLog:
-    """Writes delivery attempts to the warehouse's ``alert_deliveries`` table."""
+    """Writes delivery attempts to the warehouse's ``alert_deliveries`` table.
+
+    Connects on the first write and again after a failed one; `close` disconnects.
+    """
 
     def __init__(self, dsn: str, database: str) -> None:
         self.dsn = dsn
         self.database = database
+        self._warehouse: Warehouse | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
-        """Insert the rows (a connection per write: the export runs once a second at most)."""
-        with Warehouse.connect(self.dsn, self.database) as warehouse:
-            warehouse.insert("alert_deliveries", frame)
+        """Insert the rows; raise when they could not be written."""
+        if self._warehouse is None:
+            self._warehouse = Warehouse.connect(self.dsn, self.database)
+        try:
+            self._warehouse.insert("alert_deliveries", frame)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Disconnect."""
+        if self._warehouse is not None:
+            self._warehouse.close()
+            self._warehouse = None
 
 
 class OutboxSink(DynamicSink[AlertEvent]):

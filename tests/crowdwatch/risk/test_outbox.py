@@ -29,6 +29,9 @@ class Log:
     def write(self, frame: pl.DataFrame) -> None:
         self.frames.append(frame)
 
+    def close(self) -> None:
+        pass
+
     def rows(self) -> pl.DataFrame:
         return pl.concat(self.frames) if self.frames else pl.DataFrame()
 
