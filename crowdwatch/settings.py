@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from crowdwatch.batches import RecordKind
+from crowdwatch.batches import RecordKind, TimeBounds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SITE_FILE = REPO_ROOT / "infra" / "sites" / "example_interchange.yaml"
@@ -112,6 +112,36 @@ class Settings(BaseSettings):
             "full, the pipeline waits for the warehouse instead of dropping rows."
         ),
     )
+
+    # Plausibility bounds on input (issue 15): a record outside them goes to rejected_events
+    # with the reason; see README "Robustness".
+    max_clock_skew_s: int = Field(
+        default=300,
+        gt=0,
+        description=(
+            "Live: a record whose event time is more than this ahead of the wall clock is "
+            "rejected as from the future. A file replay bounds event time by the file's span."
+        ),
+    )
+    max_gate_per_min: int = Field(
+        default=120,
+        gt=0,
+        description="Most people one gate can pass per minute (bounds a gate's interval counts).",
+    )
+    max_station_per_min: int = Field(
+        default=20_000,
+        gt=0,
+        description="Most people a whole station can pass per minute (station-level counts).",
+    )
+    max_camera_persons: int = Field(
+        default=5_000,
+        gt=0,
+        description="Most people one camera (or one of its ROIs) can report in a frame.",
+    )
+
+    def time_bounds(self) -> TimeBounds:
+        """The event-time bounds of input records (the skew bound ahead, the replay's span)."""
+        return TimeBounds(skew_ms=self.max_clock_skew_s * 1000, pad_ms=self.late_horizon_s * 1000)
 
     source: Literal["file", "redis", "kafka"] = Field(
         default="file",
