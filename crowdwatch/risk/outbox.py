@@ -775,18 +775,44 @@ class OutboxSink(DynamicSink[AlertEvent]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _OutboxPartition:
         """Open the outbox and start delivering (nothing at all in ``off`` mode)."""
-        config = self.settings
-        if config.notify_mode == "off":
-            return _OutboxPartition(None, None, config, self.site)
-        outbox = Outbox(config.outbox_dsn())
-        dispatcher = Dispatcher(
-            outbox,
-            delivery_log=WarehouseDeliveryLog(config.dsn(), config.clickhouse_database),
-            timeout_s=config.notify_timeout_s,
-            backoff_max_s=config.notify_backoff_max_s,
-            after_close_s=config.notify_after_close_s,
+        if self.settings.notify_mode == "off":
+            return _OutboxPartition(None, None, self.settings, self.site)
+        outbox = Outbox(self.settings.outbox_dsn())
+        dispatcher = dispatcher_for(self.settings, outbox).start()
+        return _OutboxPartition(outbox, dispatcher, self.settings, self.site)
+
+
+def dispatcher_for(settings: Settings, outbox: Outbox) -> Dispatcher:
+    """A `Dispatcher` of ``outbox`` as the settings say, logging to the settings' warehouse."""
+    return Dispatcher(
+        outbox,
+        delivery_log=WarehouseDeliveryLog(settings.dsn(), settings.clickhouse_database),
+        timeout_s=settings.notify_timeout_s,
+        backoff_max_s=settings.notify_backoff_max_s,
+        after_close_s=settings.notify_after_close_s,
+    )
+
+
+def deliver(
+    settings: Settings, site: Site, events: Sequence[AlertEvent], mode: NotifyMode
+) -> dict[str, int]:
+    """Write ``events`` to the outbox and deliver them, for a command that runs once.
+
+    Waits up to ``settings.notify_drain_s`` for every pending row; what is left goes out on
+    the next start of any dispatcher of this outbox. Returns the outbox's rows per status.
+    """
+    if mode == "off" or not events:
+        return {}
+    outbox = Outbox(settings.outbox_dsn())
+    try:
+        dispatcher = dispatcher_for(settings, outbox).start()
+        dispatcher.wake(
+            outbox.enqueue(events, site, mode=mode, max_age_s=settings.notify_max_age_s)
         )
-        return _OutboxPartition(outbox, dispatcher.start(), config, self.site)
+        dispatcher.close(settings.notify_drain_s)
+        return outbox.statuses()
+    finally:
+        outbox.close()
 
 
 class _OutboxPartition(StatelessSinkPartition[AlertEvent]):
