@@ -74,6 +74,32 @@ class Settings(BaseSettings):
         default=4.0, gt=0, description="Call burst alert: -log10 of the Poisson tail."
     )
     risk_tick_s: int = Field(default=10, gt=0, description="Zone state every N seconds.")
+
+    # Surge detection (issue 16): defaults chosen with `python -m detectors.evaluate` on the
+    # shared real data, for the general case (README, "Detection quality").
+    anomaly_strong_z: float = Field(
+        default=6.0,
+        gt=0,
+        description="A seasonal robust z-score (rise) this high is a strong anomaly: one step up.",
+    )
+    anomaly_relative_floor: float = Field(
+        default=0.10,
+        ge=0,
+        description="Floor on the seasonal scale as a share of the usual level.",
+    )
+    anomaly_poisson_floor: float = Field(
+        default=2.5,
+        ge=0,
+        description="Floor on the seasonal scale in multiples of sqrt(usual level) (count noise).",
+    )
+    anomaly_history_weeks: int = Field(
+        default=8, ge=3, description="Past weeks per time-of-week slot in the seasonal baseline."
+    )
+    anomaly_refractory_s: int = Field(
+        default=3 * 3600,
+        ge=0,
+        description="Strong anomalies less than this apart are one episode (one alert).",
+    )
     input_path: Path | None = Field(
         default=None,
         description="A recorded file (CSV, JSONL, Parquet) to read when no source is given.",

@@ -5,10 +5,11 @@ runs each through the same steps as its own pipeline (``gate_flow``, ``video_hea
 the same tables are written), and turns their newest per-zone results into readings: gate occupancy
 and inflow, video headcount, call bursts. Per station a `RiskState` advances in event time, every
 ``risk_tick_s`` seconds: anomaly scores per zone (a seasonal robust baseline on the headcount,
-EWMA/CUSUM on the inflow; ``detectors.anomaly``), then `crowdwatch.risk.engine.StationRisk` decides
-each zone's state and level. ``zone_state`` gets one row per zone and tick, ``alerts`` the lifecycle
-events, and the `OutboxSink` writes each event to the durable alert outbox, from where it goes at
-once to the roles the site file routes it to (`crowdwatch.risk.outbox`).
+EWMA/CUSUM on the inflow's seasonal residual; ``detectors.anomaly``), then
+`crowdwatch.risk.engine.StationRisk` decides each zone's state and level. ``zone_state`` gets one
+row per zone and tick, ``alerts`` the lifecycle events, and the `OutboxSink` writes each event to
+the durable alert outbox, from where it goes at once to the roles the site file routes it to
+(`crowdwatch.risk.outbox`).
 """
 
 from __future__ import annotations
@@ -31,14 +32,18 @@ from crowdwatch.risk.outbox import OutboxSink
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
 from crowdwatch.warehouse.client import TableRows
-from detectors.anomaly import EwmaCusum, Observation, SeasonalRobustBaseline
+from detectors.anomaly import (
+    AlertEpisodes,
+    Observation,
+    SeasonalCusum,
+    SeasonalRobustBaseline,
+    zone_detector,
+)
 from pipelines import gate_flow, video_headcount
 from pipelines.calls import call_rows
 
 GATE_KINDS = ("passage", "count")
 CALL_KINDS = ("call",)
-SEASONAL_STRONG = 6.0
-"""A seasonal robust z-score this high counts as a strong anomaly (score 1.0)."""
 
 ZONE_STATE_SCHEMA = pl.Schema(
     {
@@ -120,8 +125,12 @@ class RiskState:
 
     risk: StationRisk
     tick_ms: int
+    settings: Settings = field(default_factory=Settings)
+    days_off: frozenset[int] = frozenset()
+    event_days: frozenset[int] = frozenset()
     seasonal: dict[str, SeasonalRobustBaseline] = field(default_factory=dict)
-    surge: dict[str, EwmaCusum] = field(default_factory=dict)
+    surge: dict[str, SeasonalCusum] = field(default_factory=dict)
+    episodes: dict[str, AlertEpisodes] = field(default_factory=dict)
     last_tick_ms: int | None = None
     max_ticks: int = 8640
 
@@ -164,21 +173,49 @@ class RiskState:
     def _score_anomalies(self, ts_ms: int) -> None:
         """Score, then learn, each zone's headcount and inflow at this tick.
 
-        Only the seasonal score raises a level (``anomaly_score`` ≥ 1): it has learned the
-        weekly pattern, so a normal rush hour does not count. The EWMA/CUSUM surge score on
-        the inflow is kept beside it for analysts; alone it fires on ordinary daily ramps.
+        ``anomaly_score`` is the seasonal deviation of the headcount in units of
+        ``anomaly_strong_z`` (negative for drops, which are shown but raise nothing); a rise
+        of 1 or more against a mature baseline (the zone's own past weeks, not the young one of
+        its first weeks) opens or extends an episode (`AlertEpisodes`), and while the episode
+        lasts the zone is one step up: one alert per episode, not one per flicker. The
+        EWMA/CUSUM surge score runs on the inflow's seasonal residual, so a daily ramp does
+        not fire; it is kept beside the level for analysts.
         """
+        config = self.settings
         for zone_id, readings in self.risk.readings.items():
             headcount, _ = self.risk.headcount_of(zone_id)
             if headcount is not None:
-                seasonal = self.seasonal.setdefault(
-                    zone_id, SeasonalRobustBaseline(timezone=self.risk.timezone)
-                )
+                seasonal = self.seasonal.get(zone_id)
+                if seasonal is None:
+                    seasonal = self.seasonal[zone_id] = zone_detector(
+                        config,
+                        self.risk.timezone,
+                        days_off=self.days_off,
+                        skip_days=self.event_days,
+                    )
                 x = Observation(ts_ms, headcount)
-                readings.anomaly_score = seasonal.score_one(x) / SEASONAL_STRONG
+                deviation, mature = seasonal.assess(x)
+                readings.anomaly_score = deviation / config.anomaly_strong_z
                 seasonal.learn_one(x)
+                strong = mature and readings.anomaly_score >= 1.0
+            else:
+                strong = False
+            episodes = self.episodes.setdefault(
+                zone_id, AlertEpisodes(config.anomaly_refractory_s * 1000)
+            )
+            episodes.update(ts_ms, strong)
+            readings.anomaly_alert = episodes.active
             if readings.inflow_per_min is not None:
-                surge = self.surge.setdefault(zone_id, EwmaCusum())
+                surge = self.surge.get(zone_id)
+                if surge is None:
+                    surge = self.surge[zone_id] = SeasonalCusum(
+                        zone_detector(
+                            config,
+                            self.risk.timezone,
+                            days_off=self.days_off,
+                            skip_days=self.event_days,
+                        )
+                    )
                 x = Observation(ts_ms, readings.inflow_per_min)
                 readings.surge_score = surge.score_one(x)
                 surge.learn_one(x)
@@ -268,7 +305,13 @@ def build(
         state: RiskState | None, item: tuple[str, list[Reading]]
     ) -> tuple[RiskState, Decided]:
         station_id, readings = item
-        state = state or RiskState(StationRisk(station_id, site, thresholds=thresholds), tick_ms)
+        state = state or RiskState(
+            StationRisk(station_id, site, thresholds=thresholds),
+            tick_ms,
+            config,
+            days_off=site.site.days_off(),
+            event_days=site.site.event_ordinals(),
+        )
         states, events = state.advance(readings)
         return state, (zone_state_rows(states, time.time_ns()), events)
 
