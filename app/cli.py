@@ -231,6 +231,35 @@ def cmd_publish(args: argparse.Namespace, console: Console) -> None:
         brokers = args.brokers or settings.kafka_brokers
         sent = to_kafka(brokers, topic, lines, keys=stations, partitions=parts)
         where = f"Kafka topic {topic} ({count} partition{'s' if count > 1 else ''})"
+    elif args.publish_command == "mqtt":
+        from crowdwatch.sources import mqtt
+
+        suffixes = [p if count > 1 else None for p in parts]
+        topics = [
+            args.topic or mqtt.topic_name(settings.mqtt_topic_prefix, kind, p) for p in suffixes
+        ]
+        url = args.mqtt_url or settings.mqtt_url.get_secret_value()
+        if args.sessions:  # the pipeline's sessions, so the broker keeps the records for it
+            sessions = [(mqtt.session_id(settings.mqtt_client_id, t), t) for t in set(topics)]
+            mqtt.subscribe_sessions(url, sorted(sessions))
+        sent = mqtt.publish(url, topics, lines, f"{settings.mqtt_client_id}-publish-{os.getpid()}")
+        where = f"MQTT {', '.join(sorted(set(topics)))} (QoS 1)"
+    else:
+        from crowdwatch.sources import amqp
+
+        keys = [
+            amqp.routing_key(settings.amqp_routing_prefix, kind, p if count > 1 else None)
+            for p in parts
+        ]
+        queues = {
+            amqp.routing_key(settings.amqp_queue_prefix, kind, p if count > 1 else None): key
+            for p, key in zip(parts, keys, strict=True)
+        }
+        url = args.amqp_url or settings.amqp_url.get_secret_value()
+        sent = amqp.publish(url, settings.amqp_exchange, keys, lines, queues)
+        where = (
+            f"AMQP exchange {settings.amqp_exchange} (routing keys {', '.join(sorted(set(keys)))})"
+        )
     console.print(f"published {sent:,} {kind} records of {args.file} to {where}")
 
 
@@ -509,7 +538,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     to_kafka.add_argument("--topic", help="the topic (default from the kind)")
     to_kafka.add_argument("--brokers", help="host:port,… (CROWDWATCH_KAFKA_BROKERS)")
-    for broker in (to_kafka,):
+    to_mqtt = publish_sub.add_parser(
+        "mqtt", help="to the MQTT topic <prefix>/<kind>[/<partition>] at QoS 1"
+    )
+    to_mqtt.add_argument("--topic", help="the topic (default from the kind)")
+    to_mqtt.add_argument("--mqtt-url", help="mqtt://host:port (CROWDWATCH_MQTT_URL)")
+    to_mqtt.add_argument(
+        "--sessions",
+        action="store_true",
+        help="first create the pipeline's persistent sessions, so the broker keeps the records "
+        "for a pipeline that has not run yet",
+    )
+    to_amqp = publish_sub.add_parser(
+        "amqp",
+        help="to the exchange (amq.topic) with routing key <prefix>.<kind>[.<partition>]; "
+        "declares the pipeline's durable queues",
+    )
+    to_amqp.add_argument("--amqp-url", help="amqp://user:pw@host:port/vhost (CROWDWATCH_AMQP_URL)")
+    for broker in (to_kafka, to_mqtt, to_amqp):
         broker.add_argument("file", type=Path, help="CSV, JSONL or Parquet records")
         broker.add_argument(
             "--kind",

@@ -34,14 +34,19 @@ def default_source(
 ) -> Source[RawBatch]:
     """The source a pipeline reads when none is passed, as ``settings.source`` says.
 
-    ``file``: ``settings.input_path`` replayed. ``redis`` and ``kafka``: one stream or topic
-    per signal in ``settings.source_kinds`` (default ``kinds``, the pipeline's own) and,
-    with ``source_partition_count`` > 1, only the partitions in ``source_partitions``.
+    ``file``: ``settings.input_path`` replayed. ``redis``, ``kafka``, ``mqtt``, ``amqp``: one
+    stream, topic or queue per signal in ``settings.source_kinds`` (default ``kinds``, the
+    pipeline's own) and, with ``source_partition_count`` > 1, only the partitions in
+    ``source_partitions``.
     """
     if settings.source == "redis":
         return redis_source(settings, settings.source_kinds or kinds)
     if settings.source == "kafka":
         return kafka_source(settings, settings.source_kinds or kinds)
+    if settings.source == "mqtt":
+        return mqtt_source(settings, settings.source_kinds or kinds)
+    if settings.source == "amqp":
+        return amqp_source(settings, settings.source_kinds or kinds)
     if settings.input_path is None:
         raise PipelineConfigError(
             "no input: set CROWDWATCH_INPUT_PATH to a recorded file (CSV, JSONL or Parquet), "
@@ -81,6 +86,50 @@ def kafka_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[Ra
         batch_rows=settings.batch_rows,
         until_drained=settings.source_until_drained,
         skip_deleted=settings.kafka_skip_deleted,
+    )
+
+
+def mqtt_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[RawBatch]:
+    """MQTT topics ``<prefix>/<kind>[/<k>]``, QoS 1 persistent sessions, spooled under data_dir."""
+    from crowdwatch.sources.mqtt import MqttRecordSource, topic_name
+    from crowdwatch.sources.partition import chosen_partitions
+
+    parts = chosen_partitions(settings.source_partition_count, settings.source_partitions)
+    return MqttRecordSource(
+        settings.mqtt_url.get_secret_value(),
+        {topic_name(settings.mqtt_topic_prefix, k, p): k for k in kinds for p in parts},
+        client_id=settings.mqtt_client_id,
+        spool_dir=settings.data_dir / "spool" / "mqtt",
+        spool_max_bytes=int(settings.spool_max_mb * 2**20),
+        batch_rows=settings.batch_rows,
+        until_drained=settings.source_until_drained,
+        drain_idle_s=settings.source_drain_idle_s,
+    )
+
+
+def amqp_source(settings: Settings, kinds: tuple[RecordKind, ...]) -> Source[RawBatch]:
+    """Durable AMQP queues ``<queue prefix>.<kind>[.<k>]`` bound to the settings' exchange."""
+    from crowdwatch.sources.amqp import AmqpRecordSource, routing_key
+    from crowdwatch.sources.partition import chosen_partitions
+
+    parts = chosen_partitions(settings.source_partition_count, settings.source_partitions)
+    bindings = {
+        routing_key(settings.amqp_queue_prefix, k, p): (
+            routing_key(settings.amqp_routing_prefix, k, p),
+            k,
+        )
+        for k in kinds
+        for p in parts
+    }
+    return AmqpRecordSource(
+        settings.amqp_url.get_secret_value(),
+        settings.amqp_exchange,
+        bindings,
+        spool_dir=settings.data_dir / "spool" / "amqp",
+        spool_max_bytes=int(settings.spool_max_mb * 2**20),
+        batch_rows=settings.batch_rows,
+        until_drained=settings.source_until_drained,
+        drain_idle_s=settings.source_drain_idle_s,
     )
 
 

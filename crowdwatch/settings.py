@@ -243,6 +243,14 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9._:-]+$",
         description="Durable queues <prefix>.<kind>[.<k>] bound to the exchange, one per signal.",
     )
+    source_drain_idle_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "MQTT and AMQP read until drained: stop once everything received was read and "
+            "no message came for this long."
+        ),
+    )
     spool_max_mb: float = Field(
         default=256.0,
         gt=0,

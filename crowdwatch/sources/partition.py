@@ -22,6 +22,7 @@ producer in any language, or a query, puts a station in the same partition:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 
 import polars as pl
 
@@ -89,3 +90,19 @@ def record_stations(frame: pl.DataFrame, kind: RecordKind, site: Site) -> pl.Ser
     via_device = device.replace_strict(devices, default=None, return_dtype=pl.String)
     fallback = device if kind == "call" else via_device
     return frame.select(pl.coalesce(own, fallback).alias("station_id")).to_series()
+
+
+def chosen_partitions(count: int, partitions: Iterable[int] | None) -> list[int | None]:
+    """The partitions a process reads: ``[None]`` when records are not split, else its share.
+
+    Raises:
+        ValueError: a partition outside ``0 … count-1``.
+    """
+    chosen = list(range(count)) if partitions is None else sorted(set(partitions))
+    wrong = [p for p in chosen if not 0 <= p < count]
+    if wrong:
+        raise ValueError(
+            f"source partitions {wrong} are outside 0…{count - 1} "
+            f"(CROWDWATCH_SOURCE_PARTITION_COUNT is {count})"
+        )
+    return [None] if count == 1 else list(chosen)

@@ -68,17 +68,12 @@ def partition_streams(
     Raises:
         ValueError: a partition outside ``0 … count-1``.
     """
-    chosen = list(range(count)) if partitions is None else sorted(set(partitions))
-    wrong = [p for p in chosen if not 0 <= p < count]
-    if wrong:
-        raise ValueError(
-            f"source partitions {wrong} are outside 0…{count - 1} "
-            f"(CROWDWATCH_SOURCE_PARTITION_COUNT is {count})"
-        )
+    from crowdwatch.sources.partition import chosen_partitions
+
     return [
-        RedisStream(stream_key(prefix, kind, None if count == 1 else p), kind)
+        RedisStream(stream_key(prefix, kind, p), kind)
         for kind in kinds
-        for p in chosen
+        for p in chosen_partitions(count, partitions)
     ]
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import socket
 import sqlite3
 import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -390,3 +392,82 @@ def snapshots(part: Path, step_id: str) -> dict[str, Any]:
     finally:
         db.close()
     return {key: pickle.loads(change) for key, change in rows if change is not None}
+
+
+def paced(
+    publish: Callable[[list[str]], object], lines: list[str], folder: Path, chunk: int = 400
+) -> None:
+    """Publish ``lines`` in chunks, each once the pipeline's spool in ``folder`` holds the last.
+
+    An MQTT broker keeps only so many messages per session (Mosquitto: 1000) for a subscriber
+    that is slow or down, and drops the rest; a pipeline that keeps up, or a publisher that
+    waits while it is down, loses none.
+    """
+    from crowdwatch.sources.spool import count
+
+    sent = 0
+    for start in range(0, len(lines), chunk):
+        deadline = time.monotonic() + 300
+        while (not folder.exists() or count(folder) < sent) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        part = lines[start : start + chunk]
+        publish(part)
+        sent += len(part)
+
+
+@contextmanager
+def in_thread(target: Callable[[], object]) -> Iterator[threading.Thread]:
+    """Run ``target`` in a thread while the block runs; re-raise what it raised after."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # handed to the test below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield thread
+    thread.join(timeout=600)
+    if failed:
+        raise failed[0]
+
+
+def run_killed(
+    env: dict[str, str], key: str, targets: tuple[int, ...], log: Path
+) -> tuple[list[int], subprocess.Popen[bytes]]:
+    """``crowdwatch run gate_flow`` with recovery, SIGKILLed once its input snapshot of partition
+    ``key`` reaches each target; then started once more to run to the end.
+
+    Returns the snapshot position at each kill (asserting each was a SIGKILL) and the last run.
+    """
+    part = Path(env["CROWDWATCH_RECOVERY_DIR"]) / "gate_flow" / "part-0.sqlite3"
+
+    def position() -> int:
+        state = snapshots(part, "gate_flow.records").get(key)
+        return -1 if state is None else int(getattr(state, "ordinal", state))
+
+    at = []
+    for target in targets:
+        proc = start_run("gate_flow", env, log)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and position() < target:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, log.read_text()
+        at.append(position())
+    return at, start_run("gate_flow", env, log)
+
+
+def broker_settings(data_dir: Path, database: str, **fields: Any) -> Settings:
+    """Settings that read a broker until drained into ``database``, on the example site."""
+    return Settings(
+        data_dir=data_dir,
+        site_file=EXAMPLE_SITE,
+        clickhouse_database=database,
+        source_until_drained=True,
+        source_drain_idle_s=3.0,
+        batch_rows=fields.pop("batch_rows", 500),
+        **fields,
+    )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -44,6 +42,7 @@ from tests.crowdwatch.sources.brokers import (
     REJECTED_SQL,
     TOTALS_SQL,
     KafkaProxy,
+    broker_settings,
     create_topic,
     cutting,
     file_replay,
@@ -51,7 +50,7 @@ from tests.crowdwatch.sources.brokers import (
     passages,
     pipeline_env,
     query,
-    snapshots,
+    run_killed,
     start_run,
     with_bad,
 )
@@ -76,15 +75,12 @@ def prefix() -> str:
 def kafka_settings(
     engine_dir: Path, database: str, brokers: str, prefix: str, **more: Any
 ) -> Settings:
-    return Settings(
-        data_dir=engine_dir,
-        site_file=EXAMPLE_SITE,
-        clickhouse_database=database,
+    return broker_settings(
+        engine_dir,
+        database,
         source="kafka",
         kafka_brokers=brokers,
         kafka_topic_prefix=prefix,
-        source_until_drained=True,
-        batch_rows=more.pop("batch_rows", 500),
         **more,
     )
 
@@ -247,23 +243,10 @@ def test_killed_mid_stream_the_run_resumes_from_the_snapshot_offsets(
         CROWDWATCH_SNAPSHOT_INTERVAL_S="0.2",
     )
     crowdwatch("db", "migrate", env=env)
-    part = data / "recovery" / "gate_flow" / "part-0.sqlite3"
-    key = f"0-{topic}"
-    offsets = []
-    for target in (len(lines) // 4, len(lines) * 2 // 3):
-        proc = start_run("gate_flow", env, tmp_path / "run.log")
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline:
-            if int(snapshots(part, "gate_flow.records").get(key, 0)) >= target:
-                break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL, (tmp_path / "run.log").read_text()
-        offsets.append(int(snapshots(part, "gate_flow.records")[key]))
-    done = start_run("gate_flow", env, tmp_path / "run.log")
-    assert done.wait(timeout=300) == 0, (tmp_path / "run.log").read_text()
+    log = tmp_path / "run.log"
+    offsets, done = run_killed(env, f"0-{topic}", (len(lines) // 4, len(lines) * 2 // 3), log)
+    assert done.wait(timeout=300) == 0, log.read_text()
     assert 0 < offsets[0] < offsets[1] < len(lines)
-    assert int(snapshots(part, "gate_flow.records")[key]) == len(lines)
 
     with file_replay(engine_dir, "kafka_killed_file", tmp_path, lines) as replayed:
         expected = replayed.query(METRICS_SQL)
