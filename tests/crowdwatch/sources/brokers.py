@@ -471,3 +471,35 @@ def broker_settings(data_dir: Path, database: str, **fields: Any) -> Settings:
         batch_rows=fields.pop("batch_rows", 500),
         **fields,
     )
+
+
+VIDEO_SQL = (
+    "SELECT camera_id, count() AS frames, toInt64(sum(persons)) AS persons "
+    "FROM video_frames FINAL GROUP BY camera_id ORDER BY camera_id"
+)
+
+
+def camera_feed() -> tuple[list[str], str, list[tuple[str, int, int]]]:
+    """Camera messages (one of an unknown camera, at 50), a stock DeepStream minimal payload,
+    and the `VIDEO_SQL` rows they give."""
+    from crowdwatch.site import load_site
+    from crowdwatch.video.messages import CameraMessage, RoiCount
+
+    tz = load_site(EXAMPLE_SITE).tz
+    t0_ms = 1_795_132_800_000  # 2026-11-20 08:00 in Shanghai
+    messages = [
+        CameraMessage(
+            "CTR-CAM01", i, t0_ms + i * 1000, 10 + i % 7, (RoiCount("platform-L1", 10 + i % 7),)
+        )
+        for i in range(120)
+    ]
+    lines = [m.to_json(tz) for m in messages]
+    lines.insert(50, '{"camera_id": "CAM-NOWHERE", "frame": 1, "ts": "2026-11-20T08:00:00+08:00"}')
+    sample = REPO_ROOT / "tests" / "detectors" / "samples" / "minimal_person_frame.json"
+    doc = json.loads(sample.read_text(encoding="utf-8"))
+    doc["sensorId"], doc["@timestamp"] = "STD-CAM01", "2026-11-20T00:03:00.000Z"
+    expected = [
+        ("CTR-CAM01", 120, sum(m.persons for m in messages)),
+        ("STD-CAM01", 1, 2),  # the minimal frame holds two people and a bag
+    ]
+    return lines, json.dumps(doc), expected

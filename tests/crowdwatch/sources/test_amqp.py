@@ -14,18 +14,21 @@ import pika
 import pytest
 from bytewax.testing import run_main
 
+from crowdwatch.batches import FIELDS
 from crowdwatch.settings import Settings
 from crowdwatch.sources.amqp import AmqpRecordSource, publish, routing_key
 from crowdwatch.sources.redis_streams import BrokerError
 from crowdwatch.warehouse.client import Warehouse
-from pipelines import gate_flow
+from pipelines import gate_flow, video_headcount
 from tests.commands import crowdwatch
 from tests.crowdwatch.sources.brokers import (
     BAD,
     REJECTED_SQL,
     TOTALS_SQL,
+    VIDEO_SQL,
     TcpProxy,
     broker_settings,
+    camera_feed,
     cutting,
     file_replay,
     passages,
@@ -46,7 +49,8 @@ def prefix() -> Iterator[str]:
     yield name
     connection = pika.BlockingConnection(pika.URLParameters(URL))
     channel = connection.channel()
-    channel.queue_delete(routing_key(name, "passage"))
+    for kind in FIELDS:
+        channel.queue_delete(routing_key(name, kind))
     connection.close()
 
 
@@ -171,3 +175,21 @@ def test_cut_connections_mid_stream_keep_the_counts_exact(
     assert totals["entries"].sum() + totals["exits"].sum() == 20_000
     assert len(rejected) == len(bad_at) == len(BAD)
     assert queued(prefix) == 0
+
+
+def test_camera_messages_and_deepstream_payloads_on_deepstreams_exchange(
+    prefix: str, engine_dir: Path, tmp_path: Path
+) -> None:
+    lines, deepstream, expected = camera_feed()
+    video, minimal = routing_key(prefix, "video"), routing_key(prefix, "deepstream_minimal")
+    publish(URL, EXCHANGE, [video] * len(lines), lines, {video: video})
+    # as DeepStream's AMQP adapter sends it: amq.topic, its `topic` as the routing key
+    publish(URL, EXCHANGE, [minimal], [deepstream], {minimal: minimal})
+    settings = amqp_settings(engine_dir, "amqp_video", prefix, data_dir=tmp_path, batch_rows=50)
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.migrate()
+        run_main(video_headcount.build(settings))
+        stored = warehouse.query(VIDEO_SQL)
+        rejected = warehouse.query(REJECTED_SQL)
+    assert stored.rows() == expected
+    assert rejected.select("source", "position").rows() == [(f"amqp:{video}", "row 50")]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from bytewax.testing import run_main
 
+from crowdwatch.batches import FIELDS
 from crowdwatch.settings import Settings
 from crowdwatch.sources.mqtt import (
     Broker,
@@ -24,14 +25,16 @@ from crowdwatch.sources.mqtt import (
 )
 from crowdwatch.sources.redis_streams import BrokerError
 from crowdwatch.warehouse.client import Warehouse
-from pipelines import gate_flow
+from pipelines import gate_flow, video_headcount
 from tests.commands import crowdwatch
 from tests.crowdwatch.sources.brokers import (
     BAD,
     REJECTED_SQL,
     TOTALS_SQL,
+    VIDEO_SQL,
     TcpProxy,
     broker_settings,
+    camera_feed,
     cutting,
     file_replay,
     in_thread,
@@ -52,9 +55,10 @@ def prefix() -> Iterator[str]:
     name = f"cwtest-{uuid.uuid4().hex[:12]}"
     yield name
     broker = Broker.from_url(URL)
-    client = broker.client(session_id(name, topic_name(name, "passage")))
-    client.connect(broker.host, broker.port, clean_start=True)  # a clean start ends it
-    client.disconnect()
+    for kind in FIELDS:
+        client = broker.client(session_id(name, topic_name(name, kind)))
+        client.connect(broker.host, broker.port, clean_start=True)  # a clean start ends it
+        client.disconnect()
 
 
 def mqtt_settings(engine_dir: Path, database: str, prefix: str, **more: Any) -> Settings:
@@ -167,3 +171,22 @@ def test_cut_connections_mid_stream_keep_the_counts_exact(
         assert totals.equals(replayed.query(TOTALS_SQL))
     assert totals["entries"].sum() + totals["exits"].sum() == 8000
     assert len(rejected) == len(bad_at) == len(BAD)
+
+
+def test_camera_messages_and_deepstream_payloads_on_their_topics(
+    prefix: str, engine_dir: Path, tmp_path: Path
+) -> None:
+    lines, deepstream, expected = camera_feed()
+    video, minimal = topic_name(prefix, "video"), topic_name(prefix, "deepstream_minimal")
+    subscribe_sessions(URL, [(session_id(prefix, t), t) for t in (video, minimal)])
+    publish(URL, [video] * len(lines), lines, f"{prefix}-pub")
+    # as DeepStream's MQTT adapter sends it: to the topic its nvmsgbroker `topic` names
+    publish(URL, [minimal], [deepstream], f"{prefix}-pub")
+    settings = mqtt_settings(engine_dir, "mqtt_video", prefix, data_dir=tmp_path, batch_rows=50)
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.migrate()
+        run_main(video_headcount.build(settings))
+        stored = warehouse.query(VIDEO_SQL)
+        rejected = warehouse.query(REJECTED_SQL)
+    assert stored.rows() == expected
+    assert rejected.select("source", "position").rows() == [(f"mqtt:{video}", "row 50")]
