@@ -38,6 +38,7 @@ INACTIVITY_S = 0.02
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_S = 1.0
 PUBLISH_CHUNK = 2000
+BACKLOG_CHECK_S = 0.25
 
 
 def routing_key(prefix: str, kind: RecordKind, partition: int | None = None) -> str:
@@ -109,6 +110,7 @@ class AmqpReceiver:
         self.reconnects = 0
         self._last = time.monotonic()
         self._pending = 0
+        self._backlog = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -160,6 +162,7 @@ class AmqpReceiver:
         records: list[tuple[bytes, bytes]] = []
         keys: set[bytes] = set()
         last_tag: int | None = None
+        checked = 0.0
         for method, properties, body in channel.consume(
             self.queue, inactivity_timeout=INACTIVITY_S
         ):
@@ -179,6 +182,11 @@ class AmqpReceiver:
                 if len(records) < BATCH:
                     continue
             if last_tag is None:
+                if time.monotonic() - checked >= BACKLOG_CHECK_S:  # idle: is the queue empty?
+                    declared = channel.queue_declare(self.queue, passive=True)
+                    with self._lock:
+                        self._backlog = int(declared.method.message_count)
+                    checked = time.monotonic()
                 continue
             while self.spool.full and not self._stop.is_set():
                 connection.sleep(0.05)  # keep heartbeats going; the broker holds the rest
@@ -197,9 +205,9 @@ class AmqpReceiver:
             return time.monotonic() - self._last
 
     def pending(self) -> int:
-        """Messages received and not yet spooled."""
+        """Messages received and not yet spooled, and those the queue last said it held."""
         with self._lock:
-            return self._pending
+            return self._pending + self._backlog
 
     def close(self) -> None:
         """Stop consuming; unacknowledged messages go back to the queue."""

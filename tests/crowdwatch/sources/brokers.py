@@ -460,10 +460,15 @@ def run_killed(
     return at, start_run("gate_flow", env, log)
 
 
-def broker_settings(data_dir: Path, database: str, **fields: Any) -> Settings:
-    """Settings that read a broker until drained into ``database``, on the example site."""
+def broker_settings(engine_dir: Path, database: str, **fields: Any) -> Settings:
+    """Settings that read a broker until drained into ``database``, on the example site.
+
+    ``data_dir`` (the spools) may differ from ``engine_dir``; the warehouse is always the
+    engine's under ``engine_dir``: chDB opens one engine path per process.
+    """
     return Settings(
-        data_dir=data_dir,
+        data_dir=fields.pop("data_dir", engine_dir),
+        clickhouse_dsn=Settings(data_dir=engine_dir).dsn(),
         site_file=EXAMPLE_SITE,
         clickhouse_database=database,
         source_until_drained=True,

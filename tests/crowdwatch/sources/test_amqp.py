@@ -56,7 +56,7 @@ def prefix() -> Iterator[str]:
 
 def amqp_settings(engine_dir: Path, database: str, prefix: str, **more: Any) -> Settings:
     return broker_settings(
-        more.pop("data_dir", engine_dir),
+        engine_dir,
         database,
         source="amqp",
         amqp_url=more.pop("url", URL),

@@ -63,7 +63,7 @@ def prefix() -> Iterator[str]:
 
 def mqtt_settings(engine_dir: Path, database: str, prefix: str, **more: Any) -> Settings:
     return broker_settings(
-        more.pop("data_dir", engine_dir),
+        engine_dir,
         database,
         source="mqtt",
         mqtt_url=more.pop("url", URL),
