@@ -45,7 +45,7 @@ class _Stoppable(StatefulSourcePartition[RawBatch, StreamCursor]):
     def next_batch(self) -> list[RawBatch]:
         if self.stop.is_set():
             raise StopIteration
-        return self.part.next_batch()
+        return list(self.part.next_batch())
 
     def next_awake(self) -> datetime | None:
         return self.part.next_awake()
