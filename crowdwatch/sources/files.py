@@ -293,14 +293,16 @@ def merge_runs(
     """Batches of several inputs in event-time order: slice by slice, input by input.
 
     ``times``: each input's event times (epoch ms) per row; ``order``: each input's rank within
-    a slice. A run of rows in one slice becomes batches of up to ``batch_rows``; a file sorted
-    by time gives one run per slice.
+    a slice. A file is read in its own order: its rows go with the newest slice it has reached
+    (an out-of-order row is late, as it would be live), so a file sorted by time gives one run
+    per slice and an unsorted one does not fall apart into single rows. Batches hold up to
+    ``batch_rows``.
     """
     runs: list[tuple[int, int, int, int, int]] = []
     for index, ms in enumerate(times):
         if ms.size == 0:
             continue
-        slices = ms // (slice_s * 1000)
+        slices = np.maximum.accumulate(ms // (slice_s * 1000))
         starts = np.flatnonzero(np.diff(slices, prepend=slices[0] - 1))
         ends = np.append(starts[1:], ms.size)
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
@@ -308,7 +310,17 @@ def merge_runs(
                 size = min(batch_rows, end - first)
                 runs.append((int(slices[start]), order[index], index, first, size))
     runs.sort(key=lambda r: r[:2])
-    return [(index, first, size) for _, _, index, first, size in runs]
+    merged: list[Run] = []
+    for _, _, index, first, size in runs:
+        # consecutive runs of one file with nothing of another between them are one batch: a
+        # sparse file (calls) does not become a batch per slice
+        if merged and merged[-1][0] == index and sum(merged[-1][1:]) == first:
+            last = merged[-1]
+            if last[2] + size <= batch_rows:
+                merged[-1] = (index, last[1], last[2] + size)
+                continue
+        merged.append((index, first, size))
+    return merged
 
 
 class _MergedPartition(StatefulSourcePartition[RawBatch, int]):

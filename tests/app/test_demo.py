@@ -41,8 +41,7 @@ def test_batches_follow_event_time_across_signals_and_keep_positions() -> None:
     order = [(b.source, b.first_row, b.frame["n"].to_list()) for b in batches]
     assert order == [
         ("file:gates.csv", 0, [0, 1]),  # 08:00 slice: gates first, then video
-        ("file:video.jsonl", 0, [0]),
-        ("file:video.jsonl", 1, [1]),  # 08:01
+        ("file:video.jsonl", 0, [0, 1]),  # 08:00 and 08:01: nothing of another file between
         ("file:gates.csv", 2, [2, 3, 4]),  # 08:02, with the records whose time is broken
     ]
     # no record is lost or repeated, and every batch is one kind
