@@ -71,12 +71,16 @@ class RawBatch:
         first_row: the position of the first row in its source (a file row, a stream offset),
             when the source has stable positions. A rejected row is stored under its position,
             so the same row delivered twice (a restart, a second replay) is stored once.
+        span_ms: the event-time span of a recorded file being replayed (epoch ms, first and
+            last); event times far outside it are rejected (`TimeBounds`). None for a broker,
+            whose records are bounded by the wall clock instead.
     """
 
     source: str
     kind: RecordKind
     frame: pl.DataFrame
     first_row: int | None = None
+    span_ms: tuple[int, int] | None = None
 
 
 def record_fields(batch: RawBatch) -> tuple[pl.DataFrame, pl.Expr]:
@@ -120,6 +124,30 @@ def record_fields(batch: RawBatch) -> tuple[pl.DataFrame, pl.Expr]:
 
 Check = tuple[pl.Expr, pl.Expr | str]
 """An expression true where a row fails, and the reason to store for it."""
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """Where a record's event time may lie, as checks on an epoch-ms column.
+
+    A record from a broker may be at most ``skew_ms`` ahead of the wall clock (a clock that runs
+    ahead by more is a fault, and one far-future record would drag its station's windows
+    along). A replayed file may hold any day, but a record further than ``pad_ms`` outside
+    the file's span (`RawBatch.span_ms`) is not part of that replay. How far *behind* a
+    station's newest record a record may be is the window state's late horizon.
+    """
+
+    skew_ms: int
+    pad_ms: int
+
+    def checks(self, ts: pl.Expr, batch: RawBatch, now_ms: int) -> list[Check]:
+        """The out-of-bound checks for ``ts`` in this batch (nulls pass: checked elsewhere)."""
+        if batch.span_ms is None:
+            ahead = f"from the future: more than {self.skew_ms // 1000} s ahead of the clock"
+            return [(ts > now_ms + self.skew_ms, ahead)]
+        first, last = batch.span_ms
+        outside = f"more than {self.pad_ms // 1000} s outside the replayed span"
+        return [((ts < first - self.pad_ms) | (ts > last + self.pad_ms), outside)]
 
 
 def split_rows(

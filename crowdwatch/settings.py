@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from crowdwatch.batches import RecordKind
+from crowdwatch.batches import RecordKind, TimeBounds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SITE_FILE = REPO_ROOT / "infra" / "sites" / "example_interchange.yaml"
@@ -91,6 +91,32 @@ class Settings(BaseSettings):
             "newest (its input ended or has a gap) is stale and no longer holds it back."
         ),
     )
+
+    # Surge detection (issue 16): defaults chosen with `python -m detectors.evaluate` on the
+    # shared real data, for the general case (README, "Detection quality").
+    anomaly_strong_z: float = Field(
+        default=6.0,
+        gt=0,
+        description="A seasonal robust z-score (rise) this high is a strong anomaly: one step up.",
+    )
+    anomaly_relative_floor: float = Field(
+        default=0.10,
+        ge=0,
+        description="Floor on the seasonal scale as a share of the usual level.",
+    )
+    anomaly_poisson_floor: float = Field(
+        default=2.5,
+        ge=0,
+        description="Floor on the seasonal scale in multiples of sqrt(usual level) (count noise).",
+    )
+    anomaly_history_weeks: int = Field(
+        default=8, ge=3, description="Past weeks per time-of-week slot in the seasonal baseline."
+    )
+    anomaly_refractory_s: int = Field(
+        default=3 * 3600,
+        ge=0,
+        description="Strong anomalies less than this apart are one episode (one alert).",
+    )
     input_path: Path | None = Field(
         default=None,
         description="A recorded file (CSV, JSONL, Parquet) to read when no source is given.",
@@ -130,6 +156,36 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Plausibility bounds on input (issue 15): a record outside them goes to rejected_events
+    # with the reason; see README "Robustness".
+    max_clock_skew_s: int = Field(
+        default=300,
+        gt=0,
+        description=(
+            "Live: a record whose event time is more than this ahead of the wall clock is "
+            "rejected as from the future. A file replay bounds event time by the file's span."
+        ),
+    )
+    max_gate_per_min: int = Field(
+        default=120,
+        gt=0,
+        description="Most people one gate can pass per minute (bounds a gate's interval counts).",
+    )
+    max_station_per_min: int = Field(
+        default=20_000,
+        gt=0,
+        description="Most people a whole station can pass per minute (station-level counts).",
+    )
+    max_camera_persons: int = Field(
+        default=5_000,
+        gt=0,
+        description="Most people one camera (or one of its ROIs) can report in a frame.",
+    )
+
+    def time_bounds(self) -> TimeBounds:
+        """The event-time bounds of input records (the skew bound ahead, the replay's span)."""
+        return TimeBounds(skew_ms=self.max_clock_skew_s * 1000, pad_ms=self.late_horizon_s * 1000)
+
     source: Literal["file", "redis", "kafka"] = Field(
         default="file",
         description=(
@@ -168,6 +224,52 @@ class Settings(BaseSettings):
         description="Stop reading Redis or Kafka once caught up (replays); otherwise wait on.",
     )
 
+    # Alert delivery: who is told (notify mode), the durable outbox, how long to keep trying.
+    notify: Literal["on", "log", "off"] | None = Field(
+        default=None,
+        description=(
+            "on: alert events are sent to the site's contacts; log: stored and logged, nobody "
+            "called; off: not even logged. None: on for a live run, log for a replay."
+        ),
+    )
+    notify_max_age_s: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Alert events whose event time is older than this (against the wall clock) are "
+            "logged, not sent: catching up after an outage does not page people about the past."
+        ),
+    )
+    outbox_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the alert outbox (sqlite:///path, postgresql+psycopg://…). "
+            "Default: a SQLite file per warehouse database under data_dir/outbox."
+        ),
+    )
+    notify_timeout_s: float = Field(
+        default=2.0, gt=0, description="Connect and read timeout of one webhook request."
+    )
+    notify_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="The longest wait between two attempts to one receiver."
+    )
+    notify_after_close_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "Deliveries are retried while their alert is open and this long after it resolved; "
+            "then they are given up as expired."
+        ),
+    )
+    notify_drain_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "When a pipeline ends, how long it waits for pending deliveries; the rest stay in "
+            "the outbox and go out on the next start."
+        ),
+    )
+
     @field_validator("source_kinds", "source_partitions", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -183,6 +285,20 @@ class Settings(BaseSettings):
         A file replay (``source = file``) and a broker read only until drained are replays.
         """
         return self.source != "file" and not self.source_until_drained
+
+    @property
+    def notify_mode(self) -> Literal["on", "log", "off"]:
+        """``notify`` as set, else ``on`` for a live run and ``log`` for a replay."""
+        if self.notify is not None:
+            return self.notify
+        return "on" if self.live else "log"
+
+    def outbox_dsn(self) -> str:
+        """The outbox's SQLAlchemy URL, defaulting to a SQLite file under ``data_dir/outbox``."""
+        if self.outbox_url is not None:
+            return self.outbox_url.get_secret_value()
+        path = (self.data_dir / "outbox" / f"{self.clickhouse_database}.sqlite3").resolve()
+        return f"sqlite:///{path}"
 
     def dsn(self) -> str:
         """Return the ClickHouse DSN, defaulting to the embedded engine under ``data_dir``."""

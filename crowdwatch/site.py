@@ -8,13 +8,14 @@ an error names the file and the field.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import time
+from datetime import date, time
 from enum import StrEnum
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays
 import yaml
 from pydantic import (
     BaseModel,
@@ -267,11 +268,57 @@ class Camera(_Model):
     lines: list[CountingLine] = Field(default_factory=list)
 
 
+CALENDAR_YEARS = range(2000, 2051)
+"""The years a site calendar covers."""
+
+
+@cache
+def public_holidays(country: str | None, subdivision: str | None = None) -> frozenset[int]:
+    """Public holidays of a country (and subdivision) as date ordinals, 2000 to 2050.
+
+    From the ``holidays`` package; an empty set without a country. Cached: sites share it.
+
+    Raises:
+        ValueError: If the package knows no such country or subdivision.
+    """
+    if country is None:
+        return frozenset()
+    try:
+        calendar = holidays.country_holidays(country, subdiv=subdivision, years=CALENDAR_YEARS)
+    except NotImplementedError as exc:
+        raise ValueError(
+            f"unknown country or subdivision {country!r}/{subdivision!r} for public holidays "
+            "(use ISO 3166 codes the holidays package knows, e.g. 'CN', 'NZ'/'AUK')"
+        ) from exc
+    return frozenset(day.toordinal() for day in calendar)
+
+
 class SiteInfo(_Model):
-    """The site's name and local time zone (naive timestamps are read in it)."""
+    """The site's name, local time zone (naive timestamps are read in it) and calendar.
+
+    The calendar — ``country`` and ``subdivision`` (ISO 3166 codes, for public holidays) and
+    ``event_days`` (the site's own big days: a match, a festival) — keeps unusual days out of
+    the anomaly detectors' ordinary baselines; forecasts can use the same days.
+    """
 
     name: str
     timezone: str = "Asia/Shanghai"
+    country: str | None = Field(default=None, description="ISO 3166-1 code for public holidays")
+    subdivision: str | None = Field(default=None, description="ISO 3166-2 subdivision code")
+    event_days: list[date] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_calendar(self) -> SiteInfo:
+        public_holidays(self.country, self.subdivision)
+        return self
+
+    def days_off(self) -> frozenset[int]:
+        """Public holidays of the site's country and subdivision, as date ordinals."""
+        return public_holidays(self.country, self.subdivision)
+
+    def event_ordinals(self) -> frozenset[int]:
+        """The site's event days, as date ordinals."""
+        return frozenset(day.toordinal() for day in self.event_days)
 
     @field_validator("timezone")
     @classmethod

@@ -31,6 +31,8 @@ from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from crowdwatch.settings import Settings
+
 # Scale factor that makes the MAD a consistent estimate of the standard deviation for normal data.
 _MAD_TO_SIGMA = 1.4826
 _MINUTES_PER_DAY = 24 * 60
@@ -90,45 +92,53 @@ class Detector(Protocol):
 
 
 class SeasonalRobustBaseline:
-    """Robust z-score of a value against the same time-of-week slot in past weeks.
+    """Robust z-score of a count against the same time-of-week slot in past weeks.
 
     The period (a week by default) is cut into slots of ``slot_minutes`` in local time. While a
     slot is running, its observations are summarised by their mean and standard deviation;
     when the stream moves on to the next slot, that pair goes into the slot's ring of the last
-    ``history`` pairs (one per past week). ``score_one(x)`` is the robust z-score::
+    ``history`` pairs (one per past week). The signed deviation is::
 
-        |x.value - median(means)| / scale
+        (x.value - median(means)) / scale
         scale = max(sqrt((1.4826 * MAD(means))**2 + median(sds)**2),
-                    min_scale, min_relative_scale * |median(means)|)
+                    min_scale, min_relative_scale * |median|, poisson_scale * sqrt(|median|))
 
     ``1.4826 * MAD(means)`` is how much the slot's level varies from week to week;
     ``median(sds)`` is how much single observations vary around the slot's level (noise and
-    the ramp within the slot). Both are needed because one observation is scored against slot
-    means. Measured on four weeks of simulated Poisson counts at 60 s, scoring the fifth:
-    median 0.7, 99th percentile 2.7, maximum 6.4 (with the week-to-week spread alone: median
-    2.2, maximum 24). Median and MAD ignore unusual weeks as long as they are fewer than half
-    of the ring (3 of 8, 1 of 3), so a past surge (an event, an incident) neither raises the
-    baseline nor hides the next surge. The score is two-sided: an empty concourse at rush hour
-    (closed gate, dead camera) is unusual too.
+    the ramp within the slot). Median and MAD ignore unusual weeks as long as they are fewer
+    than half of the ring, so a past surge neither raises the baseline nor hides the next one.
 
-    The floor on the scale, explained: the spread can be tiny or zero (a closed zone at 0
-    people every night, a gate capped at its throughput), and then any deviation would score
-    without bound. ``min_scale`` (in the series' unit, default one person) and
-    ``min_relative_scale`` (default 5 % of the median, about how well the same slot agrees from
-    week to week at a busy station) keep the score finite and meaningful.
+    ``score_one`` is one-sided: rises score, drops score 0.0 — more people than usual is the
+    danger; fewer (a closed street, a dead sensor, a holiday) is reported by `deviation`, which
+    is negative for drops, but must not raise a level.
+
+    Floors made for counts, explained: the spread can be tiny or zero (a closed zone at 0
+    people every night, eight quiet weeks that agree by chance), and then any deviation would
+    score without bound. Counts are at least Poisson-noisy, so the scale is never below
+    ``poisson_scale * sqrt(median)`` (15 people against a usual 4.5 is z = 4.9, not 17); and
+    the same slot of different weeks rarely agrees better than ``min_relative_scale`` (10 %)
+    at a busy place. ``min_scale`` (one person) keeps an empty slot finite.
+
+    Calendar: ``days_off`` (public holidays, as date ordinals) are scored against the Sunday
+    slot — a holiday looks like a Sunday, not like the weekday it falls on — and neither they
+    nor ``skip_days`` (the site's event days) are learned, so the ordinary baselines stay
+    ordinary.
+
+    Useful from day one: until a slot has ``min_history`` weeks, it is scored against the same
+    slot of day over the last days (once ``min_history`` days exist), and before that against
+    the median of the last ``recent_slots`` slot means; both with floors widened by
+    ``young_widen`` because they know less (a weekday is not a Saturday, an hour ago is not
+    now). A new zone thus scores a doubling of its counts within hours.
 
     Assumes:
         The series repeats with the period (weekly by default: weekday and hour matter) and
-        changes slowly from one period to the next. Public holidays, timetable changes and
-        events break that assumption; pair it with a forecast (`ForecastResidual`) for them.
+        changes slowly from one period to the next.
     Cannot see:
-        Anything until ``min_history`` periods of data exist for a slot (three weeks by
-        default); a slow change that lasts for weeks, which becomes the new normal; how a
-        value moves within the current slot (each observation is judged on its own; the fast
-        `EwmaCusum` looks at that). Observations older than the slot being summarised (late
-        data) are ignored when learning. Sampling gaps just leave slots out.
+        A slow change that lasts for weeks, which becomes the new normal; how a value moves
+        within the current slot (each observation is judged on its own; `SeasonalCusum` looks
+        at that). Late data for a closed slot is ignored when learning.
 
-    Memory: at most ``slots per period x history`` pairs of floats (672 x 8 for the defaults).
+    Memory: at most ``(slots per period + slots per day) x history + recent_slots`` pairs.
     """
 
     def __init__(
@@ -139,7 +149,12 @@ class SeasonalRobustBaseline:
         min_history: int = 3,
         timezone: str = "Asia/Shanghai",
         min_scale: float = 1.0,
-        min_relative_scale: float = 0.05,
+        min_relative_scale: float = 0.10,
+        poisson_scale: float = 1.0,
+        days_off: frozenset[int] = frozenset(),
+        skip_days: frozenset[int] = frozenset(),
+        recent_slots: int = 8,
+        young_widen: float = 2.0,
     ) -> None:
         """Create an empty baseline.
 
@@ -149,11 +164,17 @@ class SeasonalRobustBaseline:
                 resolution at which station flows are usually planned and reported.
             history: Number of past slot means kept per slot (8 weeks: two months, long enough
                 to outvote a few unusual weeks, short enough to follow seasonal drift).
-            min_history: Slot means needed before a slot is scored (3 is the least for which
-                a median ignores one outlier).
+            min_history: Slot means needed before a slot is scored against its own weeks (3 is
+                the least for which a median ignores one outlier).
             timezone: IANA time zone of the site; slots follow local wall-clock time.
             min_scale: Floor on the scale, in the unit of the series (> 0).
             min_relative_scale: Floor on the scale as a fraction of the median (>= 0).
+            poisson_scale: Floor on the scale in multiples of ``sqrt(median)`` (>= 0).
+            days_off: Public holidays (date ordinals): scored as Sundays, not learned.
+            skip_days: Other unusual days (the site's event days): not learned.
+            recent_slots: Closed slot means kept for the new-zone baseline (>= 2).
+            young_widen: Factor on the floors while a slot has less than ``min_history``
+                weeks (>= 1).
 
         Raises:
             ValueError: If an argument is out of range or the time zone is unknown.
@@ -170,10 +191,15 @@ class SeasonalRobustBaseline:
                 f"need 1 <= min_history <= history, found min_history={min_history}, "
                 f"history={history}"
             )
-        if not min_scale > 0 or not min_relative_scale >= 0:
+        if not min_scale > 0 or not min_relative_scale >= 0 or not poisson_scale >= 0:
             raise ValueError(
-                f"need min_scale > 0 and min_relative_scale >= 0, found {min_scale} and "
-                f"{min_relative_scale}"
+                f"need min_scale > 0, min_relative_scale >= 0 and poisson_scale >= 0, found "
+                f"{min_scale}, {min_relative_scale} and {poisson_scale}"
+            )
+        if recent_slots < 2 or not young_widen >= 1:
+            raise ValueError(
+                f"need recent_slots >= 2 and young_widen >= 1, found {recent_slots} and "
+                f"{young_widen}"
             )
         try:
             tz = ZoneInfo(timezone)
@@ -188,11 +214,18 @@ class SeasonalRobustBaseline:
         self.timezone = timezone
         self.min_scale = min_scale
         self.min_relative_scale = min_relative_scale
+        self.poisson_scale = poisson_scale
+        self.days_off = days_off
+        self.skip_days = skip_days
+        self.recent_slots = recent_slots
+        self.young_widen = young_widen
         self._tz = tz
         self._slots_per_day = _MINUTES_PER_DAY // slot_minutes
         # Slot index within the period -> (mean, SD) of the last `history` occurrences, oldest
-        # first.
+        # first; the same per slot of day (the young baseline); the last closed slot means.
         self._rings: dict[int, list[tuple[float, float]]] = {}
+        self._daily: dict[int, list[tuple[float, float]]] = {}
+        self._recent: list[float] = []
         # The slot occurrence being summarised (local day number * slots per day + slot of day)
         # and Welford's running count, mean and sum of squared deviations of its values.
         self._open_occurrence: int | None = None
@@ -201,9 +234,15 @@ class SeasonalRobustBaseline:
         self._open_m2 = 0.0
         self._warmed_up = False
 
+    def __eq__(self, other: object) -> bool:
+        """Same class and same state (composite detectors compare their parts)."""
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable state
+
     @property
     def warmed_up(self) -> bool:
-        """True once some slot has ``min_history`` means; other slots may still score 0.0."""
+        """True once a baseline exists (the recent one at least); some slots may score 0.0."""
         return self._warmed_up
 
     def learn_one(self, x: Observation) -> None:
@@ -223,29 +262,60 @@ class SeasonalRobustBaseline:
         self._open_m2 += delta * (x.value - self._open_mean)
 
     def score_one(self, x: Observation) -> float:
-        """Robust z-score of ``x.value`` against past weeks of its slot; 0.0 during warm-up."""
-        baseline = self.baseline(x.ts_ms)
+        """Robust z-score of a rise of ``x.value`` above its baseline; 0.0 for drops, warm-up."""
+        return max(0.0, self.deviation(x))
+
+    def deviation(self, x: Observation) -> float:
+        """Signed robust z-score of ``x.value`` (negative for drops); 0.0 without a baseline."""
+        return self.assess(x)[0]
+
+    def assess(self, x: Observation) -> tuple[float, bool]:
+        """The signed deviation of ``x`` and whether it was judged against its own weeks.
+
+        A young baseline (recent days or hours) gives meaningful scores but cannot tell a
+        surge from a Saturday or from the morning rush, so a level should rise only on a
+        mature one.
+        """
+        baseline = self._baseline(x.ts_ms)
         if baseline is None:
-            return 0.0
-        median, scale = baseline
-        return abs(x.value - median) / scale
+            return 0.0, False
+        median, scale, mature = baseline
+        return (x.value - median) / scale, mature
 
     def baseline(self, ts_ms: int) -> tuple[float, float] | None:
-        """Return the expected value and scale for ``ts_ms``, or None while the slot warms up.
+        """Return the expected value and scale for ``ts_ms``, or None while nothing is known.
 
         Useful to explain a score ("expected about 120 people at this time").
         """
-        ring = self._rings.get(self._slot_of_period(self._occurrence(ts_ms)))
+        baseline = self._baseline(ts_ms)
+        return None if baseline is None else baseline[:2]
+
+    def _baseline(self, ts_ms: int) -> tuple[float, float, bool] | None:
+        occurrence = self._occurrence(ts_ms)
+        ring = self._rings.get(self._slot_of_period(occurrence))
+        widen = 1.0
         if ring is None or len(ring) < self.min_history:
-            return None
+            widen = self.young_widen
+            ring = self._daily.get(occurrence % self._slots_per_day)
+            if ring is None or len(ring) < self.min_history:
+                if len(self._recent) < max(2, self.recent_slots // 2):
+                    return None
+                ring = [(mean, 0.0) for mean in self._recent]
         means = [mean for mean, _ in ring]
         median = statistics.median(means)
         between = _MAD_TO_SIGMA * statistics.median(abs(m - median) for m in means)
         within = statistics.median(sd for _, sd in ring)
+        level = abs(median)
         scale = max(
-            math.hypot(between, within), self.min_scale, self.min_relative_scale * abs(median)
+            math.hypot(between, within),
+            widen
+            * max(
+                self.min_scale,
+                self.min_relative_scale * level,
+                self.poisson_scale * math.sqrt(level),
+            ),
         )
-        return median, scale
+        return median, scale, widen == 1.0
 
     def _occurrence(self, ts_ms: int) -> int:
         local = datetime.fromtimestamp(ts_ms // 1000, tz=self._tz)
@@ -253,21 +323,33 @@ class SeasonalRobustBaseline:
         return local.toordinal() * self._slots_per_day + slot_of_day
 
     def _slot_of_period(self, occurrence: int) -> int:
-        if self.period == "day":
-            return occurrence % self._slots_per_day
-        # date.toordinal() is 1 for Monday 0001-01-01, so (ordinal - 1) % 7 is the weekday.
         day, slot_of_day = divmod(occurrence, self._slots_per_day)
-        return ((day - 1) % 7) * self._slots_per_day + slot_of_day
+        if self.period == "day":
+            return slot_of_day
+        # date.toordinal() is 1 for Monday 0001-01-01, so (ordinal - 1) % 7 is the weekday.
+        weekday = 6 if day in self.days_off else (day - 1) % 7
+        return weekday * self._slots_per_day + slot_of_day
 
     def _close_open_slot(self) -> None:
         if self._open_occurrence is None or self._open_count == 0:
             return
-        ring = self._rings.setdefault(self._slot_of_period(self._open_occurrence), [])
-        ring.append((self._open_mean, math.sqrt(max(self._open_m2, 0.0) / self._open_count)))
-        if len(ring) > self.history:
-            del ring[0]
-        if len(ring) >= self.min_history:
+        summary = (self._open_mean, math.sqrt(max(self._open_m2, 0.0) / self._open_count))
+        self._recent.append(self._open_mean)
+        if len(self._recent) > self.recent_slots:
+            del self._recent[0]
+        if len(self._recent) >= max(2, self.recent_slots // 2):
             self._warmed_up = True
+        day = self._open_occurrence // self._slots_per_day
+        if day in self.days_off or day in self.skip_days:
+            return  # an unusual day: not part of the ordinary baselines
+        for rings, slot in (
+            (self._rings, self._slot_of_period(self._open_occurrence)),
+            (self._daily, self._open_occurrence % self._slots_per_day),
+        ):
+            ring = rings.setdefault(slot, [])
+            ring.append(summary)
+            if len(ring) > self.history:
+                del ring[0]
 
 
 class EwmaCusum:
@@ -347,6 +429,12 @@ class EwmaCusum:
         self.var = 0.0
         self.cusum = 0.0
         self.detections = 0
+
+    def __eq__(self, other: object) -> bool:
+        """Same class and same state (composite detectors compare their parts)."""
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable state
 
     @property
     def warmed_up(self) -> bool:
@@ -437,3 +525,115 @@ class ForecastResidual:
         if x.yhat is None or x.upper is None or x.value <= x.upper:
             return 0.0
         return (x.value - x.upper) / max(x.upper - x.yhat, self.min_band)
+
+
+class SeasonalCusum:
+    """EWMA/CUSUM on the seasonal residual: "a sudden rise beyond what this hour usually does".
+
+    Each observation is first standardised by a `SeasonalRobustBaseline` (its signed
+    deviation), and the `EwmaCusum` runs on that residual instead of on the raw level. A daily
+    ramp — the morning rush building up — is in the baseline, so its residual stays near 0 and
+    the CUSUM stays quiet; a surge the baseline did not expect accumulates within a few
+    observations. Without a baseline yet, the residual is 0 and the score too.
+
+    Assumes and cannot see: as `SeasonalRobustBaseline` and `EwmaCusum` together; a rise that
+    is slow against ``1 / alpha`` observations is absorbed by the EWMA (the seasonal score
+    still sees its level).
+    """
+
+    def __init__(
+        self,
+        seasonal: SeasonalRobustBaseline | None = None,
+        cusum: EwmaCusum | None = None,
+    ) -> None:
+        """Combine a seasonal baseline and a CUSUM (defaults: each with its defaults).
+
+        The CUSUM's ``min_std`` should be about 1 here: the residual is already in SDs.
+        """
+        self.seasonal = seasonal or SeasonalRobustBaseline()
+        self.cusum = cusum or EwmaCusum()
+
+    @property
+    def warmed_up(self) -> bool:
+        """True once the baseline and the CUSUM are both warmed up."""
+        return self.seasonal.warmed_up and self.cusum.warmed_up
+
+    def _residual(self, x: Observation) -> Observation:
+        return Observation(x.ts_ms, self.seasonal.deviation(x))
+
+    def learn_one(self, x: Observation) -> None:
+        """Learn the residual (against the baseline as it was), then the observation."""
+        if self.seasonal.warmed_up:
+            self.cusum.learn_one(self._residual(x))
+        self.seasonal.learn_one(x)
+
+    def score_one(self, x: Observation) -> float:
+        """The CUSUM score of the residual of ``x``; 0.0 during warm-up."""
+        if not self.seasonal.warmed_up:
+            return 0.0
+        return self.cusum.score_one(self._residual(x))
+
+
+class AlertEpisodes:
+    """Strong scores grouped into episodes: one alert per episode, with a refractory period.
+
+    The decision step after a detector: an episode opens at a strong score and lasts while
+    strong scores keep coming less than ``refractory_ms`` apart; it ends ``refractory_ms``
+    after the last one. A surge that flickers above and below the line (a march passing
+    sensor after sensor, an hour that dips) is one episode, so people are called once.
+    Plain state, picklable.
+    """
+
+    def __init__(self, refractory_ms: int) -> None:
+        """Create the step; ``refractory_ms`` >= 0."""
+        if refractory_ms < 0:
+            raise ValueError(f"refractory_ms must be >= 0, found {refractory_ms}")
+        self.refractory_ms = refractory_ms
+        self.last_strong_ms: int | None = None
+        self.now_ms: int | None = None
+        self.episodes = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether an episode is open at the newest time seen."""
+        return (
+            self.last_strong_ms is not None
+            and self.now_ms is not None
+            and self.now_ms - self.last_strong_ms <= self.refractory_ms
+        )
+
+    def update(self, ts_ms: int, strong: bool) -> bool:
+        """Advance to ``ts_ms``; return True when this strong score opens a new episode."""
+        self.now_ms = ts_ms if self.now_ms is None else max(self.now_ms, ts_ms)
+        if not strong:
+            return False
+        opened = not self.active
+        if opened:
+            self.episodes += 1
+        self.last_strong_ms = ts_ms
+        return opened
+
+
+def zone_detector(
+    settings: Settings,
+    timezone: str,
+    *,
+    days_off: frozenset[int] = frozenset(),
+    skip_days: frozenset[int] = frozenset(),
+) -> SeasonalRobustBaseline:
+    """The seasonal detector of one zone, configured as every pipeline (and the harness) uses it.
+
+    Args:
+        settings: ``anomaly_*`` settings (floors, history).
+        timezone: The site's time zone.
+        days_off: The site's public holidays (`crowdwatch.site.SiteInfo.days_off`).
+        skip_days: The site's event days (`crowdwatch.site.SiteInfo.event_ordinals`).
+    """
+    return SeasonalRobustBaseline(
+        timezone=timezone,
+        history=settings.anomaly_history_weeks,
+        min_relative_scale=settings.anomaly_relative_floor,
+        poisson_scale=settings.anomaly_poisson_floor,
+        days_off=days_off,
+        skip_days=skip_days,
+    )

@@ -107,6 +107,7 @@ def call_rows(
         categories=load_categories(settings.call_categories_file),
         hash_key=key,
         timezone=site.site.timezone,
+        bounds=settings.time_bounds(),
     )
     params = BurstParams(threshold=settings.burst_threshold)
 

@@ -106,7 +106,12 @@ def gate_rows(
     step_id: str, up: Stream[RawBatch], site: Site, settings: Settings
 ) -> Stream[TableRows]:
     """Gate records → ``zone_metrics`` and ``rejected_events`` rows (the whole pipeline)."""
-    directory = GateDirectory.from_site(site)
+    directory = GateDirectory.from_site(
+        site,
+        settings.time_bounds(),
+        max_gate_per_min=settings.max_gate_per_min,
+        max_station_per_min=settings.max_station_per_min,
+    )
     window_ms = settings.window_s * 1000
     parsed = op.map("parse", up, lambda b: parse_batch(b, directory, window_ms, now_ms()))
     # Parsed(flows, rejected)

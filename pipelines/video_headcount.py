@@ -79,7 +79,9 @@ def parse_stock(
     lines = pl.DataFrame(
         {"payload": [m.to_json(site.tz) for m in messages]}, schema={"payload": pl.String}
     )
-    video = parse_video(RawBatch(batch.source, "video", lines), directory, received_at_ms)
+    video = parse_video(
+        RawBatch(batch.source, "video", lines, span_ms=batch.span_ms), directory, received_at_ms
+    )
     reasons = {payload: reason for payload, reason in parsed.rejected}
     sensors = payloads.str.json_path_match(STOCK_SENSOR[batch.kind])
     rows = pl.DataFrame({"_row": range(payloads.len()), "payload": payloads, "sensor": sensors})
@@ -169,7 +171,9 @@ def video_rows(
     step_id: str, up: Stream[RawBatch], site: Site, settings: Settings
 ) -> Stream[TableRows]:
     """Camera messages → video, camera health and ``rejected_events`` rows."""
-    directory = CameraDirectory.from_site(site)
+    directory = CameraDirectory.from_site(
+        site, settings.time_bounds(), max_persons=settings.max_camera_persons
+    )
     parsed = op.map("parse", up, lambda b: parse_camera_batch(b, site, directory, now_ms()))
     # VideoParsed(messages, rois, lines, rejected)
     rejected = op.filter_map(

@@ -5,10 +5,11 @@ runs each through the same steps as its own pipeline (``gate_flow``, ``video_hea
 the same tables are written), and turns their newest per-zone results into readings: gate occupancy
 and inflow, video headcount, call bursts. Per station a `RiskState` advances in event time, every
 ``risk_tick_s`` seconds: anomaly scores per zone (a seasonal robust baseline on the headcount,
-EWMA/CUSUM on the inflow; ``detectors.anomaly``), then `crowdwatch.risk.engine.StationRisk` decides
-each zone's state and level. ``zone_state`` gets one row per zone and tick, ``alerts`` the lifecycle
-events, and the `AlertSink` hands each event to the webhook notifier at once, routed by station and
-level as the site file says.
+EWMA/CUSUM on the inflow's seasonal residual; ``detectors.anomaly``), then
+`crowdwatch.risk.engine.StationRisk` decides each zone's state and level. ``zone_state`` gets one
+row per zone and tick, ``alerts`` the lifecycle events, and the `OutboxSink` writes each event to
+the durable alert outbox, from where it goes at once to the roles the site file routes it to
+(`crowdwatch.risk.outbox`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -26,24 +26,29 @@ import polars as pl
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source as BytewaxSource
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
+from bytewax.outputs import Sink
 
 from crowdwatch.batches import RawBatch
 from crowdwatch.flow import default_sink, default_source, now_ms
 from crowdwatch.risk.engine import StationRisk, ZoneState, alert_rows
 from crowdwatch.risk.levels import Thresholds
-from crowdwatch.risk.notify import AlertEvent, WebhookNotifier
+from crowdwatch.risk.notify import AlertEvent
+from crowdwatch.risk.outbox import OutboxSink
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
 from crowdwatch.warehouse.client import TableRows
-from detectors.anomaly import EwmaCusum, Observation, SeasonalRobustBaseline
+from detectors.anomaly import (
+    AlertEpisodes,
+    Observation,
+    SeasonalCusum,
+    SeasonalRobustBaseline,
+    zone_detector,
+)
 from pipelines import gate_flow, video_headcount
 from pipelines.calls import call_rows
 
 GATE_KINDS = ("passage", "count")
 CALL_KINDS = ("call",)
-SEASONAL_STRONG = 6.0
-"""A seasonal robust z-score this high counts as a strong anomaly (score 1.0)."""
 
 ZONE_STATE_SCHEMA = pl.Schema(
     {
@@ -150,8 +155,12 @@ class RiskState:
 
     risk: StationRisk
     tick_ms: int
+    settings: Settings = field(default_factory=Settings)
+    days_off: frozenset[int] = frozenset()
+    event_days: frozenset[int] = frozenset()
     seasonal: dict[str, SeasonalRobustBaseline] = field(default_factory=dict)
-    surge: dict[str, EwmaCusum] = field(default_factory=dict)
+    surge: dict[str, SeasonalCusum] = field(default_factory=dict)
+    episodes: dict[str, AlertEpisodes] = field(default_factory=dict)
     last_tick_ms: int | None = None
     max_ticks: int = 8640
     live: bool = False
@@ -254,21 +263,49 @@ class RiskState:
     def _score_anomalies(self, ts_ms: int) -> None:
         """Score, then learn, each zone's headcount and inflow at this tick.
 
-        Only the seasonal score raises a level (``anomaly_score`` ≥ 1): it has learned the
-        weekly pattern, so a normal rush hour does not count. The EWMA/CUSUM surge score on
-        the inflow is kept beside it for analysts; alone it fires on ordinary daily ramps.
+        ``anomaly_score`` is the seasonal deviation of the headcount in units of
+        ``anomaly_strong_z`` (negative for drops, which are shown but raise nothing); a rise
+        of 1 or more against a mature baseline (the zone's own past weeks, not the young one of
+        its first weeks) opens or extends an episode (`AlertEpisodes`), and while the episode
+        lasts the zone is one step up: one alert per episode, not one per flicker. The
+        EWMA/CUSUM surge score runs on the inflow's seasonal residual, so a daily ramp does
+        not fire; it is kept beside the level for analysts.
         """
+        config = self.settings
         for zone_id, readings in self.risk.readings.items():
             headcount, _ = self.risk.headcount_of(zone_id)
             if headcount is not None:
-                seasonal = self.seasonal.setdefault(
-                    zone_id, SeasonalRobustBaseline(timezone=self.risk.timezone)
-                )
+                seasonal = self.seasonal.get(zone_id)
+                if seasonal is None:
+                    seasonal = self.seasonal[zone_id] = zone_detector(
+                        config,
+                        self.risk.timezone,
+                        days_off=self.days_off,
+                        skip_days=self.event_days,
+                    )
                 x = Observation(ts_ms, headcount)
-                readings.anomaly_score = seasonal.score_one(x) / SEASONAL_STRONG
+                deviation, mature = seasonal.assess(x)
+                readings.anomaly_score = deviation / config.anomaly_strong_z
                 seasonal.learn_one(x)
+                strong = mature and readings.anomaly_score >= 1.0
+            else:
+                strong = False
+            episodes = self.episodes.setdefault(
+                zone_id, AlertEpisodes(config.anomaly_refractory_s * 1000)
+            )
+            episodes.update(ts_ms, strong)
+            readings.anomaly_alert = episodes.active
             if readings.inflow_per_min is not None:
-                surge = self.surge.setdefault(zone_id, EwmaCusum())
+                surge = self.surge.get(zone_id)
+                if surge is None:
+                    surge = self.surge[zone_id] = SeasonalCusum(
+                        zone_detector(
+                            config,
+                            self.risk.timezone,
+                            days_off=self.days_off,
+                            skip_days=self.event_days,
+                        )
+                    )
                 x = Observation(ts_ms, readings.inflow_per_min)
                 readings.surge_score = surge.score_one(x)
                 surge.learn_one(x)
@@ -399,35 +436,6 @@ class StationLogic(StatefulBatchLogic[StationReadings, Decided, RiskState]):
         return copy.deepcopy(self.state)
 
 
-class AlertSink(DynamicSink[AlertEvent]):
-    """Hands each alert event to the webhook notifier (one notifier per worker).
-
-    Sending happens on a background thread, in order: retries to a slow or failing receiver
-    never hold up the dataflow, and every receiver sees one zone's events in the order they
-    happened. Closing waits for what is still being sent.
-    """
-
-    def __init__(self, site: Site) -> None:
-        self.site = site
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
-        """One notifier per worker."""
-        return _AlertPartition(WebhookNotifier(self.site))
-
-
-class _AlertPartition(StatelessSinkPartition[AlertEvent]):
-    def __init__(self, notifier: WebhookNotifier) -> None:
-        self.notifier = notifier
-        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
-
-    def write_batch(self, items: list[AlertEvent]) -> None:
-        for event in items:
-            self.sender.submit(self.notifier.send, event)
-
-    def close(self) -> None:
-        self.sender.shutdown(wait=True)
-
-
 def build(
     settings: Settings | None = None,
     *,
@@ -441,7 +449,8 @@ def build(
         settings: defaults to ``Settings()`` from the environment.
         source: `RawBatch` items of any kind; defaults to replaying ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
-        alert_sink: alert events; defaults to the webhook notifier with the site's routing.
+        alert_sink: alert events; defaults to the durable outbox, delivered to the site's
+            contacts as ``config.notify_mode`` says.
     """
     config = settings or Settings()
     site = load_site(config.site_file)
@@ -452,6 +461,9 @@ def build(
         return RiskState(
             StationRisk(station_id, site, thresholds=thresholds),
             tick_ms,
+            config,
+            days_off=site.site.days_off(),
+            event_days=site.site.event_ordinals(),
             live=config.live,
             idle_ms=config.source_idle_s * 1000,
             replay_idle_ms=config.replay_idle_s * 1000,
@@ -491,5 +503,5 @@ def build(
     alerts = op.map("alert_rows", events, lambda event: ("alerts", alert_rows([event])))
     # ("alerts", frame)
     op.output("warehouse", op.merge("rows", rows, states, alerts), sink or default_sink(config))
-    op.output("notify", events, alert_sink or AlertSink(site))
+    op.output("notify", events, alert_sink or OutboxSink(config, site))
     return flow

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 import shapely
 
-from crowdwatch.batches import FIELDS, Check, RawBatch, record_fields, split_rows
+from crowdwatch.batches import FIELDS, Check, RawBatch, TimeBounds, record_fields, split_rows
 from crowdwatch.calls.categories import Categories
 from crowdwatch.calls.privacy import keyed_hash, scrub_text
 from crowdwatch.isotime import epoch_ms
@@ -144,6 +144,7 @@ class CallDirectory:
     categories: Categories
     hash_key: bytes | None
     timezone: str
+    bounds: TimeBounds | None = None
 
 
 def _without_caller_name(frame: pl.DataFrame) -> pl.DataFrame:
@@ -181,6 +182,11 @@ def parse_calls(
     Returns:
         The calls (`CALL_SCHEMA`) and the rejected rows (their payloads scrubbed).
     """
+    if batch.kind != "call":
+        frame, payload = record_fields(batch)
+        checks: list[Check] = [(pl.lit(True), f"a {batch.kind} record, not a call record")]
+        _, rejected = split_rows(frame, checks, payload, batch, received_at_ms)
+        return pl.DataFrame(schema=CALL_SCHEMA), rejected
     frame, _ = record_fields(batch)
     frame = _without_caller_name(frame)
     frame = frame.with_columns(
@@ -191,7 +197,7 @@ def parse_calls(
         _number("lon").alias("_lon"),
         pl.col("priority").str.strip_chars().cast(pl.Int32, strict=False).alias("_priority"),
     )
-    checks: list[Check] = [
+    checks = [
         (pl.col("_json_error").is_not_null(), pl.col("_json_error")),
         (
             pl.col("call_id").is_null() | (pl.col("call_id").str.strip_chars() == ""),
@@ -206,13 +212,20 @@ def parse_calls(
             pl.col("updated_at").is_not_null() & pl.col("_updated").is_null(),
             pl.format("updated_at '{}' is not an ISO 8601 time", "updated_at"),
         ),
+        *(
+            []
+            if directory.bounds is None
+            else directory.bounds.checks(pl.col("_received"), batch, received_at_ms)
+        ),
         (pl.col("lat").is_null() != pl.col("lon").is_null(), "lat and lon must come together"),
         (
+            # null-safe: a number that does not parse is null, and null must fail, not pass
             pl.col("lat").is_not_null()
             & (
                 pl.col("_lat").is_null()
-                | (pl.col("_lat").abs() > 90)
-                | (pl.col("_lon").abs() > 180)
+                | pl.col("_lon").is_null()
+                | (pl.col("_lat").abs() > 90).fill_null(True)
+                | (pl.col("_lon").abs() > 180).fill_null(True)
             ),
             pl.format("lat/lon '{}', '{}' are not coordinates", "lat", "lon"),
         ),

@@ -115,6 +115,7 @@ class StationWindows:
         self.timezone = timezone
         self.lookback = max([self.rate_windows, *(self._dwell_windows(z)[0] for z in zones)])
         self.keep = self.horizon + -(-DAY_S // window_s) + self.lookback
+        self.chunk = -(-DAY_S // window_s)
         self.base = 0
         self.counts: Counts = np.zeros((2, len(zones), 0), dtype=np.int64)
         self.watermark: int | None = None
@@ -138,11 +139,32 @@ class StationWindows:
             The metric rows (`METRIC_SCHEMA`) of every window from the earliest changed one to
             the newest seen, and the counts that came too late to correct (zone, window and
             counts as the payload), which the caller sends to ``rejected_events``.
+
+        Memory stays bounded whatever the times: a batch spanning more than a day is added in
+        chunks of at most a day, oldest first, and windows older than the state keeps are
+        dropped before newer ones are made room for (a record years ahead costs no more than
+        one a minute ahead; the windows in between, all empty, are not written).
         """
         win = flows["window"].to_numpy() // self.window_ms
+        if win.size == 0:
+            return self._update(flows, win, now_ns)
+        low, high = int(win.min()), int(win.max())
+        if high - low <= self.chunk:
+            return self._update(flows, win, now_ns)
+        part = (win - low) // self.chunk
+        results = [
+            self._update(flows.filter(pl.Series(part == k)), win[part == k], now_ns)
+            for k in np.unique(part)
+        ]
+        return pl.concat([r[0] for r in results]), pl.concat([r[1] for r in results])
+
+    def _update(
+        self, flows: pl.DataFrame, win: Counts, now_ns: int
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """`update` with windows ``win`` spanning at most `chunk` windows."""
         if self.watermark is None:
             # room for records up to the late horizon before the first one seen
-            self.base = int(win.min()) - self.horizon
+            self.base = int(win.min()) - self.horizon if win.size else self.base
             floor = self.base
         else:
             floor = max(self.base, self.watermark - self.horizon)
@@ -157,6 +179,7 @@ class StationWindows:
             return pl.DataFrame(schema=METRIC_SCHEMA), rejected
         newest = int(win.max())
         self.watermark = newest if self.watermark is None else max(self.watermark, newest)
+        self._evict()
         self._grow_to(self.watermark)
         zone = np.array([self.zone_index[z] for z in flows["zone_id"].to_list()])
         pos = win - self.base
@@ -165,9 +188,8 @@ class StationWindows:
         first = int(win.min())
         if self.emitted_until is not None:
             first = min(first, self.emitted_until + 1)
-        rows = self._metrics(max(first, floor), self.watermark, now_ns)
+        rows = self._metrics(max(first, floor, self.base), self.watermark, now_ns)
         self.emitted_until = self.watermark
-        self._evict()
         return rows, rejected
 
     def _grow_to(self, window: int) -> None:
@@ -181,7 +203,7 @@ class StationWindows:
         assert self.watermark is not None
         drop = self.watermark - self.keep - self.base
         if drop > self.keep // 4:
-            self.counts = self.counts[:, :, drop:].copy()
+            self.counts = self.counts[:, :, min(drop, self.counts.shape[2]) :].copy()
             self.base += drop
 
     def _periods(self, first: int, last: int, reset_s: int) -> npt.NDArray[np.int64]:

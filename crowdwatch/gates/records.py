@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from crowdwatch.batches import Check, RawBatch, record_fields, split_rows
+from crowdwatch.batches import Check, RawBatch, TimeBounds, record_fields, split_rows
 from crowdwatch.isotime import epoch_ms
 from crowdwatch.site import Site
 
@@ -67,17 +67,37 @@ class GateDirectory:
     gate_direction: dict[str, str]
     entry_zone: dict[str, str | None]
     timezone: str
+    bounds: TimeBounds | None = None
+    max_gate_per_min: int = 120
+    max_station_per_min: int = 20_000
 
     @classmethod
-    def from_site(cls, site: Site) -> GateDirectory:
-        """Build the mappings for a site."""
+    def from_site(
+        cls,
+        site: Site,
+        bounds: TimeBounds | None = None,
+        *,
+        max_gate_per_min: int = 120,
+        max_station_per_min: int = 20_000,
+    ) -> GateDirectory:
+        """Build the mappings for a site, with the plausibility bounds of the settings.
+
+        Without ``bounds`` any event time from 1970 to 2199 is taken (tests of parsing alone).
+        """
         return cls(
             gate_station={g.id: g.station for g in site.gates},
             gate_zone={g.id: g.zone for g in site.gates},
             gate_direction={g.id: g.direction for g in site.gates},
             entry_zone={s.id: site.entry_zone_of(s.id) for s in site.stations},
             timezone=site.site.timezone,
+            bounds=bounds,
+            max_gate_per_min=max_gate_per_min,
+            max_station_per_min=max_station_per_min,
         )
+
+    def time_checks(self, ts: str, batch: RawBatch, now_ms: int) -> list[Check]:
+        """Event-time bounds on column ``ts`` (none without bounds)."""
+        return [] if self.bounds is None else self.bounds.checks(pl.col(ts), batch, now_ms)
 
 
 def _lookup(frame: pl.DataFrame, directory: GateDirectory) -> pl.DataFrame:
@@ -151,6 +171,7 @@ def parse_passages(
             pl.col("_direction").is_null(),
             pl.format("direction '{}' is not in/out (or 1/0)", "direction"),
         ),
+        *directory.time_checks("_ts", batch, received_at_ms),
         *_lookup_errors(),
         (
             pl.col("_gate_direction").is_in(["in", "out"])
@@ -210,12 +231,33 @@ def parse_counts(
         (pl.col("_end") <= pl.col("_start"), "end is not after start"),
         (pl.col("_end") - pl.col("_start") > MAX_INTERVAL_MS, "interval longer than 24 h"),
     ]
+    checks += directory.time_checks("_start", batch, received_at_ms)
+    # what a gate (or a whole station) can pass in the interval: also keeps the spreading
+    # arithmetic below far from overflow (counts x milliseconds)
+    per_min = (
+        pl.when(pl.col("gate_id").is_null())
+        .then(directory.max_station_per_min)
+        .otherwise(directory.max_gate_per_min)
+    )
+    most = per_min * (pl.col("_end") - pl.col("_start")) / 60_000
     for name in ("entries", "exits"):
         checks += [
             (pl.col(name).is_null(), f"{name} missing"),
             (
                 pl.col(f"_{name}").is_null() | (pl.col(f"_{name}") < 0),
                 pl.format(f"{name} '{{}}' is not a non-negative integer", name),
+            ),
+            (
+                pl.col(f"_{name}") > most,
+                pl.format(
+                    f"{name} {{}} are more than the {{}} per minute a "
+                    f"{{}} can pass in the interval",
+                    f"_{name}",
+                    per_min,
+                    pl.when(pl.col("gate_id").is_null())
+                    .then(pl.lit("station"))
+                    .otherwise(pl.lit("gate")),
+                ),
             ),
         ]
     good, rejected = split_rows(frame, [*checks, *_lookup_errors()], payload, batch, received_at_ms)

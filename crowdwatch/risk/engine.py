@@ -45,6 +45,7 @@ class ZoneReadings:
     burst_alert: bool = False
     burst_score: float = 0.0
     anomaly_score: float = 0.0
+    anomaly_alert: bool = False
     surge_score: float = 0.0
     inflow_history: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=64))
 
@@ -91,7 +92,6 @@ class StationRisk:
         site: Site,
         *,
         thresholds: Thresholds | None = None,
-        strong_anomaly: float = 1.0,
         trend_window_s: int = 300,
     ) -> None:
         self.station_id = station_id
@@ -99,7 +99,6 @@ class StationRisk:
         self.zones = {z.id: z for z in site.zones_of(station_id)}
         self.rules = {z.id: headcount_rule(z, site) for z in self.zones.values()}
         self.thresholds = thresholds or Thresholds()
-        self.strong_anomaly = strong_anomaly
         self.trend_window_ms = trend_window_s * 1000
         self.readings = {zone_id: ZoneReadings() for zone_id in self.zones}
         self.levels = {zone_id: LevelState() for zone_id in self.zones}
@@ -147,7 +146,7 @@ class StationRisk:
             inputs = ZoneInputs(
                 capacity_share=share or 0.0,
                 density=density or 0.0,
-                strong_anomaly=readings.anomaly_score >= self.strong_anomaly,
+                strong_anomaly=readings.anomaly_alert,
                 call_burst=readings.burst_alert,
             )
             change = step(self.levels[zone_id], inputs, ts_ms, self.thresholds)

@@ -194,6 +194,41 @@ def event_times(kind: RecordKind, frame: pl.DataFrame, timezone: str) -> npt.NDA
     return times.to_numpy().astype(np.int64)
 
 
+SPAN_SAMPLE_ROWS = 4_001
+SPAN_GAP_MS = 7 * 86_400_000
+SPAN_MIN_SHARE = 0.01
+
+
+def event_span(kind: RecordKind, frame: pl.DataFrame, timezone: str) -> tuple[int, int] | None:
+    """The event-time span of a file (epoch ms, first and last), from an even sample of rows.
+
+    Robust to a few wild times: the sample's times are cut into runs wherever a week passes
+    without a record, and runs holding fewer than 1 % of the sample (and a lone time) are
+    left out, so a stray record years away does not stretch the span. None when no time in
+    the sample parses.
+    """
+    if frame.height == 0:
+        return None
+    index = np.unique(np.linspace(0, frame.height - 1, SPAN_SAMPLE_ROWS).astype(np.int64))
+    sample = frame[pl.Series(index)]
+    field = TIME_FIELD[kind]
+    if field in sample.columns:
+        text = sample[field]
+    elif "payload" in sample.columns:
+        text = sample["payload"].str.json_path_match(f"$.{field}")
+    else:
+        return None
+    times = np.sort(epoch_ms(text, timezone).drop_nulls().to_numpy())
+    if times.size == 0:
+        return None
+    run = np.concatenate(([0], np.cumsum(np.diff(times) > SPAN_GAP_MS)))
+    sizes = np.bincount(run)
+    kept = times[(sizes[run] >= SPAN_MIN_SHARE * times.size) & (sizes[run] > 1)]
+    if kept.size == 0:
+        kept = times
+    return int(kept[0]), int(kept[-1])
+
+
 def batch_bounds(
     times_ms: npt.NDArray[np.int64] | None, batch_rows: int, speed: float | None
 ) -> list[int]:
@@ -226,6 +261,7 @@ class _FilePartition(StatefulSourcePartition[RawBatch, int]):
         self.spec = spec
         self.kind, self.frame = read_records(spec.path)
         self.source = f"file:{spec.path.name}"
+        self.span = event_span(self.kind, self.frame, spec.timezone)
         times = (
             event_times(self.kind, self.frame, spec.timezone) if spec.speed is not None else None
         )
@@ -249,7 +285,11 @@ class _FilePartition(StatefulSourcePartition[RawBatch, int]):
             raise StopIteration
         end = self._next_bound()
         batch = RawBatch(
-            self.source, self.kind, self.frame.slice(self.row, end - self.row), self.row
+            self.source,
+            self.kind,
+            self.frame.slice(self.row, end - self.row),
+            self.row,
+            span_ms=self.span,
         )
         self.row = end
         if self.progress is not None:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import shapely
 
-from crowdwatch.batches import Check, RawBatch, split_rows
+from crowdwatch.batches import Check, RawBatch, TimeBounds, split_rows
 from crowdwatch.isotime import epoch_ms
 from crowdwatch.site import Camera, CountingLine, Site
 
@@ -198,6 +198,11 @@ MESSAGE_SCHEMA = pa.schema(
 )
 _PARSE = pa_json.ParseOptions(explicit_schema=MESSAGE_SCHEMA, unexpected_field_behavior="ignore")
 _INTEGERS = ("frame", "persons")
+_INT64_MAX = 2**63 - 1
+
+
+def _is_int64(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _INT64_MAX
 
 
 def _type_error(message: object) -> str | None:
@@ -210,8 +215,8 @@ def _type_error(message: object) -> str | None:
         return "camera_id and ts must be strings"
     for name in _INTEGERS:
         value = message.get(name, 0)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            return f"{name} must be an integer, got {value!r}"
+        if value is not None and not _is_int64(value):
+            return f"{name} must be a 64-bit integer"
     for name, keys in (("rois", ("persons",)), ("lines", ("in", "out"))):
         items = message.get(name, [])
         if items is None:
@@ -222,9 +227,8 @@ def _type_error(message: object) -> str | None:
             if not isinstance(item.get("id"), str):
                 return f"every entry of {name} needs a string id"
             for key in keys:
-                value = item.get(key)
-                if not isinstance(value, int) or isinstance(value, bool):
-                    return f"{name} entry {item.get('id')!r}: {key} must be an integer"
+                if not _is_int64(item.get(key)):
+                    return f"{name} entry {item.get('id')!r}: {key} must be a 64-bit integer"
     return None
 
 
@@ -270,15 +274,25 @@ class CameraDirectory:
     roi_zone: dict[str, str]
     line_zone: dict[str, str]
     timezone: str
+    bounds: TimeBounds | None = None
+    max_persons: int = 5_000
 
     @classmethod
-    def from_site(cls, site: Site) -> CameraDirectory:
-        """Build the mappings; ROIs and lines are keyed ``camera_id/roi_id``."""
+    def from_site(
+        cls, site: Site, bounds: TimeBounds | None = None, *, max_persons: int = 5_000
+    ) -> CameraDirectory:
+        """Build the mappings; ROIs and lines are keyed ``camera_id/roi_id``.
+
+        ``bounds`` bound event times (none without), ``max_persons`` the people (and line
+        crossings) one camera or ROI may report in one message.
+        """
         return cls(
             camera_station={c.id: c.station for c in site.cameras},
             roi_zone={f"{c.id}/{r.id}": r.zone for c in site.cameras for r in c.rois},
             line_zone={f"{c.id}/{line.id}": line.zone for c in site.cameras for line in c.lines},
             timezone=site.site.timezone,
+            bounds=bounds,
+            max_persons=max_persons,
         )
 
 
@@ -300,7 +314,11 @@ class VideoParsed:
 
 
 def _flatten(
-    frame: pl.DataFrame, column: str, zones: dict[str, str], counts: tuple[str, ...]
+    frame: pl.DataFrame,
+    column: str,
+    zones: dict[str, str],
+    counts: tuple[str, ...],
+    max_count: int,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The ROI or line entries of every message, one row each, with their zone.
 
@@ -319,13 +337,16 @@ def _flatten(
     )
     kind = "ROI" if column == "rois" else "line"
     negative = pl.any_horizontal(pl.col(c) < 0 for c in counts)
+    too_many = pl.any_horizontal(pl.col(c) > max_count for c in counts)
     errors = (
-        items.filter(pl.col("zone_id").is_null() | negative)
+        items.filter(pl.col("zone_id").is_null() | negative | too_many)
         .select(
             "_row",
             pl.when(pl.col("zone_id").is_null())
             .then(pl.format(f"unknown {kind} '{{}}' for camera '{{}}'", "id", "camera_id"))
-            .otherwise(pl.format(f"{kind} '{{}}' has a negative count", "id"))
+            .when(negative)
+            .then(pl.format(f"{kind} '{{}}' has a negative count", "id"))
+            .otherwise(pl.format(f"{kind} '{{}}' counts more than {max_count}", "id"))
             .alias("_error"),
         )
         .group_by("_row")
@@ -349,8 +370,9 @@ def parse_video(batch: RawBatch, directory: CameraDirectory, received_at_ms: int
         .alias("station_id"),
         pl.col("lines").fill_null(pl.lit([], dtype=frame.schema["lines"])),
     )
-    rois, roi_errors = _flatten(frame, "rois", directory.roi_zone, ("persons",))
-    lines, line_errors = _flatten(frame, "lines", directory.line_zone, ("in", "out"))
+    most = directory.max_persons
+    rois, roi_errors = _flatten(frame, "rois", directory.roi_zone, ("persons",), most)
+    lines, line_errors = _flatten(frame, "lines", directory.line_zone, ("in", "out"), most)
     frame = frame.join(roi_errors.rename({"_error": "_roi_error"}), on="_row", how="left").join(
         line_errors.rename({"_error": "_line_error"}), on="_row", how="left"
     )
@@ -359,10 +381,16 @@ def parse_video(batch: RawBatch, directory: CameraDirectory, received_at_ms: int
         (pl.col("station_id").is_null(), pl.format("unknown camera '{}'", "camera_id")),
         (pl.col("ts").is_null(), "ts missing"),
         (pl.col("ts_ms").is_null(), pl.format("ts '{}' is not an ISO 8601 time", "ts")),
+        *(
+            []
+            if directory.bounds is None
+            else directory.bounds.checks(pl.col("ts_ms"), batch, received_at_ms)
+        ),
         (pl.col("frame").is_null(), "frame missing"),
         (pl.col("frame") < 0, "frame is negative"),
         (pl.col("persons").is_null(), "persons missing"),
         (pl.col("persons") < 0, "persons is negative"),
+        (pl.col("persons") > most, f"persons is more than {most}"),
         (pl.col("rois").is_null(), "rois missing"),
         (pl.col("_roi_error").is_not_null(), pl.col("_roi_error")),
         (pl.col("_line_error").is_not_null(), pl.col("_line_error")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,17 @@ def test_example_site_loads_with_its_models() -> None:
     assert site.gate_by_id["WLK-G03"].direction == "out"
     kinds = {z.kind.value for z in site.zones}
     assert {"platform", "concourse", "entrance", "plaza", "scenic_area"} <= kinds
+
+
+def test_the_site_calendar(tmp_path: Path) -> None:
+    data = example()
+    data["site"].update(country="NZ", subdivision="AUK", event_days=["2026-11-21"])
+    site = load_site(write(tmp_path, data)).site
+    assert date(2026, 2, 6).toordinal() in site.days_off()  # Waitangi Day
+    assert date(2026, 1, 26).toordinal() in site.days_off()  # Auckland Anniversary Day
+    assert date(2026, 2, 5).toordinal() not in site.days_off()
+    assert site.event_ordinals() == frozenset({date(2026, 11, 21).toordinal()})
+    assert load_site(EXAMPLE_SITE).site.days_off() == frozenset()  # no country: none
 
 
 @pytest.mark.parametrize(
@@ -65,6 +77,8 @@ def test_example_site_loads_with_its_models() -> None:
             "zones.0.colour: Extra inputs are not permitted",
         ),
         (lambda d: d["zones"][0].update(id="CTR"), "ids ['CTR'] are also station ids"),
+        (lambda d: d["site"].update(country="XX"), "site: unknown country or subdivision 'XX'"),
+        (lambda d: d["site"].update(event_days=["2026-13-01"]), "site.event_days.0"),
     ],
 )
 def test_errors_name_the_file_and_the_field(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detectors.anomaly import EwmaCusum, ForecastResidual, Observation, SeasonalRobustBaseline
+from detectors.anomaly import (
+    AlertEpisodes,
+    EwmaCusum,
+    ForecastResidual,
+    Observation,
+    SeasonalCusum,
+    SeasonalRobustBaseline,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 11, 16, tzinfo=SHANGHAI)  # a Monday, local midnight
@@ -106,10 +113,80 @@ def test_seasonal_floor_on_a_flat_history() -> None:
             detector.learn_one(Observation(ms(busy + timedelta(days=day, minutes=minute)), 500.0))
     # The last busy slot closes when a later slot starts.
     detector.learn_one(Observation(ms(busy + timedelta(days=2, hours=1)), 0.0))
-    # Spread 0: the scale is min_scale (1 person) at 0 and 5 % of the median (25) at 500.
+    # Spread 0: the scale is min_scale (1 person) at 0, and at 500 the larger of 10 % of the
+    # median (50) and sqrt(500) = 22.4 (the Poisson floor).
     assert detector.score_one(Observation(ms(closed + timedelta(days=3)), 3.0)) == 3.0
-    assert detector.score_one(Observation(ms(busy + timedelta(days=3)), 550.0)) == 2.0
+    assert detector.score_one(Observation(ms(busy + timedelta(days=3)), 600.0)) == 2.0
     assert detector.score_one(Observation(ms(busy + timedelta(days=3)), 500.0)) == 0.0
+
+
+def _flat_days(detector: SeasonalRobustBaseline, value: float, days: int, hour: int) -> None:
+    """``days`` days with ``value`` all through the 15 minutes from ``hour``, then one later."""
+    for day in range(days):
+        slot = START + timedelta(days=day, hours=hour)
+        for minute in range(15):
+            detector.learn_one(Observation(ms(slot + timedelta(minutes=minute)), value))
+        detector.learn_one(Observation(ms(slot + timedelta(minutes=30)), value))
+
+
+def test_seasonal_poisson_floor_on_small_counts() -> None:
+    # Eight quiet nights at exactly 4 people: without a count floor 15 people would be z = 11.
+    detector = SeasonalRobustBaseline(period="day", poisson_scale=1.0, min_relative_scale=0.0)
+    _flat_days(detector, 4.0, 8, hour=3)
+    assert detector.baseline(ms(START + timedelta(days=8, hours=3))) == (4.0, 2.0)
+    assert detector.score_one(Observation(ms(START + timedelta(days=8, hours=3)), 15.0)) == 5.5
+    wide = SeasonalRobustBaseline(period="day", poisson_scale=2.5, min_relative_scale=0.0)
+    _flat_days(wide, 4.0, 8, hour=3)
+    assert wide.score_one(Observation(ms(START + timedelta(days=8, hours=3)), 15.0)) == 2.2
+
+
+def test_seasonal_drops_are_reported_but_do_not_score() -> None:
+    detector = SeasonalRobustBaseline(period="day")
+    _flat_days(detector, 400.0, 4, hour=9)
+    empty = Observation(ms(START + timedelta(days=4, hours=9)), 0.0)
+    assert detector.score_one(empty) == 0.0
+    assert detector.deviation(empty) == -10.0  # 400 below a usual 400, in units of 40
+    assert detector.score_one(Observation(empty.ts_ms, 800.0)) == 10.0
+
+
+def test_seasonal_public_holidays_are_sundays_and_not_learned() -> None:
+    # Four weeks: busy weekdays (300 at noon), quiet Sundays (50).
+    wednesday = (START + timedelta(weeks=4, days=2)).date().toordinal()
+    detector = SeasonalRobustBaseline(days_off=frozenset({wednesday}))
+    for day in range(35):
+        moment = START + timedelta(days=day, hours=12)
+        quiet = moment.weekday() == 6 or moment.date().toordinal() == wednesday
+        value = 50.0 if quiet else 300.0
+        for minute in range(0, 15, 5):
+            detector.learn_one(Observation(ms(moment + timedelta(minutes=minute)), value))
+        detector.learn_one(Observation(ms(moment + timedelta(hours=1)), value))
+    holiday = START + timedelta(weeks=4, days=2, hours=12)
+    # The holiday is judged against Sundays: 50 is normal, 300 a surge.
+    assert detector.score_one(Observation(ms(holiday), 50.0)) == 0.0
+    assert detector.score_one(Observation(ms(holiday), 300.0)) > 10.0
+    # The quiet holiday did not pull the ordinary Wednesday baseline down.
+    baseline = detector.baseline(ms(holiday + timedelta(weeks=1)))
+    assert baseline is not None and baseline[0] == 300.0
+
+
+def test_a_new_zone_scores_a_doubling_within_its_first_day() -> None:
+    # Acceptance (issue 16): a zone seen for the first time this morning, counting about 200
+    # people a minute, gets a non-zero score when its counts double before the day is out.
+    rng = np.random.default_rng(5)
+    detector = SeasonalRobustBaseline()
+    first = START + timedelta(hours=6)
+    doubled: list[float] = []
+    normal: list[float] = []
+    for minute in range(12 * 60):
+        ts = ms(first + timedelta(minutes=minute))
+        value = float(rng.poisson(200))
+        if minute >= 3 * 60:  # from 09:00 on, score a doubling and an ordinary minute
+            doubled.append(detector.score_one(Observation(ts, 2 * value)))
+            normal.append(detector.score_one(Observation(ts, value)))
+        detector.learn_one(Observation(ts, value))
+    assert min(doubled) > 0.0
+    assert min(doubled) > max(normal)
+    assert float(np.median(normal)) < 1.0
 
 
 def test_seasonal_slots_follow_local_time_across_a_dst_change() -> None:
@@ -132,8 +209,9 @@ def test_seasonal_ignores_late_data() -> None:
     detector.learn_one(Observation(ms(slot + timedelta(minutes=15)), 10.0))
     detector.learn_one(Observation(ms(slot + timedelta(minutes=1)), 1_000.0))  # late
     detector.learn_one(Observation(ms(slot + timedelta(minutes=30)), 10.0))
-    assert detector.baseline(ms(slot + timedelta(days=1))) == (10.0, 1.0)
-    assert detector.baseline(ms(slot + timedelta(days=1, minutes=15))) == (10.0, 1.0)
+    # 10 people: the scale is the Poisson floor sqrt(10); the late 1,000 changed nothing.
+    assert detector.baseline(ms(slot + timedelta(days=1))) == (10.0, math.sqrt(10.0))
+    assert detector.baseline(ms(slot + timedelta(days=1, minutes=15))) == (10.0, math.sqrt(10.0))
 
 
 @pytest.mark.parametrize(
@@ -255,3 +333,46 @@ def test_observation_refuses_non_finite_numbers(field: str, bad: float) -> None:
     numbers = {"value": 1.0, "yhat": 1.0, "lower": 0.0, "upper": 2.0, field: bad}
     with pytest.raises(ValueError, match=field):
         Observation(0, **numbers)
+
+
+# --- SeasonalCusum ----------------------------------------------------------------------------
+
+
+def test_cusum_on_the_seasonal_residual_ignores_daily_ramps() -> None:
+    rng = np.random.default_rng(11)
+    raw, seasonal = EwmaCusum(), SeasonalCusum()
+    raw_alarms, seasonal_alarms = 0, 0
+    for ts in range(ms(START), ms(START) + 5 * WEEK_MS, 5 * MINUTE_MS):
+        x = Observation(ts, float(rng.poisson(level(ts))))
+        in_week_five = ts >= ms(START) + 4 * WEEK_MS
+        raw_alarms += in_week_five and raw.score_one(x) >= 1.0
+        seasonal_alarms += in_week_five and seasonal.score_one(x) >= 1.0
+        raw.learn_one(x)
+        seasonal.learn_one(x)
+    # On the raw level every weekday's rush hours ramp up fast enough to fire, many times; on
+    # the residual only the CUSUM's own noise rate is left (about one per 1,000 observations,
+    # and a week is 2,016 here).
+    assert raw_alarms >= 30
+    assert seasonal_alarms <= 4
+    surge_at = ms(START + timedelta(weeks=5, days=1, hours=3))  # Tuesday 03:00, usually 20
+    scores = []
+    for i in range(6):
+        x = Observation(surge_at + i * 5 * MINUTE_MS, 80.0)
+        scores.append(seasonal.score_one(x))
+        seasonal.learn_one(x)
+    assert max(scores) >= 1.0
+
+
+# --- AlertEpisodes ----------------------------------------------------------------------------
+
+
+def test_episodes_group_flickering_strong_scores() -> None:
+    hour = 60 * MINUTE_MS
+    episodes = AlertEpisodes(refractory_ms=3 * hour)
+    strong_hours = {10, 11, 13, 14, 20}  # a dip at 12: one episode; 20 is 6 h later: another
+    opened = [h for h in range(24) if episodes.update(h * hour, h in strong_hours)]
+    assert opened == [10, 20]
+    assert episodes.episodes == 2
+    assert episodes.active  # 23:00 is within 3 h of 20:00
+    episodes.update(24 * hour, False)
+    assert not episodes.active

@@ -200,7 +200,7 @@ def test_a_camera_flooding_garbage_costs_no_good_message(
     assert warehouse.query("SELECT count() AS n FROM video_frames FINAL")["n"][0] == 300
     reasons = warehouse.query("SELECT reason FROM rejected_events FINAL")["reason"]
     assert reasons.len() == 3000
-    assert reasons.str.starts_with("frame must be an integer, got '").all()
+    assert (reasons == "frame must be a 64-bit integer").all()
 
 
 def test_messages_later_than_the_horizon_are_rejected(

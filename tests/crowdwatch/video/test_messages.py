@@ -87,7 +87,7 @@ def test_a_message_survives_the_round_trip() -> None:
             message(lines=[{"id": "line_9", "in": 1, "out": 0}]),
             "unknown line 'line_9' for camera 'CTR-CAM03'",
         ),
-        (message(frame="seven"), "frame must be an integer, got 'seven'"),
+        (message(frame="seven"), "frame must be a 64-bit integer"),
         (message(rois="three"), "rois must be a list of objects"),
         ("{broken", "not valid JSON"),
         ("[1, 2]", "not a JSON object"),

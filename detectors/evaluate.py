@@ -1,0 +1,367 @@
+"""How well the surge detectors do on labelled real data: ``python -m detectors.evaluate``.
+
+Runs the anomaly detector on the real footfall counts (Auckland 2019-2025, Dublin 2023) and the
+call-burst scoring on the real Seattle Fire 911 hourly calls, all from ``../shared/data`` (see
+its README), through the same code and the same `Settings` the pipelines use
+(`detectors.anomaly.zone_detector`, `crowdwatch.calls.counts`), and prints one table:
+
+- labelled surges (marches, parades, New Year's Eves, a riot) caught, and the lead from the
+  first alert to the surge's peak;
+- false-alarm episodes per sensor-week outside every labelled window; alarms on public holidays
+  (the site calendar), in lockdowns, outages and other labelled disruptions on their own lines;
+- the time from each labelled call surge's onset (its label's start) to the first burst alert,
+  and burst alerts per ordinary week (weeks without a labelled window).
+
+The last three lines are the headline: ``surges caught: <pct> %``, ``false alarms per
+sensor-week: <number>`` and ``call surge onset to alert: <hours> h`` (worst labelled storm).
+The data are development data: defaults are chosen for the general case (see README), not for
+these dates, and other cities' data will judge them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from crowdwatch.settings import REPO_ROOT, Settings
+from crowdwatch.site import public_holidays
+from detectors.anomaly import AlertEpisodes, Observation, zone_detector
+
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+HOUR_MS = 3_600_000
+WEEK_MS = 7 * 24 * HOUR_MS
+SURGE_KINDS = frozenset({"surge_march", "surge_nye", "parade", "riot"})
+CALL_SURGE_KINDS = frozenset({"storm_wind", "heat_wave"})
+# Labelled windows that are not ordinary time, by the line they are reported on.
+QUIET_LINES = {
+    "quiet_lockdown": "lockdowns",
+    "sensor_outage": "outages and glitches",
+    "data_outage": "outages and glitches",
+    "timestamp_glitch": "outages and glitches",
+    "quiet_holiday": "public holidays",
+}
+CATCH_BEFORE_MS = 2 * HOUR_MS
+"""An alert this long before a labelled surge's start still counts as catching it."""
+MIN_HISTORY_MS = 7 * 24 * HOUR_MS
+"""A surge in a sensor's first week of data cannot be judged (the file starts in it)."""
+
+
+@dataclass(frozen=True)
+class FootfallSet:
+    """One labelled footfall data set and its site calendar."""
+
+    name: str
+    csv: str
+    timezone: str
+    country: str
+    subdivision: str | None = None
+
+
+FOOTFALL_SETS = (
+    FootfallSet(
+        "auckland", "footfall/auckland/auckland_hourly_counts.csv", "Pacific/Auckland", "NZ", "AUK"
+    ),
+    FootfallSet(
+        "dublin_2023", "footfall/dublin_2023/dublin_footfall_2023_hourly.csv", "Europe/Dublin", "IE"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Label:
+    """One labelled window: what, when (epoch ms, UTC) and on which sensors."""
+
+    event_id: str
+    kind: str
+    start_ms: int
+    end_ms: int
+    sensors: frozenset[str]
+
+
+@dataclass
+class SensorResult:
+    """What the detector did on one sensor: its alarm episodes and the hours it saw."""
+
+    sensor: str
+    ts_ms: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    episodes: list[tuple[int, int]]  # (first alarm, last alarm) epoch ms
+    alarms: npt.NDArray[np.int64]  # every hour with a strong rise
+    drops: int
+
+
+@dataclass
+class Table:
+    """The printed rows, as (what, figure) pairs."""
+
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, what: str, figure: str) -> None:
+        """Add one row."""
+        self.rows.append((what, figure))
+
+    def render(self) -> str:
+        """The rows aligned in two columns."""
+        width = max(len(what) for what, _ in self.rows)
+        return "\n".join(f"{what:<{width}}  {figure}" for what, figure in self.rows)
+
+
+def local_ms(text: pl.Expr, timezone: str, *, skipped: str | None = None) -> pl.Expr:
+    """Naive local ``YYYY-MM-DD HH:MM`` text → epoch ms (UTC).
+
+    An hour that never was (a DST gap) is null, or read ``skipped`` later (``"1h"``).
+    """
+    naive = text.str.to_datetime("%Y-%m-%d %H:%M", time_unit="ms")
+
+    def zoned(t: pl.Expr) -> pl.Expr:
+        return t.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+
+    out = zoned(naive)
+    if skipped is not None:
+        out = out.fill_null(zoned(naive.dt.offset_by(skipped)))
+    return out.dt.epoch("ms")
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.lower().split())
+
+
+def read_labels(path: Path, timezone: str, sensors: Iterable[str]) -> list[Label]:
+    """The labels of a data set, with ``sensor_or_area`` resolved to the set's sensor names.
+
+    ``all sensors`` and ``city-wide`` mean every sensor; ``Queen Street sensors`` every sensor
+    whose name holds "Queen Street"; anything else a sensor of that name (notes in brackets are
+    ignored).
+    """
+    names = list(sensors)
+    frame = pl.read_csv(path).with_columns(
+        local_ms(pl.col("start_local"), timezone, skipped="1h").alias("start_ms"),
+        local_ms(pl.col("end_local"), timezone, skipped="1h").alias("end_ms"),
+    )
+    labels = []
+    for row in frame.iter_rows(named=True):
+        chosen: set[str] = set()
+        for part in str(row["sensor_or_area"]).split(";"):
+            wanted = _norm(part.split("(")[0])
+            if wanted in ("all sensors", "seattle city-wide") or "city-wide" in wanted:
+                chosen.update(names)
+            elif wanted.endswith(" sensors"):
+                stem = wanted.removesuffix(" sensors")
+                chosen.update(n for n in names if stem in _norm(n))
+            else:
+                chosen.update(n for n in names if _norm(n) == wanted)
+        labels.append(
+            Label(
+                row["event_id"],
+                row["kind"],
+                int(row["start_ms"]),
+                int(row["end_ms"]) + HOUR_MS - 1,  # the end hour is included
+                frozenset(chosen),
+            )
+        )
+    return labels
+
+
+def read_footfall(data: FootfallSet) -> pl.DataFrame:
+    """Hourly counts, long: ``sensor, ts_ms, value`` (totals only; missing hours left out)."""
+    wide = pl.read_csv(DATA_DIR / data.csv, infer_schema_length=0)
+    sensors = [
+        c
+        for c in wide.columns
+        if c not in ("ts_local", "src_date", "src_hour") and not c.endswith((" IN", " OUT"))
+    ]
+    return (
+        wide.select(local_ms(pl.col("ts_local"), data.timezone).alias("ts_ms"), *sensors)
+        .unpivot(index="ts_ms", variable_name="sensor", value_name="value")
+        .with_columns(pl.col("value").cast(pl.Float64, strict=False))
+        .drop_nulls()
+        .filter(pl.col("value").is_finite() & (pl.col("value") >= 0))
+        .sort("sensor", "ts_ms")
+    )
+
+
+def _outage_mask(ts: npt.NDArray[np.int64], sensor: str, labels: list[Label]) -> npt.NDArray[Any]:
+    mask = np.zeros(ts.size, dtype=bool)
+    for label in labels:
+        if label.kind == "sensor_outage" and sensor in label.sensors:
+            mask |= (ts >= label.start_ms) & (ts <= label.end_ms)
+    return mask
+
+
+def run_sensor(
+    args: tuple[str, npt.NDArray[np.int64], npt.NDArray[np.float64], FootfallSet, Settings],
+) -> SensorResult:
+    """Feed one sensor's hours through the pipeline's detector and episode step."""
+    sensor, ts, values, data, settings = args
+    detector = zone_detector(
+        settings, data.timezone, days_off=public_holidays(data.country, data.subdivision)
+    )
+    episodes = AlertEpisodes(settings.anomaly_refractory_s * 1000)
+    found: list[tuple[int, int]] = []
+    alarms: list[int] = []
+    drops = 0
+    for t, v in zip(ts.tolist(), values.tolist(), strict=True):
+        x = Observation(t, v)
+        z, mature = detector.assess(x)
+        strong = mature and z >= settings.anomaly_strong_z
+        if episodes.update(t, strong):
+            found.append((t, t))
+        elif strong:
+            found[-1] = (found[-1][0], t)
+        if strong:
+            alarms.append(t)
+        drops += z <= -settings.anomaly_strong_z
+        detector.learn_one(x)
+    return SensorResult(sensor, ts, values, found, np.array(alarms, dtype=np.int64), drops)
+
+
+def evaluate_footfall(
+    settings: Settings, workers: int
+) -> tuple[list[tuple[str, bool, float | None]], dict[str, float], float]:
+    """Per labelled surge (caught, lead h); false-alarm episodes by line; ordinary sensor-weeks."""
+    surges: list[tuple[str, bool, float | None]] = []
+    lines: dict[str, float] = {}
+    weeks = 0.0
+    for data in FOOTFALL_SETS:
+        frame = read_footfall(data)
+        sensors = frame["sensor"].unique(maintain_order=True).to_list()
+        labels = read_labels(
+            DATA_DIR / Path(data.csv).parent / "labels.csv", data.timezone, sensors
+        )
+        jobs = []
+        for (sensor,), part in frame.group_by("sensor", maintain_order=True):
+            ts = part["ts_ms"].to_numpy()
+            keep = ~_outage_mask(ts, str(sensor), labels)  # an outage's zeros are missing data
+            jobs.append((str(sensor), ts[keep], part["value"].to_numpy()[keep], data, settings))
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(run_sensor, jobs, chunksize=1))
+        holidays = public_holidays(data.country, data.subdivision)
+        tz = ZoneInfo(data.timezone)
+        for result in results:
+            weeks += _judge_sensor(result, labels, holidays, tz, lines)
+        surges += _judge_surges(results, labels)
+    return surges, lines, weeks
+
+
+def _judge_sensor(
+    result: SensorResult,
+    labels: list[Label],
+    holidays: frozenset[int],
+    tz: ZoneInfo,
+    lines: dict[str, float],
+) -> float:
+    """Count the sensor's episodes by line; return its ordinary time in weeks."""
+    mine = [lb for lb in labels if result.sensor in lb.sensors]
+    ordinary = np.ones(result.ts_ms.size, dtype=bool)
+    for label in mine:
+        ordinary &= ~((result.ts_ms >= label.start_ms) & (result.ts_ms <= label.end_ms))
+    days = np.array(
+        [datetime.fromtimestamp(t / 1000, tz).toordinal() for t in result.ts_ms.tolist()]
+    )
+    ordinary &= ~np.isin(days, list(holidays))
+    for start, _ in result.episodes:
+        line = "ordinary time"
+        for label in mine:
+            if label.start_ms - CATCH_BEFORE_MS <= start <= label.end_ms:
+                line = QUIET_LINES.get(label.kind, "labelled surges and disruptions")
+                break
+        else:
+            if datetime.fromtimestamp(start / 1000, tz).toordinal() in holidays:
+                line = "public holidays"
+        lines[line] = lines.get(line, 0.0) + 1
+    return float(ordinary.sum()) / 168.0
+
+
+def _judge_surges(
+    results: list[SensorResult], labels: list[Label]
+) -> list[tuple[str, bool, float | None]]:
+    out: list[tuple[str, bool, float | None]] = []
+    by_sensor = {r.sensor: r for r in results}
+    for label in labels:
+        if label.kind not in SURGE_KINDS:
+            continue
+        mine = [by_sensor[s] for s in label.sensors if s in by_sensor]
+        judged = [r for r in mine if r.ts_ms.size and r.ts_ms[0] <= label.start_ms - MIN_HISTORY_MS]
+        if not judged:
+            out.append((label.event_id, False, math.nan))  # no history before it: not judged
+            continue
+        first_alarm = min(
+            (
+                int(r.alarms[(r.alarms >= label.start_ms - CATCH_BEFORE_MS)].min())
+                for r in judged
+                if (
+                    (r.alarms >= label.start_ms - CATCH_BEFORE_MS) & (r.alarms <= label.end_ms)
+                ).any()
+            ),
+            default=None,
+        )
+        peak_ms, peak = label.start_ms, -1.0
+        for r in judged:
+            inside = (r.ts_ms >= label.start_ms) & (r.ts_ms <= label.end_ms)
+            if inside.any() and r.values[inside].max() > peak:
+                peak = float(r.values[inside].max())
+                peak_ms = int(r.ts_ms[inside][np.argmax(r.values[inside])])
+        lead = None if first_alarm is None else (peak_ms - first_alarm) / HOUR_MS
+        out.append((label.event_id, first_alarm is not None, lead))
+    return out
+
+
+def table_lines(settings: Settings, workers: int) -> list[str]:
+    """Run every evaluation and return the table's lines, the headline last."""
+    started = time.perf_counter()
+    table = Table()
+    surges, lines, weeks = evaluate_footfall(settings, workers)
+    judged = [(e, c, lead) for e, c, lead in surges if lead is None or not math.isnan(lead)]
+    for event_id, caught, lead in surges:
+        if lead is not None and math.isnan(lead):
+            table.add(f"  {event_id}", "not judged (no week of history before it)")
+        elif caught and lead is not None:
+            table.add(f"  {event_id}", f"caught, first alarm {lead:+.0f} h before the peak")
+        else:
+            table.add(f"  {event_id}", "missed")
+    caught_leads = [lead for _, caught, lead in judged if caught and lead is not None]
+    median_lead = statistics.median(caught_leads) if caught_leads else math.nan
+    n_caught = sum(c for _, c, _ in judged)
+    table.add(
+        "footfall surges caught", f"{n_caught} of {len(judged)}, median lead {median_lead:.1f} h"
+    )
+    ordinary = lines.pop("ordinary time", 0.0)
+    table.add("false-alarm episodes, ordinary time", f"{ordinary:.0f} in {weeks:,.0f} sensor-weeks")
+    for line, n in sorted(lines.items()):
+        table.add(f"alarm episodes in {line}", f"{n:.0f}")
+    table.add("evaluated in", f"{time.perf_counter() - started:.0f} s")
+    return [
+        *table.render().splitlines(),
+        f"surges caught: {100.0 * n_caught / max(len(judged), 1):.0f} %",
+        f"false alarms per sensor-week: {ordinary / max(weeks, 1e-9):.2f}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the evaluation table; exit 2 when the shared data is missing."""
+    parser = argparse.ArgumentParser(prog="python -m detectors.evaluate", description=__doc__)
+    parser.add_argument("--workers", type=int, default=2, help="processes for the footfall sets")
+    args = parser.parse_args(argv)
+    if not DATA_DIR.is_dir():
+        print(f"error: no shared data at {DATA_DIR} (expected ../shared/data)", file=sys.stderr)
+        return 2
+    print("\n".join(table_lines(Settings(), args.workers)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
