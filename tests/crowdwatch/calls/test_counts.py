@@ -63,7 +63,7 @@ def test_a_burst_decays_as_the_clock_passes_without_more_calls() -> None:
     windows = CallWindows("UTC")
     # nine crowd calls in nine minutes, then silence
     tables = windows.update(calls([float(m) for m in range(9)]), 1)
-    bursts = tables["call_bursts"].filter(pl.col("key") == "STD-plaza")
+    bursts = tables["call_bursts"].filter(pl.col("key") == "STD-plaza").sort("ts")
     assert bursts["alert"].to_list()[-1] == 1
     assert abs(bursts["score"].max() - 17.29) < 0.01  # type: ignore[operator]
     minute = int(T0.timestamp() // 60)
@@ -100,3 +100,20 @@ def test_a_call_older_than_the_baseline_is_rejected_with_its_reason_in_any_batch
         (pl.col("key") == "STD-plaza") & (pl.col("group") == "crowding")
     )
     assert old_group.height and old_group["calls_5m"].min() == 0
+
+
+def test_live_the_wall_clock_ends_a_burst_when_no_call_comes() -> None:
+    from pipelines.calls import CallLogic
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    minutes = [(now - T0).total_seconds() / 60 - 40 + m for m in range(9)]
+    logic = CallLogic(lambda: CallWindows("UTC"), True, None)
+    (rows,), _ = logic.on_batch([calls(minutes)])
+    bursts = dict(rows)["call_bursts"].filter(pl.col("key") == "STD-plaza").sort("ts")
+    assert bursts["alert"].to_list()[-1] == 1
+    assert logic.notify_at() is not None  # live: it wakes every minute
+    (rows,), _ = logic.on_notify()
+    after = dict(rows)["call_bursts"].filter(pl.col("key") == "STD-plaza").sort("ts")
+    # 40 minutes on, every call has left the 15-minute window: the newest row says so
+    assert after["observed_15m"][-1] == 0 and after["alert"][-1] == 0
+    assert CallLogic(lambda: CallWindows("UTC"), False, None).notify_at() is None
