@@ -42,7 +42,13 @@ from app.simulate import (
 from crowdwatch.batches import RawBatch, RecordKind
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
-from crowdwatch.sources.files import KIND_ORDER, MERGE_SLICE_S, event_times, merge_runs
+from crowdwatch.sources.files import (
+    KIND_ORDER,
+    MERGE_SLICE_S,
+    event_span,
+    event_times,
+    merge_runs,
+)
 from crowdwatch.warehouse.client import TableRows, Warehouse, by_table, describe_dsn
 
 MALFORMED_SHARE = 0.001
@@ -141,13 +147,19 @@ def time_slices(signals: Sequence[Signal], timezone: str, slice_s: int = SLICE_S
     """The signals' records as batches in event-time order: slice by slice, every signal.
 
     The same order as ``crowdwatch replay`` of the three files (`merge_runs`). Each batch keeps
-    its rows' positions in their file, so a second run stores a rejected row once.
+    its rows' positions in their file, so a second run stores a rejected row once, and its
+    file's event-time span: a replay, so any day replays, a day after today too.
     """
     times = [event_times(s.kind, s.frame, timezone) for s in signals]
+    spans = [event_span(s.kind, s.frame, timezone) for s in signals]
     ranks = [KIND_ORDER[s.kind] * len(signals) + i for i, s in enumerate(signals)]
     return [
         RawBatch(
-            f"file:{signals[i].path.name}", signals[i].kind, signals[i].frame.slice(first, n), first
+            f"file:{signals[i].path.name}",
+            signals[i].kind,
+            signals[i].frame.slice(first, n),
+            first,
+            span_ms=spans[i],
         )
         for i, first, n in merge_runs(times, ranks, batch_rows=1_000_000, slice_s=slice_s)
     ]

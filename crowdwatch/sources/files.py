@@ -376,6 +376,10 @@ class _MergedPartition(StatefulSourcePartition[RawBatch, int]):
             for spec, (kind, frame) in zip(specs, read, strict=True)
         ]
         self.starts = times
+        self.spans = [
+            event_span(kind, frame, spec.timezone)
+            for spec, (kind, frame) in zip(specs, read, strict=True)
+        ]
         ranks = [KIND_ORDER[kind] * len(specs) + i for i, kind in enumerate(self.kinds)]
         self.runs = merge_runs(times, ranks, min(spec.batch_rows for spec in specs))
         self.next = resume or 0
@@ -398,7 +402,11 @@ class _MergedPartition(StatefulSourcePartition[RawBatch, int]):
         self.next += 1
         spec = self.specs[file]
         batch = RawBatch(
-            f"file:{spec.path.name}", self.kinds[file], self.frames[file].slice(first, size), first
+            f"file:{spec.path.name}",
+            self.kinds[file],
+            self.frames[file].slice(first, size),
+            first,
+            span_ms=self.spans[file],
         )
         self.emitted[file] += size
         if self.progress is not None:

@@ -17,6 +17,7 @@ from crowdwatch.risk.engine import StationRisk
 from crowdwatch.risk.notify import AlertEvent, AlertReceiver
 from crowdwatch.settings import Settings
 from crowdwatch.site import load_site
+from crowdwatch.sources.files import event_span
 from crowdwatch.warehouse.client import TableRows, Warehouse
 from dashboards.macros import expand
 from pipelines.zone_risk import Reading, RiskState, build
@@ -28,8 +29,9 @@ ROLES = ("station_master", "transit_police", "local_police", "street_office")
 
 def surge_day(day: date = date(2026, 11, 20)) -> list[RawBatch]:
     records = simulate_day(load_site(EXAMPLE_SITE), day, seed=0, surge=default_surge())
+    span = event_span("passage", records, "Asia/Shanghai")  # a replay of a recorded day
     return [
-        RawBatch("sim", "passage", records.slice(i, 20_000), i)
+        RawBatch("sim", "passage", records.slice(i, 20_000), i, span_ms=span)
         for i in range(0, records.height, 20_000)
     ]
 

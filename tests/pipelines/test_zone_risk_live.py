@@ -166,8 +166,9 @@ def test_a_lagging_camera_holds_the_gates_and_a_stopped_one_does_not(
         target=run_main,
         args=(build(settings, source=source, sink=TestingSink(rows), alert_sink=alerts),),
     )
-    # event time: ten minutes ago, on a minute (live records are near the wall clock)
-    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+    # event time: an hour ago, on a minute (live records are near the wall clock, and never
+    # more than CROWDWATCH_MAX_CLOCK_SKEW_S ahead of it)
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=60)
     runner.start()
     try:
         publish(client, video_key, [camera(t0 + timedelta(seconds=s), s) for s in range(0, 61)])
