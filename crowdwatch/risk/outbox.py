@@ -724,6 +724,10 @@ class Dispatcher:
     def _export_loop(self) -> None:
         while not self._stopping.wait(self.export_every_s):
             try:
+                # rows another process wrote (a forecast warning) for a receiver with no thread
+                with self._lock:
+                    known = set(self._wakes)
+                self.wake(self.outbox.pending_targets() - known)
                 self.export()
             except Exception as exc:  # the warehouse may be down: keep the rows, try again
                 log.warning("alert delivery log not written yet (%s); will retry", exc)
