@@ -309,7 +309,7 @@ def print_bursts(bursts: pl.DataFrame, site: Site, console: Console) -> None:
         console.print(
             f"{row['first'].astimezone(site.tz):%H:%M}-{row['last'].astimezone(site.tz):%H:%M}  "
             f"{row['level']} {row['key']}: up to {row['calls_15m']} crowd calls in 15 min "
-            f"(background {row['expected_15m']:.2f}), score {row['score']}",
+            f"(background {row['expected_15m']:.2f}), score {row['score']:.1f}",
             highlight=False,
         )
 
