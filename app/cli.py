@@ -211,13 +211,20 @@ def message_ids(path: Path, texts: list[str]) -> list[str]:
 
 def cmd_publish(args: argparse.Namespace, console: Console) -> None:
     """Append a recorded file's records to the Redis stream of their kind."""
-    from crowdwatch.sources.files import read_records
+    from crowdwatch.batches import READ_COLUMNS, payload_lines
+    from crowdwatch.sources.files import KIND_COLUMN, read_records
     from crowdwatch.sources.redis_streams import connect, publish, stream_key
 
     settings = _settings(args)
     kind, frame = read_records(args.file)
     kind = args.kind or kind
-    if frame.columns == ["payload"]:
+    if READ_COLUMNS[0] in frame.columns:
+        unreadable = frame.filter(pl.col(READ_COLUMNS[0]).is_not_null())
+        for reason in unreadable[READ_COLUMNS[0]].head(5):
+            console.print(f"skipped {reason}", style="yellow")
+        frame = frame.filter(pl.col(READ_COLUMNS[0]).is_null()).drop(READ_COLUMNS)
+    frame = frame.drop(KIND_COLUMN, strict=False)
+    if payload_lines(frame):
         lines = frame["payload"]
     else:
         lines = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
