@@ -58,7 +58,7 @@ def call_rows(
         timezone=site.site.timezone,
         bounds=settings.time_bounds(),
     )
-    params = BurstParams(threshold=settings.burst_threshold)
+    params = BurstParams.from_settings(settings)
 
     def count(
         state: CallWindows | None, calls: pl.DataFrame
