@@ -83,7 +83,7 @@ ORDER BY records DESC, reason
 
 
 ALERTS_SQL = """
-SELECT ts, zone_id, station_id, event, level, previous_level, reason
+SELECT alert_id, ts, zone_id, station_id, event, level, previous_level, reason
 FROM alerts FINAL
 WHERE ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
 ORDER BY ts, zone_id
@@ -239,23 +239,64 @@ class BufferedWarehouseSink(DynamicSink[TableRows]):
         return _BufferedPartition(self.dsn, self.database, self.flush_rows)
 
 
-def print_timeline(alerts: pl.DataFrame, site: Site, console: Console) -> None:
-    """The alert events in time order, with who is called."""
+DELIVERIES_SQL = """
+SELECT alert_id, event, event_ts AS ts, role, argMax(status, attempt) AS status
+FROM alert_deliveries FINAL
+WHERE event_ts >= {start:DateTime64(3)} AND event_ts < {end:DateTime64(3)}
+GROUP BY alert_id, event, event_ts, role, idempotency_key, channel
+ORDER BY role
+"""
+
+OUTCOMES = {
+    "delivered": "reached",
+    "no_contact": "no contact",
+    "logged": "not sent (CROWDWATCH_NOTIFY=log)",
+    "stale": "not sent (too old)",
+    "retry": "still trying",
+    "failed": "refused",
+    "expired": "given up",
+}
+"""How each delivery status reads in the timeline."""
+
+
+def who_was_told(deliveries: pl.DataFrame) -> dict[tuple[str, str, datetime], str]:
+    """Per alert event (alert id, event, time): which roles were reached, and why not the rest.
+
+    ``deliveries`` are rows of `DELIVERIES_SQL`; roles are grouped by outcome, reached first.
+    """
+    told: dict[tuple[str, str, datetime], dict[str, list[str]]] = {}
+    for row in deliveries.iter_rows(named=True):
+        outcomes = told.setdefault((row["alert_id"], row["event"], row["ts"]), {})
+        outcomes.setdefault(row["status"], []).append(row["role"].replace("_", " "))
+    return {
+        key: "; ".join(
+            f"{OUTCOMES.get(status, status)}: {', '.join(roles)}"
+            for status, roles in sorted(outcomes.items(), key=lambda o: o[0] != "delivered")
+        )
+        for key, outcomes in told.items()
+    }
+
+
+def print_timeline(
+    alerts: pl.DataFrame, deliveries: pl.DataFrame, site: Site, console: Console
+) -> None:
+    """The alert events in time order, with who was reached (from ``alert_deliveries``).
+
+    An event that routes to nobody (blue calls no one by default) shows no arrow.
+    """
     console.rule("big-crowd warnings (alerts)")
     if alerts.height == 0:
         console.print("no warnings")
         return
     colours = {"blue": "blue", "yellow": "yellow", "orange": "dark_orange", "red": "red"}
+    told = who_was_told(deliveries)
     for row in alerts.iter_rows(named=True):
         level = row["level"]
-        shown = max(
-            level, row["previous_level"] or level, key=["blue", "yellow", "orange", "red"].index
-        )
-        called = ", ".join(r.replace("_", " ") for r, _ in site.routes(row["station_id"], shown))
+        outcome = told.get((row["alert_id"], row["event"], row["ts"]))
         console.print(
             f"{row['ts'].astimezone(site.tz):%H:%M:%S}  {row['zone_id']:<15} "
             f"{row['event']:<12} [{colours[level]}]{level.upper():<6}[/]  {row['reason']}"
-            + (f"  → {called}" if called else ""),
+            + (f"  → {outcome}" if outcome else ""),
             highlight=False,
         )
 
@@ -456,6 +497,7 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
         peaks = zone_peaks(warehouse, start, end)
         rejected = warehouse.query(REJECTED_SQL, {"source": f"file:{gates.path.name}"})
         alerts = warehouse.query(ALERTS_SQL, {"start": start, "end": end})
+        deliveries = warehouse.query(DELIVERIES_SQL, {"start": start, "end": end})
         bursts = warehouse.query(BURSTS_SQL, {"start": start, "end": end})
         camera_faults = warehouse.query(CAMERA_FAULTS_SQL, {"start": start, "end": end})
         report = build_report(
@@ -477,7 +519,7 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
             f"({row['peak_pct']} %) at {row['peak_at'].astimezone(site.tz):%H:%M}, "
             f"{row['minutes_100']:.0f} min at or above 100 %."
         )
-    print_timeline(alerts, site, console)
+    print_timeline(alerts, deliveries, site, console)
     print_bursts(bursts, site, console)
     print_camera_faults(camera_faults, site, console)
     print_frame(rejected, console, title="Rejected records (rejected_events)")

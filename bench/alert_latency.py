@@ -1,12 +1,15 @@
-"""Benchmark: from the gate record that crosses a threshold to the alert handed to the notifier.
+"""Benchmark: from the gate record that crosses a threshold to the first delivery attempt.
 
 A live source emits gate passages every 20 ms, stamped with the wall clock, for a site of
 `--zones` halls (one each per station, balance occupancy, capacity 200). One after another,
 each hall fills at 150 people/s until it is 20 % over capacity, so it crosses 60, 80, 90 and
-100 % of capacity: four escalations (blue, yellow, orange, red). The benchmark knows which
-batch carried each crossing record and when it was emitted; the alert sink records when each
-alert reaches it. Latency = hand-off time − emit time, through the whole zone_risk dataflow
-(parse, windows, occupancy, readings, levels) with the embedded warehouse as the row sink.
+100 % of capacity: four escalations (blue, yellow, orange, red), each routed to the station
+master, whose webhook is a real HTTP server on localhost. The benchmark knows which batch
+carried each crossing record and when it was emitted; the receiver records when each alert
+event's first request arrives. Latency = arrival − emit time, through the whole zone_risk
+dataflow (parse, windows, occupancy, readings, levels) and the durable outbox (the event
+written to its SQLite file, then sent by the receiver's delivery thread), with the embedded
+warehouse as the row sink.
 
     .venv/bin/python bench/alert_latency.py [--zones 40]
 """
@@ -24,12 +27,11 @@ import numpy as np
 import polars as pl
 import yaml
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 
 from crowdwatch.batches import RawBatch
 from crowdwatch.risk.levels import LEVELS, Thresholds
-from crowdwatch.risk.notify import AlertEvent
+from crowdwatch.risk.notify import AlertReceiver
 from crowdwatch.settings import Settings
 from crowdwatch.warehouse.client import Warehouse
 from pipelines.zone_risk import build
@@ -41,11 +43,24 @@ SHARES = dict(zip(LEVELS, Thresholds().share, strict=True))
 """Where each level starts: the defaults, as the bench's site file sets no thresholds."""
 
 
-def site_file(path: Path, zones: int) -> Path:
-    """A site of ``zones`` halls, each the only zone of its station, with one entry gate."""
+def site_file(path: Path, zones: int, receiver: AlertReceiver) -> Path:
+    """A site of ``zones`` halls, each the only zone of its station, with one entry gate.
+
+    Every level, blue included, calls the station master, at ``/S<i>`` on the receiver.
+    """
     data = {
         "site": {"name": "latency bench", "timezone": "UTC"},
-        "stations": [{"id": f"S{i:03d}", "name": f"station {i}"} for i in range(zones)],
+        "routing": {level: ["station_master"] for level in LEVELS},
+        "stations": [
+            {
+                "id": f"S{i:03d}",
+                "name": f"station {i}",
+                "contacts": {
+                    "station_master": {"name": f"master {i}", "webhook": receiver.url(f"/S{i:03d}")}
+                },
+            }
+            for i in range(zones)
+        ],
         "zones": [
             {
                 "id": f"Z{i:03d}",
@@ -136,45 +151,31 @@ class SurgeSource(FixedPartitionedSource[RawBatch, None]):
         return _Surges(self.zones, self.crossings)
 
 
-class _Clock(StatelessSinkPartition[AlertEvent]):
-    def __init__(self, seen: list[tuple[float, AlertEvent]]) -> None:
-        self.seen = seen
-
-    def write_batch(self, items: list[AlertEvent]) -> None:
-        now = time.perf_counter()
-        self.seen.extend((now, event) for event in items)
-
-
-class ClockSink(DynamicSink[AlertEvent]):
-    """Records when each alert event is handed over (where the notifier would take it)."""
-
-    def __init__(self, seen: list[tuple[float, AlertEvent]]) -> None:
-        self.seen = seen
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Clock:
-        return _Clock(self.seen)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zones", type=int, default=40)
     args = parser.parse_args()
     crossings: dict[tuple[str, str], float] = {}
-    seen: list[tuple[float, AlertEvent]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, AlertReceiver() as receiver:
         settings = Settings(
-            data_dir=Path(tmp), site_file=site_file(Path(tmp) / "site.yaml", args.zones)
+            data_dir=Path(tmp),
+            site_file=site_file(Path(tmp) / "site.yaml", args.zones, receiver),
+            notify="on",
         )
         with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
             warehouse.migrate()
-        flow = build(
-            settings, source=SurgeSource(args.zones, crossings), alert_sink=ClockSink(seen)
-        )
+        flow = build(settings, source=SurgeSource(args.zones, crossings))
         cli_main(flow, workers_per_process=1)  # type: ignore[no-untyped-call]
+        seen = [
+            (arrived, event)
+            for zone in range(args.zones)
+            for arrived, event in receiver.arrivals(f"/S{zone:03d}")
+        ]
     latencies = [
-        (handed - crossings[(event.zone_id, event.level)]) * 1000
-        for handed, event in seen
-        if event.event in ("opened", "escalated") and (event.zone_id, event.level) in crossings
+        (arrived - crossings[(event["zone_id"], event["level"])]) * 1000
+        for arrived, event in seen
+        if event["event"] in ("opened", "escalated")
+        and (event["zone_id"], event["level"]) in crossings
     ]
     expected = len(crossings)
     if len(latencies) != expected:

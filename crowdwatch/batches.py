@@ -17,6 +17,8 @@ from typing import Literal
 
 import polars as pl
 
+from crowdwatch.privacy import scrub_record, scrub_text
+
 RecordKind = Literal["passage", "count", "video", "deepstream_full", "deepstream_minimal", "call"]
 
 PASSAGE_FIELDS = ("ts", "gate_id", "station_id", "direction", "ticket_type")
@@ -156,7 +158,8 @@ def split_rows(
     """Split rows into those that pass every check and the rejected rows (`REJECTED_SCHEMA`).
 
     Reasons and payloads are built for the rejected rows only: the first failing check names
-    the reason.
+    the reason. Both are scrubbed of personal data (`crowdwatch.privacy.scrub_record`): a
+    record of any source may hold a phone number, whatever field it sits in.
     """
     failed = frame.select(
         pl.any_horizontal(check.fill_null(False) for check, _ in checks)
@@ -178,4 +181,8 @@ def split_rows(
         reason.alias("reason"),
         payload.alias("payload"),
     )
+    if rejected.height:
+        rejected = rejected.with_columns(
+            scrub_text(rejected["reason"]), scrub_record(rejected["payload"])
+        )
     return good, rejected

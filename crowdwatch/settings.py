@@ -230,6 +230,52 @@ class Settings(BaseSettings):
         description="Stop reading Redis or Kafka once caught up (replays); otherwise wait on.",
     )
 
+    # Alert delivery: who is told (notify mode), the durable outbox, how long to keep trying.
+    notify: Literal["on", "log", "off"] | None = Field(
+        default=None,
+        description=(
+            "on: alert events are sent to the site's contacts; log: stored and logged, nobody "
+            "called; off: not even logged. None: on for a live run, log for a replay."
+        ),
+    )
+    notify_max_age_s: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Alert events whose event time is older than this (against the wall clock) are "
+            "logged, not sent: catching up after an outage does not page people about the past."
+        ),
+    )
+    outbox_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the alert outbox (sqlite:///path, postgresql+psycopg://…). "
+            "Default: a SQLite file per warehouse database under data_dir/outbox."
+        ),
+    )
+    notify_timeout_s: float = Field(
+        default=2.0, gt=0, description="Connect and read timeout of one webhook request."
+    )
+    notify_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="The longest wait between two attempts to one receiver."
+    )
+    notify_after_close_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "Deliveries are retried while their alert is open and this long after it resolved; "
+            "then they are given up as expired."
+        ),
+    )
+    notify_drain_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "When a pipeline ends, how long it waits for pending deliveries; the rest stay in "
+            "the outbox and go out on the next start."
+        ),
+    )
+
     @field_validator("burst_windows", "burst_site_windows", mode="before")
     @classmethod
     def _minutes(cls, value: object) -> object:
@@ -253,6 +299,20 @@ class Settings(BaseSettings):
         A file replay (``source = file``) and a broker read only until drained are replays.
         """
         return self.source != "file" and not self.source_until_drained
+
+    @property
+    def notify_mode(self) -> Literal["on", "log", "off"]:
+        """``notify`` as set, else ``on`` for a live run and ``log`` for a replay."""
+        if self.notify is not None:
+            return self.notify
+        return "on" if self.live else "log"
+
+    def outbox_dsn(self) -> str:
+        """The outbox's SQLAlchemy URL, defaulting to a SQLite file under ``data_dir/outbox``."""
+        if self.outbox_url is not None:
+            return self.outbox_url.get_secret_value()
+        path = (self.data_dir / "outbox" / f"{self.clickhouse_database}.sqlite3").resolve()
+        return f"sqlite:///{path}"
 
     def dsn(self) -> str:
         """Return the ClickHouse DSN, defaulting to the embedded engine under ``data_dir``."""

@@ -1,17 +1,98 @@
-"""Pipeline health: rows written per table, how far behind real time, and rejected records.
+"""Pipeline health: rows written, lag, rejected records, and who was told of the alerts.
 
 The time axis is the wall clock (when rows reached the warehouse), not event time: a replay
-of last week shows up now, far behind real time.
+of last week shows up now, far behind real time. The alert delivery panels are the exception:
+they select alert events by their own time, so a report over an event-time range (and a live
+run, where the two are the same) shows the deliveries of the alerts in it.
 """
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.builders import dashboard, stat, table, timeseries
 from grafana_foundation_sdk.models import common
 
 from dashboards.panels import absolute_thresholds, stat_panel, table_panel, timeseries_panel
 
 UID = "crowdwatch-pipeline"
+
+
+DELIVERY_STATE = """
+SELECT
+    idempotency_key,
+    channel,
+    any(event_ts) AS ts,
+    any(alert_id) AS alert_id,
+    any(event) AS event,
+    any(level) AS level,
+    any(zone_id) AS zone_id,
+    any(role) AS role,
+    any(recipient) AS recipient,
+    argMax(status, attempt) AS status,
+    max(attempt) AS attempts,
+    argMax(error, attempt) AS last_error,
+    max(attempted_at) AS last_attempt
+FROM alert_deliveries FINAL
+WHERE $__timeFilter(event_ts)
+GROUP BY idempotency_key, channel
+"""
+"""Each alert event's delivery to each role and channel, as its newest attempt left it."""
+
+
+def delivery_panels() -> tuple[stat.Panel, table.Panel, timeseries.Panel]:
+    """Alert events not delivered (by role, with why) and how long delivery took."""
+    undelivered = (
+        stat_panel(
+            "Alert deliveries not made",
+            f"""
+SELECT
+    countIf(status IN ('retry', 'failed', 'expired')) AS not_delivered,
+    countIf(status = 'no_contact') AS no_contact,
+    countIf(status IN ('logged', 'stale')) AS not_sent
+FROM ({DELIVERY_STATE})
+""",
+            span=8,
+        )
+        .description(
+            "Alert events × roles: still retrying or given up; roles without a contact; not "
+            "sent on purpose (CROWDWATCH_NOTIFY=log, or older than the age limit)."
+        )
+        .thresholds(absolute_thresholds("green", [(1, "red")]))
+    )
+    not_delivered = table_panel(
+        "Alert events not delivered",
+        f"""
+SELECT ts, zone_id, event, level, role, recipient, status, attempts, last_error, last_attempt
+FROM ({DELIVERY_STATE})
+WHERE status != 'delivered'
+ORDER BY ts DESC, zone_id, role
+LIMIT 500
+""",
+        height=8,
+        span=16,
+    ).description("Each role that did not hear of an alert event, and why (newest first).")
+    latency = (
+        timeseries_panel(
+            "Alert delivery latency",
+            """
+SELECT
+    $__timeInterval(event_ts) AS time,
+    quantile(0.5)(queued_ms + latency_ms) / 1000 AS p50_s,
+    max(queued_ms + latency_ms) / 1000 AS max_s
+FROM alert_deliveries FINAL
+WHERE $__timeFilter(event_ts) AND status = 'delivered'
+GROUP BY time
+ORDER BY time
+""",
+            height=8,
+            span=24,
+        )
+        .description(
+            "From the alert event written to the outbox to its delivery answered, per role "
+            "(retries included)."
+        )
+        .unit("s")
+    )
+    return undelivered, not_delivered, latency
 
 
 def pipeline_health() -> dashboard.Dashboard:
@@ -110,7 +191,7 @@ ORDER BY rejected DESC, source, reason
         height=8,
         span=12,
     )
-    return (
+    board = (
         dashboard.Dashboard("Crowdwatch: pipeline health")
         .uid(UID)
         .tags(["crowdwatch"])
@@ -125,3 +206,6 @@ ORDER BY rejected DESC, source, reason
         .with_panel(reasons_over_time)
         .with_panel(reasons)
     )
+    for panel in delivery_panels():
+        board = board.with_panel(panel)
+    return board

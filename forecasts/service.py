@@ -9,8 +9,10 @@
 - `predict`: every saved model forecasts the next ``horizon_h`` hours after its history; rows go
   to ``forecasts`` with the model version and training time.
 - `warn`: forecasts for the next two hours become predicted-big-crowd alerts
-  (`forecasts.early_warning`), stored in ``alerts`` and sent through the same notifier and
-  routing as the risk engine's; an alert already stored is not sent again.
+  (`forecasts.early_warning`), stored in ``alerts`` and sent through the same durable outbox
+  and routing as the risk engine's (sent unless ``CROWDWATCH_NOTIFY`` says ``log`` or
+  ``off``: a warning about the coming hours is never a replay); an alert already stored is
+  not sent again.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import pandas as pd
 import polars as pl
 
 from crowdwatch.risk.engine import alert_rows
-from crowdwatch.risk.notify import AlertEvent, WebhookNotifier
+from crowdwatch.risk.notify import AlertEvent
+from crowdwatch.risk.outbox import deliver
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
 from crowdwatch.warehouse.client import Warehouse
@@ -184,7 +187,5 @@ def warn(
     if fresh:
         warehouse.insert("alerts", alert_rows(fresh))
         if notify:
-            notifier = WebhookNotifier(site)
-            for event in fresh:
-                notifier.send(event)
+            deliver(settings, site, fresh, settings.notify or "on")
     return fresh

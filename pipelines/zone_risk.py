@@ -7,27 +7,28 @@ and inflow, video headcount, call bursts. Per station a `RiskState` advances in 
 ``risk_tick_s`` seconds: anomaly scores per zone (a seasonal robust baseline on the headcount,
 EWMA/CUSUM on the inflow's seasonal residual; ``detectors.anomaly``), then
 `crowdwatch.risk.engine.StationRisk` decides each zone's state and level. ``zone_state`` gets one
-row per zone and tick, ``alerts`` the lifecycle events, and the `AlertSink` hands each event to
-the webhook notifier at once, routed by station and level as the site file says.
+row per zone and tick, ``alerts`` the lifecycle events, and the `OutboxSink` writes each event to
+the durable alert outbox, from where it goes at once to the roles the site file routes it to
+(`crowdwatch.risk.outbox`).
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import bytewax.operators as op
 import polars as pl
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
+from bytewax.outputs import Sink
 
 from crowdwatch.batches import RawBatch
 from crowdwatch.flow import default_sink, default_source, now_ms
 from crowdwatch.risk.engine import StationRisk, ZoneState, alert_rows
 from crowdwatch.risk.levels import Thresholds
-from crowdwatch.risk.notify import AlertEvent, WebhookNotifier
+from crowdwatch.risk.notify import AlertEvent
+from crowdwatch.risk.outbox import OutboxSink
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
 from crowdwatch.warehouse.client import TableRows
@@ -279,35 +280,6 @@ Decided = tuple[pl.DataFrame, list[AlertEvent]]
 """Zone state rows and the alert events of one advance."""
 
 
-class AlertSink(DynamicSink[AlertEvent]):
-    """Hands each alert event to the webhook notifier (one notifier per worker).
-
-    Sending happens on a background thread, in order: retries to a slow or failing receiver
-    never hold up the dataflow, and every receiver sees one zone's events in the order they
-    happened. Closing waits for what is still being sent.
-    """
-
-    def __init__(self, site: Site) -> None:
-        self.site = site
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
-        """One notifier per worker."""
-        return _AlertPartition(WebhookNotifier(self.site))
-
-
-class _AlertPartition(StatelessSinkPartition[AlertEvent]):
-    def __init__(self, notifier: WebhookNotifier) -> None:
-        self.notifier = notifier
-        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
-
-    def write_batch(self, items: list[AlertEvent]) -> None:
-        for event in items:
-            self.sender.submit(self.notifier.send, event)
-
-    def close(self) -> None:
-        self.sender.shutdown(wait=True)
-
-
 def build(
     settings: Settings | None = None,
     *,
@@ -321,7 +293,8 @@ def build(
         settings: defaults to ``Settings()`` from the environment.
         source: `RawBatch` items of any kind; defaults to replaying ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
-        alert_sink: alert events; defaults to the webhook notifier with the site's routing.
+        alert_sink: alert events; defaults to the durable outbox, delivered to the site's
+            contacts as ``config.notify_mode`` says.
     """
     config = settings or Settings()
     site = load_site(config.site_file)
@@ -367,5 +340,5 @@ def build(
     alerts = op.map("alert_rows", events, lambda event: ("alerts", alert_rows([event])))
     # ("alerts", frame)
     op.output("warehouse", op.merge("rows", rows, states, alerts), sink or default_sink(config))
-    op.output("notify", events, alert_sink or AlertSink(site))
+    op.output("notify", events, alert_sink or OutboxSink(config, site))
     return flow

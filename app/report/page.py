@@ -29,6 +29,7 @@ from app.report.queries import (
 )
 from dashboards.overview import UID as OVERVIEW_UID
 from dashboards.panels import LEVELS, SHARE_THRESHOLDS
+from dashboards.pipeline import UID as PIPELINE_UID
 from dashboards.zone import UID as ZONE_UID
 
 COLORS: dict[str, str] = {
@@ -854,10 +855,11 @@ def render_page(report: Report) -> str:
         )
     end_at = f"{local_time(report.end, report.tz):%H:%M}"
     zone = "".join(render_panel(r, report) for r in report.zone_panels)
+    deliveries = "".join(render_panel(r, report) for r in report.deliveries)
     missing = len(
         {
             (r.pick.uid, r.pick.title)
-            for r in (*report.snapshot, *report.overview, *report.zone_panels)
+            for r in (*report.snapshot, *report.overview, *report.zone_panels, *report.deliveries)
             if r.panel is None
         }
     )
@@ -891,12 +893,17 @@ def render_page(report: Report) -> str:
 {snapshot}
 <h2>{esc(zone_heading)}</h2>
 <div class="grid">{zone or '<p class="empty">No zone to show.</p>'}</div>
+<h2>Who was told</h2>
+<p class="lead">Each alert event in the range, to each role the site routes it to: the roles that
+were not reached and why (no contact, not sent, still trying), and how long delivery took.</p>
+<div class="grid">{deliveries}</div>
 <h2>The network at the end of the range ({esc(end_at)})</h2>
 <p class="lead">The overview's stat tiles and tables: the newest state of each zone, the alerts
 still open.</p>
 <div class="grid">{overview}</div>
 <footer>
-<p>Same queries as the Grafana dashboards {esc(OVERVIEW_UID)} and {esc(ZONE_UID)}{esc(variables)},
+<p>Same queries as the Grafana dashboards {esc(OVERVIEW_UID)}, {esc(ZONE_UID)}{esc(variables)} and
+{esc(PIPELINE_UID)},
 run on {esc(report.source)}. Times in {esc(tz_name)}.
 {missing} picked panel(s) missing. Generated {report.generated:%Y-%m-%d %H:%M:%S} UTC.</p>
 {others}
@@ -916,7 +923,7 @@ def write_report(report: Report, path: Path) -> Path:
 
 def summary(report: Report) -> str:
     """One line: the zone, its worst level, the range and how many panels were drawn."""
-    results = [*report.snapshot, *report.overview, *report.zone_panels]
+    results = [*report.snapshot, *report.overview, *report.zone_panels, *report.deliveries]
     drawn = sum(1 for r in results if r.panel is not None and r.frames)
     notes = sum(len(r.notes) for r in results)
     first = worst_alert(report.zone_panels)

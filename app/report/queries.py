@@ -4,8 +4,8 @@ A look without Grafana. The report takes the panels of the Grafana dashboards as
 (`dashboards.build.built_dashboards`), expands each target's SQL as Grafana would
 (`dashboards.macros.expand`) and runs it on the warehouse. `build_report` returns a `Report`:
 the overview's key panels, one zone's (the one with the worst alert, by default), a zoom on
-its alerts and a snapshot of the overview a minute into the worst one. `app.report.page`
-draws it.
+its alerts, a snapshot of the overview a minute into the worst one, and who was told of the
+alerts (the pipeline health dashboard's delivery panels). `app.report.page` draws it.
 
 Panels are picked by dashboard uid and title. A panel that is missing, or whose query fails,
 becomes a note on the page; the report is still written.
@@ -26,6 +26,7 @@ from dashboards.build import built_dashboards
 from dashboards.macros import expand
 from dashboards.overview import UID as OVERVIEW_UID
 from dashboards.panels import LEVELS
+from dashboards.pipeline import UID as PIPELINE_UID
 from dashboards.zone import UID as ZONE_UID
 
 
@@ -61,6 +62,13 @@ ZONE: tuple[Pick, ...] = (
     Pick(ZONE_UID, "Alerts"),
 )
 """The zone dashboard's key panels, in page order."""
+
+DELIVERIES: tuple[Pick, ...] = (
+    Pick(PIPELINE_UID, "Alert deliveries not made", 8),
+    Pick(PIPELINE_UID, "Alert events not delivered", 16),
+    Pick(PIPELINE_UID, "Alert delivery latency"),
+)
+"""Who was told of the alerts in the range: the pipeline health dashboard's delivery panels."""
 
 ZOOM: tuple[Pick, ...] = ZONE[:2]
 """Shown again over the zone's alerts and half an hour either side, after ``ZONE[:2]``."""
@@ -109,6 +117,7 @@ class Report:
     only_in_grafana: list[str]
     source: str
     generated: datetime
+    deliveries: list[PanelResult] = field(default_factory=list)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -297,7 +306,8 @@ def build_report(
                 result.caption = f"at {local_time(at, tz):%H:%M}"
         else:
             at = None
-    picked = {(p.uid, p.title) for p in (*OVERVIEW, *ZONE)}
+    deliveries = collect(warehouse, DELIVERIES, boards, start=start, end=end, variables=variables)
+    picked = {(p.uid, p.title) for p in (*OVERVIEW, *ZONE, *DELIVERIES)}
     others = [f"{uid}: {title}" for uid, title in panel_index(boards) if (uid, title) not in picked]
     return Report(
         title=title,
@@ -312,6 +322,7 @@ def build_report(
         only_in_grafana=others,
         source=f"{describe_dsn(warehouse.dsn)}, database {warehouse.database}",
         generated=now,
+        deliveries=deliveries,
     )
 
 

@@ -33,12 +33,13 @@ import shapely
 
 from crowdwatch.batches import FIELDS, Check, RawBatch, TimeBounds, record_fields, split_rows
 from crowdwatch.calls.categories import Categories
-from crowdwatch.calls.privacy import keyed_hash, scrub_text
 from crowdwatch.isotime import epoch_ms
+from crowdwatch.privacy import CALLER_FIELDS, keyed_hash, scrub_text, without_name
 from crowdwatch.site import Circle, Polygon, Site
 
-CALLER_FIELDS = ("caller_phone", "caller_name", "caller_id_number")
 TEXT_FIELDS = ("address", "description", "category_text")
+CODE_FIELDS = ("district", "category_code", "status")
+"""Short codes that are stored as they come unless they hold a personal number."""
 EARTH_M_PER_DEG_LAT = 110_540.0
 EARTH_M_PER_DEG_LON_AT_EQUATOR = 111_320.0
 
@@ -148,7 +149,7 @@ class CallDirectory:
 
 
 def _without_caller_name(frame: pl.DataFrame) -> pl.DataFrame:
-    """Replace the caller's own name where the record's free text repeats it.
+    """Replace the caller's own name where the record's free text repeats it, however spaced.
 
     Per row in Python (polars cannot replace a per-row pattern); only rows that name a caller
     pay for it, and call feeds are thousands of records a day.
@@ -161,13 +162,32 @@ def _without_caller_name(frame: pl.DataFrame) -> pl.DataFrame:
         return pl.Series(
             field,
             [
-                text.replace(name, "[caller]") if text and name and len(name) > 1 else text
+                without_name(text, name)
                 for text, name in zip(frame[field].to_list(), names, strict=True)
             ],
             dtype=pl.String,
         )
 
-    return frame.with_columns(scrubbed(field) for field in TEXT_FIELDS)
+    return frame.with_columns(scrubbed(field) for field in (*TEXT_FIELDS, *CODE_FIELDS))
+
+
+def _call_ids(ids: pl.Series, received_ms: pl.Series, key: bytes | None) -> pl.Series:
+    """Call ids as they come, unless one holds a personal number: then keyed, or scrubbed.
+
+    A dispatch system that numbers calls by the caller's phone would otherwise put the number
+    into the warehouse. Keyed (with ``CROWDWATCH_CALLER_HASH_KEY``) the id still identifies
+    the call; without a key it becomes the scrubbed id and the time the call was received
+    (``[phone]@1763646000000``), which every update of the call repeats.
+    """
+    ids = ids.str.strip_chars()
+    scrubbed = scrub_text(ids)
+    personal = (scrubbed != ids).fill_null(False)
+    if not personal.any():
+        return ids
+    if key:
+        return ids.zip_with(~personal, keyed_hash(ids, key))
+    timed = pl.DataFrame({"id": scrubbed, "ms": received_ms}).select(pl.format("{}@{}", "id", "ms"))
+    return ids.zip_with(~personal, timed.to_series())
 
 
 def _number(name: str) -> pl.Expr:
@@ -190,7 +210,7 @@ def parse_calls(
     frame, _ = record_fields(batch)
     frame = _without_caller_name(frame)
     frame = frame.with_columns(
-        *(scrub_text(frame[name]).alias(name) for name in TEXT_FIELDS),
+        *(scrub_text(frame[name]).alias(name) for name in (*TEXT_FIELDS, *CODE_FIELDS)),
         epoch_ms(frame["received_at"], directory.timezone).alias("_received"),
         epoch_ms(frame["updated_at"], directory.timezone).alias("_updated"),
         _number("lat").alias("_lat"),
@@ -206,11 +226,11 @@ def parse_calls(
         (pl.col("received_at").is_null(), "received_at missing"),
         (
             pl.col("_received").is_null(),
-            pl.format("received_at '{}' is not an ISO 8601 time", "received_at"),
+            "received_at is not an ISO 8601 time",
         ),
         (
             pl.col("updated_at").is_not_null() & pl.col("_updated").is_null(),
-            pl.format("updated_at '{}' is not an ISO 8601 time", "updated_at"),
+            "updated_at is not an ISO 8601 time",
         ),
         *(
             []
@@ -227,11 +247,11 @@ def parse_calls(
                 | (pl.col("_lat").abs() > 90).fill_null(True)
                 | (pl.col("_lon").abs() > 180).fill_null(True)
             ),
-            pl.format("lat/lon '{}', '{}' are not coordinates", "lat", "lon"),
+            "lat/lon are not coordinates",
         ),
         (
             pl.col("priority").is_not_null() & pl.col("_priority").is_null(),
-            pl.format("priority '{}' is not an integer", "priority"),
+            "priority is not an integer",
         ),
     ]
     kept = [c for c in frame.columns if c in FIELDS_STORED_IN_REJECTS]
@@ -254,7 +274,7 @@ def parse_calls(
         else pl.Series([None] * good.height, dtype=pl.String)
     )
     calls = good.select(
-        pl.col("call_id").str.strip_chars(),
+        pl.lit(_call_ids(good["call_id"], good["_received"], directory.hash_key)).alias("call_id"),
         pl.coalesce("_updated", "_received").cast(pl.UInt64).alias("version"),
         pl.col("_received").cast(pl.Datetime("ms", "UTC")).alias("received_at"),
         pl.coalesce("_updated", "_received").cast(pl.Datetime("ms", "UTC")).alias("updated_at"),

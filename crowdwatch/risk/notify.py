@@ -201,7 +201,7 @@ class WebhookNotifier:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
-        self._opener = urllib.request.build_opener(_NoRedirect())
+        self._poster = WebhookPoster(timeout_s)
 
     def backoff(self, retry: int) -> float:
         """The wait before retry number ``retry`` (1 = the first retry), jitter included.
@@ -260,32 +260,71 @@ class WebhookNotifier:
         assert url is not None  # send() only passes contacts with a webhook
         key = event.idempotency_key(role)
         body = event.to_json(role, contact)
-        last_error: str | None = None
-        http_status: int | None = None
-        for attempt in range(1, self.attempts + 1):
-            request = urllib.request.Request(
-                url,
-                data=body,
-                method="POST",
-                headers={"Content-Type": "application/json", "Idempotency-Key": key},
-            )
-            try:
-                with self._opener.open(request, timeout=self.timeout_s) as response:
-                    response.read()
-                    return Delivery(role, url, "delivered", attempt, None, response.status)
-            except urllib.error.HTTPError as exc:
-                with exc:
-                    http_status = exc.code
-                    last_error = f"HTTP {exc.code} {exc.reason}"
-                if not (exc.code >= 500 or exc.code in _RETRYABLE_STATUS):
-                    return Delivery(role, url, "failed", attempt, last_error, http_status)
-            except (OSError, HTTPException) as exc:
-                # URLError (refused, DNS), timeouts and dropped connections are all OSErrors.
-                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-                last_error = f"{type(reason).__name__}: {reason}"
-            if attempt < self.attempts:
-                self._sleep(self.backoff(attempt))
-        return Delivery(role, url, "failed", self.attempts, last_error, http_status)
+        last = Attempt("retry", None, None, 0.0)
+        for number in range(1, self.attempts + 1):
+            last = self._poster.post(url, key, body)
+            if last.status == "delivered":
+                return Delivery(role, url, "delivered", number, None, last.http_status)
+            if last.status == "failed":
+                return Delivery(role, url, "failed", number, last.error, last.http_status)
+            if number < self.attempts:
+                self._sleep(self.backoff(number))
+        return Delivery(role, url, "failed", self.attempts, last.error, last.http_status)
+
+
+AttemptStatus = Literal["delivered", "retry", "failed"]
+"""How one request ended: delivered, worth retrying, or refused for good."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One webhook request: how it ended, the HTTP status, why it failed, how long it took."""
+
+    status: AttemptStatus
+    http_status: int | None
+    error: str | None
+    latency_ms: float
+
+
+class WebhookPoster:
+    """POSTs one alert event to one webhook, once: the single step that retries are made of.
+
+    2xx is delivered; connection errors, timeouts, 408, 425, 429 and 5xx are worth a retry;
+    any other 4xx (and a redirect, which urllib would turn into a GET) is refused for good.
+    """
+
+    def __init__(self, timeout_s: float = 2.0) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self._opener = urllib.request.build_opener(_NoRedirect())
+
+    def post(self, url: str, key: str, body: bytes) -> Attempt:
+        """POST ``body`` with the ``Idempotency-Key`` header ``key``; never raises."""
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Idempotency-Key": key},
+        )
+        started = time.perf_counter()
+
+        def took() -> float:
+            return (time.perf_counter() - started) * 1000
+
+        try:
+            with self._opener.open(request, timeout=self.timeout_s) as response:
+                response.read()
+                return Attempt("delivered", response.status, None, took())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                error = f"HTTP {exc.code} {exc.reason}"
+            retry = exc.code >= 500 or exc.code in _RETRYABLE_STATUS
+            return Attempt("retry" if retry else "failed", exc.code, error, took())
+        except (OSError, HTTPException, ValueError) as exc:
+            # URLError (refused, DNS), timeouts and dropped connections are all OSErrors.
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            return Attempt("retry", None, f"{type(reason).__name__}: {reason}", took())
 
 
 class _ReceiverServer(ThreadingHTTPServer):
@@ -340,6 +379,7 @@ class AlertReceiver:
         )
         self._changed = threading.Condition()
         self._received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._arrived: dict[str, list[float]] = defaultdict(list)
         self._seen: dict[str, set[str]] = defaultdict(set)
         self._keys: dict[str, list[str]] = defaultdict(list)
         self._failures: dict[str, list[int]] = defaultdict(list)
@@ -377,6 +417,11 @@ class AlertReceiver:
         with self._changed:
             return list(self._received[path])
 
+    def arrivals(self, path: str) -> list[tuple[float, dict[str, Any]]]:
+        """The events recorded on ``path`` with when each request arrived (`time.perf_counter`)."""
+        with self._changed:
+            return list(zip(self._arrived[path], self._received[path], strict=True))
+
     def keys(self, path: str) -> list[str]:
         """The ``Idempotency-Key`` of every request to ``path``, repeats and failures too."""
         with self._changed:
@@ -389,6 +434,7 @@ class AlertReceiver:
 
     def _handle(self, path: str, key: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
         """Decide the answer to one request; called from the server's handler threads."""
+        arrived = time.perf_counter()
         with self._changed:
             self._keys[path].append(key or "")
             release = self._holds[path].pop(0) if self._holds[path] else None
@@ -410,6 +456,7 @@ class AlertReceiver:
                 return 400, {"error": "body is not a JSON object"}
             self._seen[path].add(key)
             self._received[path].append(event)
+            self._arrived[path].append(arrived)
             self._changed.notify_all()
             return 200, {"duplicate": False}
 

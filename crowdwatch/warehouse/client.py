@@ -8,9 +8,11 @@ code path. Frames go in and out as Arrow.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,16 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 import polars as pl
+import pyarrow as pa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from crowdwatch.batches import REJECTED_SCHEMA
+from crowdwatch.privacy import scrub_record
 from crowdwatch.settings import REPO_ROOT, Settings
 from crowdwatch.warehouse.buffer import DiskBuffer, OutageBuffer
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = REPO_ROOT / "infra" / "clickhouse"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -218,8 +225,99 @@ class Warehouse:
         return self.client.command(sql, parameters=parameters or {})
 
 
+DATA_ERROR_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        190,  # SIZES_OF_ARRAYS_DONT_MATCH
+        252,  # TOO_MANY_PARTS: "too many partitions for single INSERT block"
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        469,  # VIOLATED_CONSTRAINT
+    }
+)
+"""ClickHouse errors that the rows cause, not the warehouse: the batch is split, not retried."""
+
+_ERROR_CODE = re.compile(r"Code: (\d+)")
+
+
+def data_error_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code when ``exc`` is caused by the rows (-1: refused before sending).
+
+    None for everything else (a connection refused, a server away, a table missing): an
+    outage, to be retried with the same rows.
+    """
+    if isinstance(exc, (pa.ArrowException, OverflowError)):
+        return -1
+    if isinstance(exc, ClickHouseError):
+        match = _ERROR_CODE.search(str(exc))
+        code = int(match[1]) if match else None
+        return code if code in DATA_ERROR_CODES else None
+    return None
+
+
+def insert_splitting(
+    insert: Callable[[pl.DataFrame], None], frame: pl.DataFrame
+) -> list[tuple[pl.DataFrame, int]]:
+    """Insert ``frame``; when its rows cause an error, insert halves until each error is one row.
+
+    Returns the rows refused on their own, with the error code; everything else is written
+    (a batch spanning too many partitions is written in smaller parts, nothing refused).
+    Outage errors propagate as they are.
+    """
+    try:
+        insert(frame)
+    except Exception as exc:
+        code = data_error_code(exc)
+        if code is None:
+            raise
+        if frame.height <= 1:
+            return [(frame, code)]
+        half = frame.height // 2
+        return [
+            *insert_splitting(insert, frame.head(half)),
+            *insert_splitting(insert, frame.slice(half)),
+        ]
+    return []
+
+
+def refused_rows(table: str, refused: list[tuple[pl.DataFrame, int]], now_ms: int) -> pl.DataFrame:
+    """Rows the warehouse refused, as ``rejected_events`` rows (their own key: table and row)."""
+    rows = pl.concat([row for row, _ in refused], how="vertical_relaxed")
+    payloads = rows.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
+    codes = [code for row, code in refused for _ in range(row.height)]
+    return pl.DataFrame(
+        {
+            "received_at": [now_ms] * rows.height,
+            "source": f"warehouse:{table}",
+            "position": [hashlib.sha256(p.encode()).hexdigest()[:16] for p in payloads],
+            "reason": [
+                f"the warehouse refused the row (ClickHouse error {code})"
+                if code >= 0
+                else "the row does not fit the table's column types"
+                for code in codes
+            ],
+            "payload": scrub_record(pl.Series(payloads, dtype=pl.String)),
+        },
+        schema=REJECTED_SCHEMA,
+    )
+
+
 _BufferPlace = tuple[DiskBuffer, list[DiskBuffer]]
 """A worker's own disk buffer and the buffers it takes over."""
+
+
+def now_ms() -> int:
+    """The wall clock in epoch milliseconds (UTC), for rows the sink itself writes."""
+    return time.time_ns() // 1_000_000
 
 
 class _WarehouseSinkPartition(StatelessSinkPartition[TableRows]):
@@ -241,9 +339,18 @@ class _WarehouseSinkPartition(StatelessSinkPartition[TableRows]):
             )
 
     def _insert(self, table: str, frame: pl.DataFrame) -> None:
+        """Insert; rows that cause an error go to ``rejected_events``, the rest are written.
+
+        Nothing waits behind a poison row: only an outage (the warehouse away) is retried.
+        """
         if self.warehouse is None:
             self.warehouse = Warehouse.connect(self.dsn, self.database)
-        self.warehouse.insert(table, frame)
+        warehouse = self.warehouse
+        refused = insert_splitting(lambda part: warehouse.insert(table, part), frame)
+        if refused:
+            text = f"{sum(r.height for r, _ in refused)} row(s) of {table}"
+            log.warning("the warehouse refused %s; they go to rejected_events", text)
+            warehouse.insert("rejected_events", refused_rows(table, refused, now_ms()))
 
     def write_batch(self, items: list[TableRows]) -> None:
         tables = by_table(items)

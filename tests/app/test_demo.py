@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bytewax.operators as op
@@ -9,8 +10,17 @@ import polars as pl
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from app.demo import BatchSource, Signal, time_slices
+from app.demo import (
+    ALERTS_SQL,
+    DELIVERIES_SQL,
+    BatchSource,
+    Signal,
+    local_day_bounds,
+    time_slices,
+    who_was_told,
+)
 from crowdwatch.isotime import epoch_ms
+from tests.demo_day import DemoWarehouse
 
 TZ = "Asia/Shanghai"
 
@@ -66,3 +76,38 @@ def test_batch_source_emits_the_batches_in_order() -> None:
     op.output("out", op.map("first", stream, lambda b: b.first_row), TestingSink(out))
     run_main(flow)
     assert out == [0, 1, 2, 3, 4]
+
+
+def test_the_timeline_says_who_was_reached_and_the_example_site_reaches_nobody(
+    demo_day: DemoWarehouse,
+) -> None:
+    start, end = local_day_bounds(demo_day.site, demo_day.demo.day)
+    alerts = demo_day.warehouse.query(ALERTS_SQL, {"start": start, "end": end})
+    told = who_was_told(demo_day.warehouse.query(DELIVERIES_SQL, {"start": start, "end": end}))
+    red = alerts.filter(pl.col("level") == "red").row(0, named=True)
+    assert told[(red["alert_id"], red["event"], red["ts"])] == (
+        "no contact: local police, station master, street office, transit police"
+    )
+    # every event routed to someone has its line; blue calls no one and has none
+    routed = alerts.filter(pl.col("level") != "blue")
+    assert {(r["alert_id"], r["event"], r["ts"]) for r in routed.iter_rows(named=True)} <= set(told)
+    assert all(text.startswith("no contact: ") for text in told.values())
+
+
+def test_who_was_told_puts_the_reached_first_and_groups_the_rest_by_why() -> None:
+    at = datetime(2026, 11, 20, 13, 45, tzinfo=UTC)
+    rows = pl.DataFrame(
+        {
+            "alert_id": ["a"] * 4,
+            "event": ["escalated"] * 4,
+            "ts": [at] * 4,
+            "role": ["local_police", "station_master", "street_office", "transit_police"],
+            "status": ["no_contact", "retry", "no_contact", "delivered"],
+        }
+    )
+    assert who_was_told(rows) == {
+        ("a", "escalated", at): (
+            "reached: transit police; no contact: local police, street office; "
+            "still trying: station master"
+        )
+    }

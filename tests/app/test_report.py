@@ -110,6 +110,12 @@ def test_report_tells_which_zone_went_red_and_when(
     assert nearest.frames["A"]["zone_id"][0] == ZONE
     assert nearest.frames["A"]["level"][0] == "red"
 
+    # who was told: the example site has no contacts, so every routed role is shown as such
+    told = next(r for r in report.deliveries if r.pick.title == "Alert events not delivered")
+    at_red = told.frames["A"].filter(pl.col("level") == "red")
+    assert at_red.height == 4 and set(at_red["status"]) == {"no_contact"}
+    assert "<h2>Who was told</h2>" in page and "no_contact" in page
+
     # self-contained: nothing fetched, nothing run
     for pattern in (r"\bsrc\s*=", r"\bhref\s*=", r"url\(", r"@import", r"<script", r"<link"):
         assert not re.search(pattern, page, flags=re.I), pattern

@@ -18,6 +18,12 @@ from tests.demo_day import ZONE, DemoWarehouse
 VARIABLES = {"station": "STD", "zone": ZONE}
 WALL_CLOCK = {"crowdwatch-pipeline"}
 """Dashboards whose time axis is when rows were written, not event time."""
+DELIVERY_PANELS = {
+    "Alert deliveries not made",
+    "Alert events not delivered",
+    "Alert delivery latency",
+}
+"""Panels of the pipeline dashboard that select alert events by their own (event) time."""
 
 # The columns each target must return, by (dashboard uid, panel title, refId).
 EXPECTED: dict[tuple[str, str, str], list[str]] = {
@@ -165,11 +171,32 @@ EXPECTED: dict[tuple[str, str, str], list[str]] = {
         "rejected",
         "last",
     ],
+    ("crowdwatch-pipeline", "Alert deliveries not made", "A"): [
+        "not_delivered",
+        "no_contact",
+        "not_sent",
+    ],
+    ("crowdwatch-pipeline", "Alert events not delivered", "A"): [
+        "ts",
+        "zone_id",
+        "event",
+        "level",
+        "role",
+        "recipient",
+        "status",
+        "attempts",
+        "last_error",
+        "last_attempt",
+    ],
+    ("crowdwatch-pipeline", "Alert delivery latency", "A"): ["time", "p50_s", "max_s"],
 }
 # Forecasts need weeks of history, which the demo's one day does not have: only they may come
 # back empty here. tests/forecasts/test_service.py runs this target on real forecast rows.
+# The demo's site has no contacts, so nothing is delivered: tests/pipelines/test_zone_risk.py
+# runs the latency target on real deliveries.
 MAY_BE_EMPTY = {
     ("crowdwatch-zone", "Headcount against capacity and forecast", "B"),
+    ("crowdwatch-pipeline", "Alert delivery latency", "A"),
 }
 
 
@@ -229,13 +256,13 @@ class Day:
     written_from: datetime
     written_to: datetime
 
-    def range_of(self, uid: str) -> tuple[datetime, datetime]:
-        if uid in WALL_CLOCK:
+    def range_of(self, uid: str, title: str = "") -> tuple[datetime, datetime]:
+        if uid in WALL_CLOCK and title not in DELIVERY_PANELS:
             return self.written_from, self.written_to
         return self.start, self.end
 
     def run(self, uid: str, title: str, ref_id: str = "A") -> pl.DataFrame:
-        start, end = self.range_of(uid)
+        start, end = self.range_of(uid, title)
         raw = sql_of(uid, title, ref_id)
         return self.warehouse.query(expand(raw, start=start, end=end, variables=VARIABLES))
 
@@ -362,6 +389,21 @@ def test_pipeline_panels_count_the_rows_written(surge_day: Day) -> None:
     assert lag["lag_s"].min() >= behind  # type: ignore[operator]
     reasons = surge_day.run("crowdwatch-pipeline", "Rejected records per source and reason")
     assert reasons["rejected"].sum() == 252  # the injected malformed records
+
+
+def test_delivery_panels_show_every_role_without_a_contact(surge_day: Day) -> None:
+    # the example site has no contacts: nobody was told, and the panels say so role by role
+    missing = surge_day.run("crowdwatch-pipeline", "Alert events not delivered")
+    at_red = missing.filter((pl.col("zone_id") == "STD-concourse") & (pl.col("level") == "red"))
+    assert sorted(at_red["role"]) == [
+        "local_police",
+        "station_master",
+        "street_office",
+        "transit_police",
+    ]
+    assert set(missing["status"]) == {"no_contact"} and set(missing["attempts"]) == {0}
+    [counts] = surge_day.run("crowdwatch-pipeline", "Alert deliveries not made").rows()
+    assert counts == (0, missing.height, 0)
 
 
 def test_alert_annotations_mark_the_alert_history(surge_day: Day) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -15,8 +15,10 @@ from crowdwatch.risk.notify import AlertEvent, AlertReceiver
 from crowdwatch.settings import Settings
 from crowdwatch.site import load_site
 from crowdwatch.warehouse.client import TableRows, Warehouse
+from dashboards.macros import expand
 from pipelines.zone_risk import build
 from tests.conftest import EXAMPLE_SITE
+from tests.dashboards.test_dashboards import sql_of
 
 ROLES = ("station_master", "transit_police", "local_police", "street_office")
 
@@ -95,6 +97,8 @@ def test_alerts_reach_the_right_roles_once_each_over_http(tmp_path: Path, engine
             data_dir=engine_dir,
             site_file=site_with_contacts(tmp_path, receiver),
             clickhouse_database="risk_http",
+            notify="on",  # a replay of a past day: sent only when told to, and however old
+            notify_max_age_s=1e9,
         )
         with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
             warehouse.migrate()
@@ -110,11 +114,27 @@ def test_alerts_reach_the_right_roles_once_each_over_http(tmp_path: Path, engine
                 "SELECT ifNull(level, 'none') AS level, count() AS ticks FROM zone_state FINAL "
                 "WHERE zone_id = 'STD-concourse' GROUP BY level ORDER BY level"
             )
+            log = warehouse.query(
+                "SELECT attempt, status, http_status FROM alert_deliveries FINAL "
+                "WHERE role = 'local_police' ORDER BY event_ts, attempt"
+            )
+            latency = warehouse.query(
+                expand(
+                    sql_of("crowdwatch-pipeline", "Alert delivery latency"),
+                    start=datetime(2026, 11, 20, tzinfo=UTC),
+                    end=datetime(2026, 11, 21, tzinfo=UTC),
+                    variables={},
+                )
+            )
         got = {
             role: [(e["event"], e["level"]) for e in receiver.received(f"/std/{role}")]
             for role in ROLES
         }
     assert stored.height == 8
+    # every attempt is in the delivery log: the first to each role failed, the retry went out
+    assert log.rows() == [(1, "retry", 503), (2, "delivered", 200), (1, "delivered", 200)]
+    # the dashboard's latency panel: a retry after a backoff of at least 0.1 s is the slowest
+    assert latency.height > 0 and latency["max_s"].max() >= 0.1  # type: ignore[operator]
     # the station is as bad as its worst zone: the concourse (its plaza has no video here)
     assert station.rows() == zone.rows()
     assert got["station_master"] == [

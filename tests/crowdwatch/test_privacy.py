@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from datetime import date
 
 import polars as pl
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crowdwatch.calls.privacy import keyed_hash, scrub_text
+from crowdwatch.privacy import keyed_hash, scrub_text
 
 KEY = b"test-key-not-a-secret"
 
@@ -21,7 +22,34 @@ SURROUNDING = st.text(
     alphabet=st.sampled_from(list("报警人称电话身份证号码在地铁站拥挤 abcXxTel:+-()（），。.\n")),
     max_size=12,
 )
-SEPARATORS = st.sampled_from(["", " ", "-"])
+# Every kind of separator between digit groups: spaces (also non-breaking and ideographic),
+# dashes of every width, dots, slashes, underscores, zero-width spaces, a dash with spaces.
+SEPARATORS = st.sampled_from(
+    [
+        "",
+        " ",
+        "-",
+        "\u00a0",
+        "\u3000",
+        "\u2011",
+        "\u2014",
+        "\uff0d",
+        "\u2212",
+        ".",
+        "/",
+        "_",
+        "\u200b",
+        " - ",
+        "·",
+    ]
+)
+
+
+def nfkc(text: str) -> str:
+    """What the scrubber stores around a number: number forms normalised, the rest as it is."""
+    return "".join(
+        n if (n := unicodedata.normalize("NFKC", c)) in set("()+-./_Xx ") else c for c in text
+    )
 
 
 def scrub_one(text: str | None) -> str | None:
@@ -96,8 +124,8 @@ def test_phone_numbers_never_survive(before: str, number: str, after: str) -> No
     assert out is not None
     assert not any(c.isdigit() for c in out), out
     assert "[phone]" in out
-    assert out.endswith(after)
-    assert out.startswith(before.rstrip("+(（"))
+    assert out.endswith(nfkc(after))
+    assert out.startswith(nfkc(before).rstrip("+("))
 
 
 @given(SURROUNDING, id_numbers(), SURROUNDING)
@@ -105,7 +133,7 @@ def test_id_numbers_never_survive(before: str, number: str, after: str) -> None:
     out = scrub_one(before + number + after)
     assert out is not None
     assert not any(c.isdigit() for c in out), out
-    assert out == f"{before}[id]{after}"
+    assert out == nfkc(f"{before}[id]{after}")
 
 
 @given(st.lists(mobiles() | landlines() | na_numbers() | id_numbers(), min_size=2, max_size=4))
@@ -142,6 +170,20 @@ def test_ordinary_numbers_survive(text: str) -> None:
         ("身份证11010519491231002X，", "身份证[id]，"),
         ("ID 110105491231002", "ID [id]"),
         ("全角１３８１２３４５６７８", "全角[phone]"),
+        # the formats that survived before (issue 15, case 7)
+        ("tel 138\u00a01234\u00a05678", "tel [phone]"),
+        ("tel 138\u20111234\u20115678", "tel [phone]"),
+        ("tel 138—1234—5678", "tel [phone]"),
+        ("tel 138－1234－5678", "tel [phone]"),
+        ("tel 138/1234/5678", "tel [phone]"),
+        ("tel 138_1234_5678", "tel [phone]"),
+        ("tel 138\u200b1234\u200b5678", "tel [phone]"),
+        ("tel 1381 234 5678", "tel [phone]"),
+        ("电话（010）62345678", "电话[phone]"),
+        ("tel 0571.8765.4321", "tel [phone]"),
+        ("证件 110101-19900307-123X", "证件 [id]"),
+        ("ID 110101 1990 0307 123X", "ID [id]"),
+        ("ID 110101\u200b19900307\u200b1234", "ID [id]"),
     ],
 )
 def test_known_spellings(text: str, expected: str) -> None:
