@@ -134,14 +134,16 @@ def weekly_rate(
     hourly: npt.NDArray[np.int64],
     hours: npt.NDArray[np.int64],
     weeks: int,
+    prior: npt.NDArray[np.float64],
     prior_weeks: float = 1.0,
 ) -> npt.NDArray[np.float64]:
     """Expected calls per hour at ``hours``: the same hour of the previous ``weeks`` weeks.
 
     ``hourly`` counts calls per hour from hour 0; a trimmed mean over the weeks the series
     already covers drops the largest week once there are three or more, so one earlier burst
-    does not raise the baseline. The mean is shrunk toward the series' mean rate of all hours
-    so far, as if that were ``prior_weeks`` more weeks.
+    does not raise the baseline. The mean is shrunk toward ``prior`` (calls per hour), as if
+    that were ``prior_weeks`` more weeks: a slot seen in one or two weeks says little (0 or 3
+    calls by chance), and a new site or a quiet zone is not judged against nothing.
     """
     past = hours[:, None] - WEEK_HOURS * np.arange(1, weeks + 1)[None, :]
     seen = past >= 0
@@ -150,13 +152,16 @@ def weekly_rate(
     trim = n >= 3
     total = counts.sum(axis=1) - np.where(trim, counts.max(axis=1, initial=0), 0)
     kept = n - trim
-    # shrunk toward the series' mean rate over all hours so far, worth `prior_weeks` weeks: a
-    # slot seen in one or two weeks says little (0 or 3 calls by chance), and a new site or a
-    # quiet zone is not judged against nothing
+    return np.asarray((total + prior_weeks * prior) / (kept + prior_weeks))
+
+
+def mean_rate_before(
+    hourly: npt.NDArray[np.int64], hours: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """The series' mean calls per hour over all hours before each of ``hours``."""
     before = np.clip(hours, 0, hourly.size)
     so_far = np.concatenate([[0], np.cumsum(hourly)])[before]
-    prior = np.divide(so_far, before, out=np.zeros(hours.size), where=before > 0)
-    return np.asarray((total + prior_weeks * prior) / (kept + prior_weeks))
+    return np.asarray(np.divide(so_far, before, out=np.zeros(hours.size), where=before > 0))
 
 
 def burst_scores(
@@ -173,7 +178,7 @@ def burst_scores(
     ``params.dispersion`` (quasi-Poisson: real call counts vary more than Poisson counts). The
     score is the largest window's, less ``log10(len(windows))`` (Bonferroni: looking at three
     windows is three chances). A short window catches a sudden cluster, a long one a storm
-    that doubles the calls for hours.
+    that doubles the calls for hours. Points in the stream's first hour score 0.
 
     Returns:
         Calls in the last 15 minutes, the calls expected in them, and the score.
@@ -183,6 +188,7 @@ def burst_scores(
     observed_15 = np.zeros(points.size, dtype=np.int64)
     expected_15 = np.zeros(points.size)
     upto = np.searchsorted(minutes, points, side="right")
+    prior = mean_rate_before(hourly, points // 60 - first_hour)
     for window in sorted({15, *params.windows}):
         observed = upto - np.searchsorted(minutes, points - window, side="right")
         # the window is minutes (p - w, p]; spread each hour's rate over its minutes in it
@@ -193,7 +199,9 @@ def burst_scores(
             overlap = np.clip(
                 np.minimum(points, hour * 60 + 59) - np.maximum(start, hour * 60) + 1, 0, 60
             )
-            rate = weekly_rate(hourly, hour - first_hour, params.baseline_weeks, params.prior_weeks)
+            rate = weekly_rate(
+                hourly, hour - first_hour, params.baseline_weeks, prior, params.prior_weeks
+            )
             expected += np.where(overlap > 0, rate * overlap / 60, 0.0)
         expected = np.maximum(expected, params.floor_per_hour * window / 60)
         score = poisson_surprise(
@@ -203,7 +211,10 @@ def burst_scores(
             best = np.maximum(best, np.where(observed >= params.min_calls, score, 0.0))
         if window == 15:
             observed_15, expected_15 = observed, expected
-    return observed_15, expected_15, np.maximum(best - math.log10(len(params.windows)), 0.0)
+    # in the first hour of the stream nothing is known yet: no score
+    known = points // 60 - first_hour >= 1
+    score = np.where(known, np.maximum(best - math.log10(len(params.windows)), 0.0), 0.0)
+    return observed_15, expected_15, score
 
 
 class CallWindows:
