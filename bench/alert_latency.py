@@ -166,6 +166,12 @@ def main() -> None:
             warehouse.migrate()
         flow = build(settings, source=SurgeSource(args.zones, crossings))
         cli_main(flow, workers_per_process=1)  # type: ignore[no-untyped-call]
+        with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+            # the outbox's share: from the event written down to its first request sent
+            queued = warehouse.query(
+                "SELECT quantiles(0.5, 0.99)(queued_ms) AS q, max(queued_ms) AS top "
+                "FROM alert_deliveries FINAL WHERE attempt = 1"
+            ).row(0)
         seen = [
             (arrived, event)
             for zone in range(args.zones)
@@ -191,6 +197,10 @@ def main() -> None:
         f"batches every {TICK_S * 1000:.0f} ms"
     )
     print(f"latency p50 / p99 / max: {p50:.0f} / {p99:.0f} / {max(latencies):.0f} ms")
+    print(
+        f"of which in the outbox (written down → first request) p50 / p99 / max: "
+        f"{queued[0][0]:.0f} / {queued[0][1]:.0f} / {queued[1]:.0f} ms"
+    )
     print(f"alert latency p99: {p99:.0f} ms")
 
 

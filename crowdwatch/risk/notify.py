@@ -1,38 +1,30 @@
-"""Alert notifications: alert events POSTed as JSON to the webhooks of whoever must respond.
+"""Alert notifications: what is sent about an alert event, to whom, and one request of it.
 
 An `AlertEvent` is one step in the life of a zone's alert episode (opened, escalated,
-de-escalated, resolved). `WebhookNotifier.send` looks up who to call in the site's routing
-(`Site.routes`) and POSTs the event to each role's webhook, one thread per role so that a slow
-receiver does not hold the others up.
-
-Who hears what:
+de-escalated, resolved). Who hears what:
 
 * ``opened`` and ``escalated`` go to the roles of the event's ``level``.
 * ``de-escalated`` and ``resolved`` go to the roles of the *higher* of ``level`` and
   ``previous_level``, i.e. the level being left. Whoever was called to a red alert hears that
   it went down to yellow or ended, not only the station master who stays on it.
 
-Delivery is at least once: connection errors, timeouts, HTTP 429 and 5xx are retried with
-exponential backoff and jitter; any other 4xx (and a redirect) is a permanent failure. Every
-attempt carries the same ``Idempotency-Key`` header (a stable hash of the alert, the event,
-the level, the event time and the role), so a receiver can drop repeats; `AlertReceiver`, a
-small real HTTP server for tests and the demo, does exactly that.
+`WebhookPoster` makes one POST of an event's JSON to one webhook; `crowdwatch.risk.outbox`
+writes each event down first and retries that step until it is decided. Every attempt carries
+the same ``Idempotency-Key`` header (a stable hash of the alert, the event, the level, the
+event time and the role), so a receiver can drop repeats; `AlertReceiver`, a small real HTTP
+server for tests and the demo, does exactly that.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
-import random
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
@@ -42,15 +34,10 @@ from types import TracebackType
 from typing import Any, Literal
 
 from crowdwatch.risk.levels import RANK
-from crowdwatch.site import Contact, Level, Role, Site
-
-log = logging.getLogger(__name__)
+from crowdwatch.site import Contact, Level, Role
 
 EventType = Literal["opened", "escalated", "de-escalated", "resolved"]
 """A step in an alert episode."""
-
-DeliveryStatus = Literal["delivered", "failed", "no_contact"]
-"""How a delivery to one role ended."""
 
 SCHEMA = "crowdwatch.alert.v1"
 """The ``schema`` field of every payload; bumped when a field changes meaning."""
@@ -121,22 +108,6 @@ class AlertEvent:
         return json.dumps(payload, sort_keys=True, allow_nan=False).encode("utf-8")
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """How sending one event to one role ended.
-
-    ``attempts`` is the number of HTTP requests made (0 for ``no_contact``); ``last_error``
-    says why the last failed attempt failed; ``http_status`` is the last HTTP status received.
-    """
-
-    role: Role
-    url: str | None
-    status: DeliveryStatus
-    attempts: int
-    last_error: str | None = None
-    http_status: int | None = None
-
-
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Refuse redirects: urllib would turn the POST into a GET and lose the alert."""
 
@@ -150,126 +121,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> None:
         return None
-
-
-class WebhookNotifier:
-    """Sends alert events to the webhooks that the site's routing names.
-
-    Args:
-        site: The site; its stations' contacts and routing decide who is called.
-        attempts: Requests per role at most, the first included.
-        backoff_s: The wait before the first retry; it doubles on every retry.
-        backoff_max_s: The cap on one wait (before jitter).
-        timeout_s: Connect and read timeout of one request.
-        max_workers: Roles sent to at the same time, at most.
-        sleep: Waits between attempts (tests pass a recorder).
-        rng: Draws the jitter; pass a seeded `random.Random` for repeatable waits. It is
-            shared by the delivery threads (under a lock).
-
-    Nothing here reads the clock: an event carries its own time and waits go through
-    ``sleep``.
-    """
-
-    def __init__(
-        self,
-        site: Site,
-        *,
-        attempts: int = 5,
-        backoff_s: float = 0.2,
-        backoff_max_s: float = 5.0,
-        timeout_s: float = 2.0,
-        max_workers: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
-    ) -> None:
-        if attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {attempts}")
-        if backoff_s < 0 or backoff_max_s < backoff_s:
-            raise ValueError(
-                f"need 0 <= backoff_s <= backoff_max_s, got {backoff_s} and {backoff_max_s}"
-            )
-        if timeout_s <= 0 or max_workers < 1:
-            raise ValueError(
-                f"need timeout_s > 0 and max_workers >= 1, got {timeout_s} and {max_workers}"
-            )
-        self.site = site
-        self.attempts = attempts
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
-        self.timeout_s = timeout_s
-        self.max_workers = max_workers
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._rng_lock = threading.Lock()
-        self._poster = WebhookPoster(timeout_s)
-
-    def backoff(self, retry: int) -> float:
-        """The wait before retry number ``retry`` (1 = the first retry), jitter included.
-
-        ``min(backoff_max_s, backoff_s * 2 ** (retry - 1))``, scaled by a random factor in
-        [0.5, 1) so that senders that failed together do not retry together.
-        """
-        base = min(self.backoff_max_s, self.backoff_s * 2.0 ** (retry - 1))
-        with self._rng_lock:
-            factor = 0.5 + self._rng.random() / 2
-        return base * factor
-
-    def send(self, event: AlertEvent) -> list[Delivery]:
-        """Send ``event`` to every role routed at its `AlertEvent.routing_level`.
-
-        Blocks until every role is delivered or given up on. Returns one `Delivery` per
-        routed role, in routing order; roles without a contact or webhook are reported as
-        ``no_contact`` and nothing is sent to them.
-        """
-        routes = self.site.routes(event.station_id, event.routing_level)
-        targets = [
-            (role, contact)
-            for role, contact in routes
-            if contact is not None and contact.webhook is not None
-        ]
-        results: dict[Role, Delivery] = {}
-        if targets:
-            with ThreadPoolExecutor(
-                max_workers=min(self.max_workers, len(targets)),
-                thread_name_prefix="crowdwatch-notify",
-            ) as pool:
-                futures = {
-                    role: pool.submit(self._deliver, event, role, contact)
-                    for role, contact in targets
-                }
-                results = {role: future.result() for role, future in futures.items()}
-        deliveries = [
-            results.get(role) or Delivery(role, None, "no_contact", 0) for role, _ in routes
-        ]
-        for delivery in deliveries:
-            if delivery.status == "failed":
-                log.warning(
-                    "alert %s %s to %s at %s failed after %d attempts: %s",
-                    event.alert_id,
-                    event.event,
-                    delivery.role,
-                    delivery.url,
-                    delivery.attempts,
-                    delivery.last_error,
-                )
-        return deliveries
-
-    def _deliver(self, event: AlertEvent, role: Role, contact: Contact) -> Delivery:
-        """POST the event to one role, retrying transient failures."""
-        url = contact.webhook
-        assert url is not None  # send() only passes contacts with a webhook
-        key = event.idempotency_key(role)
-        body = event.to_json(role, contact)
-        last = Attempt("retry", None, None, 0.0)
-        for number in range(1, self.attempts + 1):
-            last = self._poster.post(url, key, body)
-            if last.status == "delivered":
-                return Delivery(role, url, "delivered", number, None, last.http_status)
-            if last.status == "failed":
-                return Delivery(role, url, "failed", number, last.error, last.http_status)
-            if number < self.attempts:
-                self._sleep(self.backoff(number))
-        return Delivery(role, url, "failed", self.attempts, last.error, last.http_status)
 
 
 AttemptStatus = Literal["delivered", "retry", "failed"]

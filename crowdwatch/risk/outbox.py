@@ -133,6 +133,23 @@ def wall_ms() -> int:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """Where the delivery of one event to one role stands.
+
+    ``url`` is the webhook (None without one); ``attempts`` the requests made so far (0 when
+    decided without sending); ``last_error`` why the last failed attempt failed;
+    ``http_status`` the last HTTP status received.
+    """
+
+    role: str
+    url: str | None
+    status: RowStatus
+    attempts: int
+    last_error: str | None = None
+    http_status: int | None = None
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     """The fields of a pending row that delivering it needs."""
 
@@ -279,6 +296,25 @@ class Outbox:
             )
         )
         return keys - {k for (k,) in known}
+
+    def deliveries(self, event: AlertEvent, site: Site) -> list[Delivery]:
+        """Where each role routed for ``event`` stands, in routing order.
+
+        Roles whose rows were never written (``off`` mode) are left out.
+        """
+        roles = {
+            event.idempotency_key(role): role
+            for role, _ in site.routes(event.station_id, event.routing_level)
+        }
+        t = outbox_table.c
+        with self.engine.connect() as db:
+            rows = db.execute(
+                sa.select(t.key, t.target, t.status, t.attempts, t.last_error, t.http_status).where(
+                    t.key.in_(roles), t.channel == CHANNEL
+                )
+            ).all()
+        found = {key: Delivery(roles[key], *rest) for key, *rest in rows}
+        return [found[key] for key in roles if key in found]
 
     def pending_targets(self) -> set[str]:
         """The webhook URLs with pending rows."""

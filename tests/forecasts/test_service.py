@@ -10,14 +10,16 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from app.simulate import simulate_day
 from crowdwatch.batches import RawBatch
-from crowdwatch.risk.notify import AlertEvent
+from crowdwatch.risk.notify import AlertEvent, AlertReceiver
 from crowdwatch.settings import Settings
-from crowdwatch.site import load_site
+from crowdwatch.site import Contact, load_site
 from crowdwatch.warehouse.client import Warehouse
 from dashboards.macros import expand
 from forecasts import service
 from pipelines import zone_risk
 from tests.conftest import EXAMPLE_SITE
+from tests.crowdwatch.risk.test_notify import ALL_ROLES as ROLES
+from tests.crowdwatch.risk.test_notify import site_with
 from tests.dashboards.test_dashboards import sql_of
 
 SITE = load_site(EXAMPLE_SITE)
@@ -89,8 +91,19 @@ def test_forecast_rows_land_for_every_zone_with_history_and_training_is_incremen
 
 
 def test_warnings_are_stored_sent_once_and_not_repeated(engine_dir: Path) -> None:
-    settings = Settings(data_dir=engine_dir, clickhouse_database="forecast_warn")
-    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+    settings = Settings(
+        data_dir=engine_dir,
+        clickhouse_database="forecast_warn",
+        notify_max_age_s=1e9,  # the forecasts are of 2026-11-20
+    )
+    with (
+        AlertReceiver() as receiver,
+        Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse,
+    ):
+        site = site_with(
+            {role: Contact(name=role, webhook=receiver.url(f"/{role}")) for role in ROLES},
+            station="STD",
+        )
         warehouse.migrate()
         now = pl.datetime(2026, 11, 20, 13, 0, time_zone="UTC")
         ahead = pl.select(
@@ -119,10 +132,15 @@ def test_warnings_are_stored_sent_once_and_not_repeated(engine_dir: Path) -> Non
         )
         warehouse.insert("forecasts", ahead)
         now_ms = int(ahead["ts"][0].timestamp() * 1000) - 15 * 60_000
-        sent: list[AlertEvent] = service.warn(settings, warehouse, SITE, now_ms, notify=False)
+        sent: list[AlertEvent] = service.warn(settings, warehouse, site, now_ms)
         assert [(e.kind, e.level, e.lead_time_s) for e in sent] == [
             ("predicted_big_crowd", "orange", 45 * 60)
         ]
-        assert service.warn(settings, warehouse, SITE, now_ms + 60_000, notify=False) == []
+        assert service.warn(settings, warehouse, site, now_ms + 60_000) == []
+        # through the outbox to the roles of orange, once each (CROWDWATCH_NOTIFY unset: on)
+        got = {role: receiver.received(f"/{role}") for role in ROLES}
+        assert [e["kind"] for e in got["station_master"]] == ["predicted_big_crowd"]
+        assert [e["level"] for e in got["transit_police"]] == ["orange"]
+        assert got["local_police"] == got["street_office"] == []
         stored = warehouse.query("SELECT kind, level FROM alerts FINAL")
         assert stored.rows() == [("predicted_big_crowd", "orange")]

@@ -1,33 +1,27 @@
-"""Alert webhooks: routing, payloads, retries and idempotency against a real localhost receiver."""
+"""Alert webhooks: routing, payloads, retries and idempotency against a real localhost receiver.
+
+Each event goes through the outbox (`crowdwatch.risk.outbox`) as the pipelines send it: written
+down, delivered by a `Dispatcher`, and read back as one `Delivery` per routed role.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from crowdwatch.risk.notify import AlertEvent, AlertReceiver, Delivery, EventType, WebhookNotifier
+from crowdwatch.risk.notify import AlertEvent, AlertReceiver, EventType
+from crowdwatch.risk.outbox import Delivery, Dispatcher, Outbox
 from crowdwatch.site import Contact, Level, Role, Site, load_site
 from tests.conftest import EXAMPLE_SITE
 
 ALL_ROLES: tuple[Role, ...] = ("station_master", "transit_police", "local_police", "street_office")
-
-
-class Sleeps:
-    """Records the waits asked for instead of waiting (called from delivery threads)."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, seconds: float) -> None:
-        with self._lock:
-            self.waits.append(seconds)
 
 
 @pytest.fixture
@@ -76,15 +70,27 @@ def event(
     )
 
 
-def notifier(site: Site, sleeps: Sleeps | None = None, **kwargs: float) -> WebhookNotifier:
-    return WebhookNotifier(
-        site,
-        sleep=sleeps or Sleeps(),
-        rng=random.Random(7),
-        backoff_s=0.01,
-        backoff_max_s=0.05,
-        **kwargs,  # type: ignore[arg-type]
-    )
+def send(
+    alert: AlertEvent, site: Site, tmp_path: Path, drain_s: float = 10.0, **kwargs: float
+) -> list[Delivery]:
+    """Write ``alert`` to a fresh outbox, deliver it for up to ``drain_s`` and say how it went."""
+    box = Outbox(f"sqlite:///{tmp_path / f'outbox-{next(_outboxes)}.sqlite3'}")
+    try:
+        sender = Dispatcher(
+            box,
+            backoff_s=0.01,
+            backoff_max_s=0.05,
+            rng=random.Random(7),
+            **kwargs,  # type: ignore[arg-type]
+        ).start()
+        sender.wake(box.enqueue([alert], site, mode="on", max_age_s=1e12))
+        sender.close(drain_s)
+        return box.deliveries(alert, site)
+    finally:
+        box.close()
+
+
+_outboxes = itertools.count()
 
 
 def called(receiver: AlertReceiver) -> dict[Role, int]:
@@ -92,10 +98,10 @@ def called(receiver: AlertReceiver) -> dict[Role, int]:
 
 
 def test_orange_reaches_station_master_and_transit_police_once_with_payload_and_key(
-    receiver: AlertReceiver,
+    receiver: AlertReceiver, tmp_path: Path
 ) -> None:
     alert = event("orange")
-    deliveries = notifier(full_site(receiver)).send(alert)
+    deliveries = send(alert, full_site(receiver), tmp_path)
 
     assert deliveries == [
         Delivery("station_master", receiver.url(path("station_master")), "delivered", 1, None, 200),
@@ -130,8 +136,8 @@ def test_orange_reaches_station_master_and_transit_police_once_with_payload_and_
     assert sm != tp  # the key names the recipient
 
 
-def test_red_reaches_all_four_roles(receiver: AlertReceiver) -> None:
-    deliveries = notifier(full_site(receiver)).send(event("red", "escalated", previous="orange"))
+def test_red_reaches_all_four_roles(receiver: AlertReceiver, tmp_path: Path) -> None:
+    deliveries = send(event("red", "escalated", previous="orange"), full_site(receiver), tmp_path)
 
     assert [(d.role, d.status) for d in deliveries] == [(r, "delivered") for r in ALL_ROLES]
     assert called(receiver) == dict.fromkeys(ALL_ROLES, 1)
@@ -140,7 +146,7 @@ def test_red_reaches_all_four_roles(receiver: AlertReceiver) -> None:
 
 
 def test_roles_without_contact_or_webhook_are_reported_as_no_contact(
-    receiver: AlertReceiver,
+    receiver: AlertReceiver, tmp_path: Path
 ) -> None:
     site = site_with(
         {
@@ -148,7 +154,7 @@ def test_roles_without_contact_or_webhook_are_reported_as_no_contact(
             "transit_police": Contact(name="Transit police desk"),  # phone only
         }
     )
-    deliveries = notifier(site).send(event("red"))
+    deliveries = send(event("red"), site, tmp_path)
 
     assert deliveries == [
         Delivery("station_master", receiver.url(path("station_master")), "delivered", 1, None, 200),
@@ -159,9 +165,13 @@ def test_roles_without_contact_or_webhook_are_reported_as_no_contact(
     assert called(receiver)["station_master"] == 1
 
 
-def test_a_station_without_any_contact_sends_nothing(receiver: AlertReceiver) -> None:
-    deliveries = notifier(full_site(receiver)).send(
-        AlertEvent(**{**event("red").__dict__, "station_id": "RVS", "zone_id": "RVS-concourse"})
+def test_a_station_without_any_contact_sends_nothing(
+    receiver: AlertReceiver, tmp_path: Path
+) -> None:
+    deliveries = send(
+        AlertEvent(**{**event("red").__dict__, "station_id": "RVS", "zone_id": "RVS-concourse"}),
+        full_site(receiver),
+        tmp_path,
     )
     assert [(d.role, d.status) for d in deliveries] == [(r, "no_contact") for r in ALL_ROLES]
     assert called(receiver) == dict.fromkeys(ALL_ROLES, 0)
@@ -169,114 +179,70 @@ def test_a_station_without_any_contact_sends_nothing(receiver: AlertReceiver) ->
 
 @pytest.mark.parametrize("status", [503, 500, 429])
 def test_transient_failures_are_retried_with_the_same_key_and_recorded_once(
-    receiver: AlertReceiver, status: int
+    receiver: AlertReceiver, status: int, tmp_path: Path
 ) -> None:
     alert = event("yellow")
     receiver.fail(path("station_master"), 2, status=status)
-    sleeps = Sleeps()
-    sender = notifier(full_site(receiver), sleeps, attempts=5)
 
-    [delivery] = sender.send(alert)
+    [delivery] = send(alert, full_site(receiver), tmp_path)
 
     assert (delivery.status, delivery.attempts, delivery.http_status) == ("delivered", 3, 200)
     assert receiver.keys(path("station_master")) == [alert.idempotency_key("station_master")] * 3
     assert len(receiver.received(path("station_master"))) == 1
-    # Two waits, drawn from the seeded generator: exponential base 0.01, 0.02 times [0.5, 1).
-    replay = notifier(full_site(receiver))
-    assert sleeps.waits == [replay.backoff(1), replay.backoff(2)]
-    assert 0.005 <= sleeps.waits[0] < 0.01
-    assert 0.01 <= sleeps.waits[1] < 0.02
 
 
-def test_backoff_doubles_up_to_the_cap() -> None:
-    sender = WebhookNotifier(
-        load_site(EXAMPLE_SITE), backoff_s=1.0, backoff_max_s=5.0, rng=random.Random(1)
-    )
+def test_backoff_doubles_up_to_the_cap(tmp_path: Path) -> None:
+    box = Outbox(f"sqlite:///{tmp_path / 'outbox.sqlite3'}")
+    sender = Dispatcher(box, backoff_s=1.0, backoff_max_s=5.0, rng=random.Random(1))
     waits = [sender.backoff(retry) for retry in range(1, 7)]
     for wait, base in zip(waits, [1.0, 2.0, 4.0, 5.0, 5.0, 5.0], strict=True):
         assert base / 2 <= wait < base
+    box.close()
 
 
 @pytest.mark.parametrize("status", [400, 404, 410])
 def test_other_4xx_is_a_permanent_failure_and_not_retried(
-    receiver: AlertReceiver, status: int
+    receiver: AlertReceiver, status: int, tmp_path: Path
 ) -> None:
     receiver.fail(path("station_master"), 5, status=status)
-    sleeps = Sleeps()
 
-    [delivery] = notifier(full_site(receiver), sleeps, attempts=5).send(event("yellow"))
+    [delivery] = send(event("yellow"), full_site(receiver), tmp_path)
 
     assert (delivery.status, delivery.attempts, delivery.http_status) == ("failed", 1, status)
     assert delivery.last_error is not None and str(status) in delivery.last_error
     assert len(receiver.keys(path("station_master"))) == 1
     assert receiver.received(path("station_master")) == []
-    assert sleeps.waits == []
 
 
-def test_a_receiver_that_is_down_fails_after_all_attempts() -> None:
+def test_a_receiver_that_is_down_is_retried_and_its_delivery_stays_pending(
+    tmp_path: Path,
+) -> None:
     with AlertReceiver() as gone:
         site = full_site(gone)
         url = gone.url(path("station_master"))
     # The receiver is closed: its port now refuses connections.
-    sleeps = Sleeps()
 
-    [delivery] = notifier(site, sleeps, attempts=3).send(event("yellow"))
+    [delivery] = send(event("yellow"), site, tmp_path, drain_s=0.5)
 
-    assert (delivery.role, delivery.url, delivery.status) == ("station_master", url, "failed")
-    assert delivery.attempts == 3
+    assert (delivery.role, delivery.url, delivery.status) == ("station_master", url, "pending")
+    assert delivery.attempts >= 2
     assert delivery.http_status is None
     assert delivery.last_error is not None and "ConnectionRefused" in delivery.last_error
-    assert len(sleeps.waits) == 2  # no wait after the last attempt
 
 
 def test_a_timeout_is_retried_and_the_late_copy_is_not_recorded_twice(
-    receiver: AlertReceiver,
+    receiver: AlertReceiver, tmp_path: Path
 ) -> None:
     alert = event("yellow")
     release = receiver.hold(path("station_master"))  # the first request hangs
     try:
-        [delivery] = notifier(full_site(receiver), attempts=3, timeout_s=0.3).send(alert)
+        [delivery] = send(alert, full_site(receiver), tmp_path, timeout_s=0.3)
     finally:
         release.set()
 
     assert (delivery.status, delivery.attempts) == ("delivered", 2)
     assert receiver.keys(path("station_master")) == [alert.idempotency_key("station_master")] * 2
     assert len(receiver.received(path("station_master"))) == 1
-
-
-def test_a_slow_receiver_does_not_hold_up_the_others(receiver: AlertReceiver) -> None:
-    release = receiver.hold(path("station_master"))
-    sender = notifier(full_site(receiver), timeout_s=30)
-    results: list[list[Delivery]] = []
-    sending = threading.Thread(target=lambda: results.append(sender.send(event("orange"))))
-    sending.start()
-    try:
-        # Transit police gets the alert while the station master's request is still held.
-        assert receiver.wait_received(path("transit_police"))
-        assert receiver.received(path("station_master")) == []
-    finally:
-        release.set()
-        sending.join(timeout=30)
-    assert not sending.is_alive()
-    [deliveries] = results
-    assert [(d.role, d.status, d.attempts) for d in deliveries] == [
-        ("station_master", "delivered", 1),
-        ("transit_police", "delivered", 1),
-    ]
-
-
-def test_resending_the_same_event_uses_the_same_key_and_is_recorded_once(
-    receiver: AlertReceiver,
-) -> None:
-    sender = notifier(full_site(receiver))
-    first = sender.send(event("orange"))
-    again = sender.send(event("orange"))
-
-    assert [d.status for d in first + again] == ["delivered"] * 4
-    for role in ("station_master", "transit_police"):
-        keys = receiver.keys(path(role))
-        assert len(keys) == 2 and keys[0] == keys[1]
-        assert len(receiver.received(path(role))) == 1
 
 
 def test_idempotency_key_changes_with_each_of_its_parts() -> None:
@@ -296,9 +262,11 @@ def test_idempotency_key_changes_with_each_of_its_parts() -> None:
     assert reworded.idempotency_key("station_master") == key
 
 
-def test_de_escalation_from_red_to_yellow_is_sent_to_reds_roles(receiver: AlertReceiver) -> None:
+def test_de_escalation_from_red_to_yellow_is_sent_to_reds_roles(
+    receiver: AlertReceiver, tmp_path: Path
+) -> None:
     down = event("yellow", "de-escalated", previous="red")
-    deliveries = notifier(full_site(receiver)).send(down)
+    deliveries = send(down, full_site(receiver), tmp_path)
 
     assert [(d.role, d.status) for d in deliveries] == [(r, "delivered") for r in ALL_ROLES]
     for role in ALL_ROLES:
@@ -310,8 +278,10 @@ def test_de_escalation_from_red_to_yellow_is_sent_to_reds_roles(receiver: AlertR
         )
 
 
-def test_resolution_is_sent_to_the_roles_of_the_level_left(receiver: AlertReceiver) -> None:
-    deliveries = notifier(full_site(receiver)).send(event("blue", "resolved", previous="orange"))
+def test_resolution_is_sent_to_the_roles_of_the_level_left(
+    receiver: AlertReceiver, tmp_path: Path
+) -> None:
+    deliveries = send(event("blue", "resolved", previous="orange"), full_site(receiver), tmp_path)
     assert [d.role for d in deliveries] == ["station_master", "transit_police"]
     assert called(receiver) == {
         "station_master": 1,

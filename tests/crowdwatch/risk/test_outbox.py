@@ -206,3 +206,18 @@ def test_an_outbox_that_cannot_be_opened_says_where_and_what_to_check(tmp_path: 
     blocker.write_text("not a folder")
     with pytest.raises(OutboxError, match="CROWDWATCH_OUTBOX_URL"):
         Outbox(f"sqlite:///{blocker / 'outbox.sqlite3'}")
+
+
+def test_two_dispatchers_on_one_outbox_send_each_row_once(outbox: Outbox) -> None:
+    with AlertReceiver() as receiver:
+        site = full_site(receiver)
+        events = [event("yellow", ts_ms=1_777_593_600_000 + i * 60_000) for i in range(6)]
+        first, second = dispatcher(outbox), dispatcher(outbox)  # two workers, or processes
+        targets = outbox.enqueue(events, site, mode="on", max_age_s=AGE_S)
+        first.wake(targets)
+        second.wake(targets)
+        first.close()
+        second.close()
+        keys = receiver.keys(path("station_master"))
+    # each row was claimed by one of them for its attempt: no request twice
+    assert sorted(keys) == sorted(e.idempotency_key("station_master") for e in events)
