@@ -40,18 +40,23 @@ from app.simulate import (
     write_records,
 )
 from crowdwatch.batches import RawBatch, RecordKind
-from crowdwatch.isotime import epoch_ms
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
+from crowdwatch.sources.files import (
+    KIND_ORDER,
+    MERGE_SLICE_S,
+    event_span,
+    event_times,
+    merge_runs,
+)
 from crowdwatch.warehouse.client import TableRows, Warehouse, by_table, describe_dsn
 
 MALFORMED_SHARE = 0.001
-SLICE_S = 300
+SLICE_S = MERGE_SLICE_S
 """Event time per replayed slice: every signal's records of one slice go in before the next.
 
-Within a slice the gate records go first, so a zone that cameras watch sees its video
-headcount up to one slice late; the video horizon is raised to two slices for the replay, so
-no camera window of a slice is cut off.
+Within a slice the gate records go first; the video horizon is raised to two slices for the
+replay, so no camera window of a slice is cut off.
 """
 
 PEAKS_SQL = """
@@ -141,29 +146,23 @@ class Signal:
 def time_slices(signals: Sequence[Signal], timezone: str, slice_s: int = SLICE_S) -> list[RawBatch]:
     """The signals' records as batches in event-time order: slice by slice, every signal.
 
-    A record whose time does not parse goes with the last slice (it is rejected anyway). Each
-    batch keeps its rows' positions in their file, so a second run stores a rejected row once.
+    The same order as ``crowdwatch replay`` of the three files (`merge_runs`). Each batch keeps
+    its rows' positions in their file, so a second run stores a rejected row once, and its
+    file's event-time span: a replay, so any day replays, a day after today too.
     """
-    keyed = []
-    for signal in signals:
-        ms = epoch_ms(signal.times, timezone)
-        keyed.append(pl.DataFrame({"slice": ms // (slice_s * 1000)}).with_row_index("row"))
-    last = max((k["slice"].max() or 0 for k in keyed), default=0)
-    assert isinstance(last, int)
-    batches: list[tuple[int, int, RawBatch]] = []
-    for order, (signal, key) in enumerate(zip(signals, keyed, strict=True)):
-        # runs of rows in one slice: a file sorted by time gives one run per slice
-        runs = (
-            key.with_columns(pl.col("slice").fill_null(last))
-            .group_by(pl.col("slice").rle_id().alias("run"), maintain_order=True)
-            .agg(pl.col("slice").first(), pl.col("row").min().alias("first"), pl.len())
+    times = [event_times(s.kind, s.frame, timezone) for s in signals]
+    spans = [event_span(s.kind, s.frame, timezone) for s in signals]
+    ranks = [KIND_ORDER[s.kind] * len(signals) + i for i, s in enumerate(signals)]
+    return [
+        RawBatch(
+            f"file:{signals[i].path.name}",
+            signals[i].kind,
+            signals[i].frame.slice(first, n),
+            first,
+            span_ms=spans[i],
         )
-        source = f"file:{signal.path.name}"
-        for _, slice_index, first, length in runs.iter_rows():
-            frame = signal.frame.slice(first, length)
-            batches.append((slice_index, order, RawBatch(source, signal.kind, frame, first)))
-    batches.sort(key=lambda b: (b[0], b[1]))
-    return [b for _, _, b in batches]
+        for i, first, n in merge_runs(times, ranks, batch_rows=1_000_000, slice_s=slice_s)
+    ]
 
 
 class _BatchPartition(StatefulSourcePartition[RawBatch, int]):
@@ -310,7 +309,7 @@ def print_bursts(bursts: pl.DataFrame, site: Site, console: Console) -> None:
         console.print(
             f"{row['first'].astimezone(site.tz):%H:%M}-{row['last'].astimezone(site.tz):%H:%M}  "
             f"{row['level']} {row['key']}: up to {row['calls_15m']} crowd calls in 15 min "
-            f"(background {row['expected_15m']:.2f}), score {row['score']}",
+            f"(background {row['expected_15m']:.2f}), score {row['score']:.1f}",
             highlight=False,
         )
 

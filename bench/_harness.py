@@ -54,6 +54,7 @@ def timed_replay(
         source = FileSource(
             [ReplayFile(path, timezone, batch_rows) for path in paths],
             progress=lambda *_: emitted.append(time.perf_counter()),
+            merge=False,
         )
         flow = build(settings, source=source)
         start = time.perf_counter()

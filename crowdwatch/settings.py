@@ -76,6 +76,23 @@ class Settings(BaseSettings):
         default=4.0, gt=0, description="Call burst alert: -log10 of the Poisson tail."
     )
     risk_tick_s: int = Field(default=10, gt=0, description="Zone state every N seconds.")
+    # Event time across sources (zone_risk): when a quiet source stops holding a station back
+    source_idle_s: int = Field(
+        default=60,
+        gt=0,
+        description=(
+            "Live: a source (gates, video, calls) of a station with no reading for this many "
+            "wall-clock seconds is stale and no longer holds the station's watermark back."
+        ),
+    )
+    replay_idle_s: int = Field(
+        default=900,
+        gt=0,
+        description=(
+            "Replay: a source whose event time is this many seconds behind the station's "
+            "newest (its input ended or has a gap) is stale and no longer holds it back."
+        ),
+    )
 
     # Surge detection (issue 16): defaults chosen with `python -m detectors.evaluate` on the
     # shared real data, for the general case (README, "Detection quality").

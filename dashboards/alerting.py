@@ -121,6 +121,20 @@ HAVING count() > 0
 """
 
 
+# Alert events of the last hour (event time) whose delivery to a role is still being retried, was
+# refused or was given up; roles without a contact are a set-up matter, shown on the dashboard.
+UNDELIVERED_SQL = """
+SELECT toFloat64(countIf(status IN ('retry', 'failed', 'expired'))) AS undelivered
+FROM
+(
+    SELECT argMax(status, attempt) AS status
+    FROM alert_deliveries FINAL
+    WHERE $__timeFilter(event_ts)
+    GROUP BY idempotency_key, channel
+)
+"""
+
+
 @dataclass(frozen=True)
 class RuleSpec:
     """One alert rule before it is built: its SQL, time range, threshold and states."""
@@ -244,6 +258,21 @@ def rule_specs(site: Site) -> list[RuleSpec]:
             ),
             no_data="Alerting",
             exec_err="Alerting",
+        ),
+        RuleSpec(
+            uid="crowdwatch-alerts-undelivered",
+            title="Alerts not delivered",
+            group=HEALTH_GROUP,
+            sql=UNDELIVERED_SQL,
+            range_s=3600,
+            comparison="gt",
+            threshold=0,
+            labels={"kind": "alert_delivery", "source": "grafana"},
+            summary=(
+                "{{ $values.B }} alert event(s) of the last hour have not reached a role: "
+                "the receiver is failing or refused them (see the pipeline health dashboard)."
+            ),
+            for_="2m",
         ),
     ]
     return specs

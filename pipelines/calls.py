@@ -15,18 +15,21 @@ Run: ``crowdwatch replay calls.jsonl --pipeline calls`` (also the Seattle 911 CS
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
 import polars as pl
 from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from crowdwatch.batches import RawBatch
 from crowdwatch.calls.categories import load_categories
-from crowdwatch.calls.counts import BurstParams, CallWindows
+from crowdwatch.calls.counts import MINUTE_MS, BurstParams, CallWindows
 from crowdwatch.calls.records import CallDirectory, CallZones, parse_calls
 from crowdwatch.flow import now_ms, one_source_flow
 from crowdwatch.settings import Settings
@@ -45,11 +48,59 @@ def table_rows(parsed: Parsed) -> Iterable[TableRows]:
     ]
 
 
+class CallLogic(StatefulBatchLogic[pl.DataFrame | int, list[TableRows], CallWindows]):
+    """Folds calls, or a clock in epoch minutes, into the site's `CallWindows`.
+
+    Calls leave their windows as time passes, so the clock moves the windows on without a call:
+    any other source's event time (``zone_risk`` feeds its gates' and cameras'), and, live,
+    the wall clock every minute while the calls are quiet.
+    """
+
+    def __init__(self, make: Callable[[], CallWindows], live: bool, state: CallWindows | None):
+        self.state = state or make()
+        self.live = live
+
+    @staticmethod
+    def _rows(tables: dict[str, pl.DataFrame]) -> list[list[TableRows]]:
+        rows = [(t, frame) for t, frame in tables.items() if frame.height]
+        return [rows] if rows else []
+
+    def on_batch(self, values: list[pl.DataFrame | int]) -> tuple[Iterable[list[TableRows]], bool]:
+        """Calls are counted; a clock moves the windows on."""
+        out: list[list[TableRows]] = []
+        for item in values:
+            if isinstance(item, int):
+                out += self._rows(self.state.advance(item, time.time_ns()))
+            else:
+                out += self._rows(self.state.update(item, time.time_ns()))
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[list[TableRows]], bool]:
+        """Live: the wall clock's last whole minute moves the windows on."""
+        minute = now_ms() // MINUTE_MS - 1
+        return self._rows(self.state.advance(minute, time.time_ns())), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """Live: once a minute."""
+        return datetime.now(UTC) + timedelta(minutes=1) if self.live else None
+
+    def snapshot(self) -> CallWindows:
+        """A copy of the state."""
+        return copy.deepcopy(self.state)
+
+
 @operator
 def call_rows(
-    step_id: str, up: Stream[RawBatch], site: Site, settings: Settings
+    step_id: str,
+    up: Stream[RawBatch],
+    site: Site,
+    settings: Settings,
+    clock: Stream[int] | None = None,
 ) -> Stream[TableRows]:
-    """Call records → ``calls``, ``call_counts``, ``call_bursts`` and ``rejected_events`` rows."""
+    """Call records → ``calls``, ``call_counts``, ``call_bursts`` and ``rejected_events`` rows.
+
+    ``clock``: event times (epoch minutes) of other sources, which move the call windows on.
+    """
     key = settings.caller_hash_key.get_secret_value().encode() if settings.caller_hash_key else None
     directory = CallDirectory(
         zones=CallZones(site),
@@ -60,23 +111,25 @@ def call_rows(
     )
     params = BurstParams.from_settings(settings)
 
-    def count(
-        state: CallWindows | None, calls: pl.DataFrame
-    ) -> tuple[CallWindows, list[TableRows]]:
-        state = state or CallWindows(site.site.timezone, params)
-        tables = state.update(calls, time.time_ns())
-        return state, [(t, rows) for t, rows in tables.items() if rows.height]
-
     parsed = op.map("parse", up, lambda b: parse_calls(b, directory, now_ms()))
     # (calls, rejected)
     stored = op.flat_map("stored_rows", parsed, table_rows)
     # ("calls" | "rejected_events", frame)
-    keyed = op.key_on("one_state", op.map("calls_only", parsed, lambda p: p[0]), lambda _: "site")
-    # ("site", calls)
-    counted = op.stateful_map("call_windows", keyed, count)
+    calls: Stream[pl.DataFrame | int] = op.map("calls_only", parsed, lambda p: p[0])
+    if clock is not None:
+        calls = op.merge("with_clock", calls, clock)
+    keyed = op.key_on("one_state", calls, lambda _: "site")
+    # ("site", calls or a clock minute)
+    counted = op.stateful_batch(
+        "call_windows",
+        keyed,
+        lambda resume: CallLogic(
+            lambda: CallWindows(site.site.timezone, params), settings.live, resume
+        ),
+    )
     # ("site", [(table, frame)])
     counts = op.flat_map("count_rows", counted, lambda kv: kv[1])
-    # ("call_counts" | "call_bursts", frame)
+    # ("call_counts" | "call_bursts" | "rejected_events", frame)
     return op.merge("rows", stored, counts)
 
 

@@ -14,13 +14,18 @@ the durable alert outbox, from where it goes at once to the roles the site file 
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
 
 import bytewax.operators as op
 import polars as pl
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import Source as BytewaxSource
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from crowdwatch.batches import RawBatch
@@ -61,9 +66,14 @@ ZONE_STATE_SCHEMA = pl.Schema(
         "surge_score": pl.Float32(),
         "burst_score": pl.Float32(),
         "level": pl.String(),
+        "stale_sources": pl.List(pl.String()),
         "version": pl.UInt64(),
     }
 )
+
+
+Source = Literal["gates", "video", "calls"]
+"""Which signal a reading comes from: each has its own event-time clock per station."""
 
 
 @dataclass(frozen=True)
@@ -73,15 +83,16 @@ class Reading:
     zone_id: str
     ts_ms: int
     values: dict[str, float | bool]
+    source: Source = "gates"
 
 
 def _valid_from(ts: pl.Expr, seconds: pl.Expr | int) -> pl.Expr:
-    """When a window's values hold (epoch ms): at its end, or now for a window still open.
+    """When a window's values hold (epoch ms): at its end, in event time.
 
-    A replay of history sees closed windows, each at its end. Live, the newest window is still
-    filling; its values hold from now, so a crossing is decided as soon as it is seen.
+    Only the records say what time it is: a window still filling holds from its end too, and
+    is decided again when its later records come (at the station's watermark).
     """
-    return pl.min_horizontal(ts.dt.epoch("ms") + seconds * 1000, pl.lit(now_ms()))
+    return ts.dt.epoch("ms") + seconds * 1000
 
 
 def gate_readings(rows: pl.DataFrame) -> list[Reading]:
@@ -93,7 +104,7 @@ def gate_readings(rows: pl.DataFrame) -> list[Reading]:
         "inflow_per_min",
     )
     return [
-        Reading(z, at, {"gate_occupancy": float(o), "inflow_per_min": float(i)})
+        Reading(z, at, {"gate_occupancy": float(o), "inflow_per_min": float(i)}, "gates")
         for z, at, o, i in zones.sort("at").iter_rows()
     ]
 
@@ -104,7 +115,8 @@ def video_readings(rows: pl.DataFrame) -> list[Reading]:
         "zone_id", _valid_from(pl.col("ts"), pl.col("window_s")).alias("at"), "headcount"
     )
     return [
-        Reading(z, at, {"video_headcount": float(h)}) for z, at, h in zones.sort("at").iter_rows()
+        Reading(z, at, {"video_headcount": float(h)}, "video")
+        for z, at, h in zones.sort("at").iter_rows()
     ]
 
 
@@ -114,14 +126,32 @@ def burst_readings(rows: pl.DataFrame) -> list[Reading]:
         "key", _valid_from(pl.col("ts"), 60).alias("at"), "alert", "score"
     )
     return [
-        Reading(z, at, {"burst_alert": bool(a), "burst_score": float(s)})
+        Reading(z, at, {"burst_alert": bool(a), "burst_score": float(s)}, "calls")
         for z, at, a, s in zones.sort("at").iter_rows()
     ]
 
 
 @dataclass
+class SourceClock:
+    """One source's clock at one station: its newest reading (event time), when it came (wall)."""
+
+    event_ms: int
+    heard_ms: int
+
+
+@dataclass
 class RiskState:
-    """One station: its `StationRisk`, anomaly detectors per zone, and the event-time clock."""
+    """One station: its `StationRisk`, anomaly detectors per zone, and the event-time clock.
+
+    The station's clock is a watermark over its sources (gates, video, calls): the newest
+    event time every active source has passed — the slowest one's. Readings of faster sources
+    are held until the watermark reaches them, so every tick sees every source up to it. A
+    source stops holding the others back (it is *stale*) when it has been idle: live, no
+    reading for ``idle_ms`` of wall-clock time; in a replay, its event time more than
+    ``replay_idle_ms`` behind the station's newest (its input ended or has a gap). A reading
+    behind the watermark (a stale source back, a window corrected) is applied at once and the
+    zones decided again at the watermark.
+    """
 
     risk: StationRisk
     tick_ms: int
@@ -133,12 +163,69 @@ class RiskState:
     episodes: dict[str, AlertEpisodes] = field(default_factory=dict)
     last_tick_ms: int | None = None
     max_ticks: int = 8640
+    live: bool = False
+    idle_ms: int = 60_000
+    replay_idle_ms: int = 900_000
+    clocks: dict[Source, SourceClock] = field(default_factory=dict)
+    held: list[Reading] = field(default_factory=list)
+
+    def receive(
+        self, readings: list[Reading], now_ms: int
+    ) -> tuple[list[ZoneState], list[AlertEvent]]:
+        """Take a batch of readings at wall-clock ``now_ms``; decide up to the new watermark."""
+        for reading in readings:
+            clock = self.clocks.get(reading.source)
+            if clock is None:
+                self.clocks[reading.source] = SourceClock(reading.ts_ms, now_ms)
+            else:
+                clock.event_ms = max(clock.event_ms, reading.ts_ms)
+                clock.heard_ms = now_ms
+        self.held += readings
+        return self.release(now_ms)
+
+    def stale(self, now_ms: int) -> list[Source]:
+        """The sources that no longer hold the others back, by name."""
+        if self.live:
+            return sorted(s for s, c in self.clocks.items() if now_ms - c.heard_ms > self.idle_ms)
+        newest = max((c.event_ms for c in self.clocks.values()), default=0)
+        return sorted(
+            s for s, c in self.clocks.items() if newest - c.event_ms > self.replay_idle_ms
+        )
+
+    def watermark(self, now_ms: int) -> int | None:
+        """The slowest active source's event time (the newest of all when every one is idle)."""
+        stale = self.stale(now_ms)
+        active = [c.event_ms for s, c in self.clocks.items() if s not in stale]
+        if active:
+            return min(active)
+        return max((c.event_ms for c in self.clocks.values()), default=None)
+
+    def release(
+        self, now_ms: int, *, everything: bool = False
+    ) -> tuple[list[ZoneState], list[AlertEvent]]:
+        """Decide on the held readings the watermark has passed (all of them at end of input)."""
+        until = (
+            max((c.event_ms for c in self.clocks.values()), default=None)
+            if everything
+            else self.watermark(now_ms)
+        )
+        if until is None or not self.held:
+            return [], []
+        due = [r for r in self.held if r.ts_ms <= until]
+        self.held = [r for r in self.held if r.ts_ms > until]
+        return self.advance(due)
+
+    def next_idle_ms(self) -> int | None:
+        """Live: when the next source holding back held readings turns idle (wall clock)."""
+        if not self.live or not self.held:
+            return None
+        return min((c.heard_ms for c in self.clocks.values()), default=0) + self.idle_ms + 1
 
     def advance(self, readings: list[Reading]) -> tuple[list[ZoneState], list[AlertEvent]]:
         """Run every tick up to the readings' newest time, each seeing the readings up to it.
 
         Then decide once more at the newest reading's time, so that a level change is not held
-        back until the next tick.
+        back until the next tick. Readings before the last tick (late) are applied at once.
         """
         states: list[ZoneState] = []
         events: list[AlertEvent] = []
@@ -146,6 +233,7 @@ class RiskState:
             return states, events
         ordered = sorted(readings, key=lambda r: r.ts_ms)
         newest = ordered[-1].ts_ms // self.tick_ms * self.tick_ms
+        late = self.last_tick_ms is not None and ordered[0].ts_ms <= self.last_tick_ms
         if self.last_tick_ms is None:
             self.last_tick_ms = ordered[0].ts_ms // self.tick_ms * self.tick_ms - self.tick_ms
         # a long gap is skipped, not ticked through (at most max_ticks per advance)
@@ -168,6 +256,8 @@ class RiskState:
         # next tick (its zone state row does)
         if ordered[-1].ts_ms > (self.last_tick_ms or 0):
             events += self.risk.tick(ordered[-1].ts_ms)[1]
+        elif late and not states:  # only late readings: decide again at the last tick
+            events += self.risk.tick(self.last_tick_ms or 0)[1]
         return states, events
 
     def _score_anomalies(self, ts_ms: int) -> None:
@@ -221,8 +311,10 @@ class RiskState:
                 surge.learn_one(x)
 
 
-def zone_state_rows(states: list[ZoneState], version: int) -> pl.DataFrame:
-    """``zone_state`` rows."""
+def zone_state_rows(
+    states: list[ZoneState], version: int, stale: list[Source] | None = None
+) -> pl.DataFrame:
+    """``zone_state`` rows; ``stale``: the station's sources that no longer hold it back."""
     if not states:
         return pl.DataFrame(schema=ZONE_STATE_SCHEMA)
     return (
@@ -243,16 +335,27 @@ def zone_state_rows(states: list[ZoneState], version: int) -> pl.DataFrame:
                     "surge_score": s.surge_score,
                     "burst_score": s.burst_score,
                     "level": s.level,
+                    "stale_sources": stale or [],
                     "version": version,
                 }
                 for s in states
             ],
-            schema_overrides={"ts": pl.Int64},
+            schema_overrides={"ts": pl.Int64, "stale_sources": pl.List(pl.String())},
             infer_schema_length=None,
         )
         .with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
         .cast(ZONE_STATE_SCHEMA)
     )
+
+
+def clock_minute(item: TableRows) -> int | None:
+    """The newest window start (epoch minute) in gate or camera rows; None for other tables."""
+    table, rows = item
+    if table not in ("zone_metrics", "video_zone_metrics") or rows.height == 0:
+        return None
+    newest = rows["ts"].max()
+    assert isinstance(newest, datetime)
+    return int(newest.timestamp()) // 60
 
 
 StationReadings = tuple[str, list[Reading]]
@@ -280,10 +383,63 @@ Decided = tuple[pl.DataFrame, list[AlertEvent]]
 """Zone state rows and the alert events of one advance."""
 
 
+class StationLogic(StatefulBatchLogic[StationReadings, Decided, RiskState]):
+    """Feeds a station's readings to its `RiskState` and decides as its watermark moves.
+
+    Live, it wakes when a source holding back readings turns idle on the wall clock; at the
+    end of the input (a replay) every held reading is decided. Bytewax builds the logic
+    without its key, so the state is created from the first readings' station.
+    """
+
+    def __init__(self, make: Callable[[str], RiskState], state: RiskState | None) -> None:
+        self.make = make
+        self.state = state
+
+    def _decided(self, states: list[ZoneState], events: list[AlertEvent]) -> list[Decided]:
+        if not states and not events:
+            return []
+        assert self.state is not None
+        stale = self.state.stale(now_ms())
+        return [(zone_state_rows(states, time.time_ns(), stale), events)]
+
+    def on_batch(self, values: list[StationReadings]) -> tuple[Iterable[Decided], bool]:
+        """Take the readings; decide what the watermark passed."""
+        out: list[Decided] = []
+        for station_id, readings in values:
+            self.state = self.state or self.make(station_id)
+            out += self._decided(*self.state.receive(readings, now_ms()))
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[Decided], bool]:
+        """A source went idle: decide what the others hold."""
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        return self._decided(*self.state.release(now_ms())), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Decided], bool]:
+        """The input ended: every source has, so everything held is decided."""
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        return (
+            self._decided(*self.state.release(now_ms(), everything=True)),
+            StatefulBatchLogic.RETAIN,
+        )
+
+    def notify_at(self) -> datetime | None:
+        """Live: when the next source could turn idle."""
+        at = None if self.state is None else self.state.next_idle_ms()
+        return None if at is None else datetime.fromtimestamp(at / 1000, UTC)
+
+    def snapshot(self) -> RiskState:
+        """A copy of the state (the live one keeps changing)."""
+        assert self.state is not None
+        return copy.deepcopy(self.state)
+
+
 def build(
     settings: Settings | None = None,
     *,
-    source: Source[RawBatch] | None = None,
+    source: BytewaxSource[RawBatch] | None = None,
     sink: Sink[TableRows] | None = None,
     alert_sink: Sink[AlertEvent] | None = None,
 ) -> Dataflow:
@@ -301,35 +457,42 @@ def build(
     thresholds = Thresholds()
     tick_ms = config.risk_tick_s * 1000
 
-    def decide(
-        state: RiskState | None, item: tuple[str, list[Reading]]
-    ) -> tuple[RiskState, Decided]:
-        station_id, readings = item
-        state = state or RiskState(
+    def station(station_id: str) -> RiskState:
+        return RiskState(
             StationRisk(station_id, site, thresholds=thresholds),
             tick_ms,
             config,
             days_off=site.site.days_off(),
             event_days=site.site.event_ordinals(),
+            live=config.live,
+            idle_ms=config.source_idle_s * 1000,
+            replay_idle_ms=config.replay_idle_s * 1000,
         )
-        states, events = state.advance(readings)
-        return state, (zone_state_rows(states, time.time_ns()), events)
 
     flow = Dataflow("zone_risk")
     raw = op.input("records", flow, source or default_source(config, site.site.timezone))
     # RawBatch of any kind
     gates_or_not = op.branch("is_gate", raw, lambda b: b.kind in GATE_KINDS)
     calls_or_video = op.branch("is_call", gates_or_not.falses, lambda b: b.kind in CALL_KINDS)
-    rows = op.merge(
-        "source_rows",
+    gate_and_video = op.merge(
+        "gate_and_video_rows",
         gate_flow.gate_rows("gates", gates_or_not.trues, site, config),
         video_headcount.video_rows("video", calls_or_video.falses, site, config),
-        call_rows("calls", calls_or_video.trues, site, config),
+    )
+    # (table, frame)
+    clock = op.filter_map("clock", gate_and_video, clock_minute)
+    # epoch minute: the newest window the gates or cameras began, which moves the call windows
+    rows = op.merge(
+        "source_rows",
+        gate_and_video,
+        call_rows("calls", calls_or_video.trues, site, config, clock),
     )
     # (table, frame): what the three pipelines write
     readings = op.flat_map("readings", rows, lambda item: readings_by_station(site, item))
     # (station_id, (station_id, [Reading]))
-    decided = op.stateful_map("station_risk", readings, decide)
+    decided = op.stateful_batch(
+        "station_risk", readings, lambda resume: StationLogic(station, resume)
+    )
     # (station_id, (zone_state rows, alert events))
     states = op.filter_map(
         "zone_state", decided, lambda kv: ("zone_state", kv[1][0]) if kv[1][0].height else None

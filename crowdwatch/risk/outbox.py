@@ -33,7 +33,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -204,10 +205,21 @@ class Outbox:
                 "CROWDWATCH_OUTBOX_URL (or that data_dir is writable)"
             ) from exc
         self._insert = _insert_ignoring_repeats(self.engine.dialect.name)
+        self._writing = threading.Lock()
 
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction; this process's writers take turns at a lock.
+
+        SQLite lets one writer in at a time and makes the others sleep and poll; queueing
+        here hands the turn over at once (the poll is left to other processes).
+        """
+        with self._writing, self.engine.begin() as db:
+            yield db
 
     def enqueue(
         self,
@@ -277,25 +289,18 @@ class Outbox:
             for r in rows
             if r["status"] != "pending"
         ]
-        with self.engine.begin() as db:
-            fresh = self._new_keys(db, rows)
-            if not fresh:
-                return set()
-            db.execute(self._insert(outbox_table), [r for r in rows if r["key"] in fresh])
+        with self._write() as db:
+            # a write first (no read to upgrade from, which SQLite may refuse under another
+            # process's write); a row written before is left as it is
+            fresh = {
+                row["key"]
+                for row in rows
+                if db.execute(self._insert(outbox_table), row).rowcount == 1
+            }
             decided = [d for d in decided if d["key"] in fresh]
             if decided:
                 db.execute(self._insert(attempts_table), decided)
         return {r["target"] for r in rows if r["status"] == "pending" and r["key"] in fresh}
-
-    @staticmethod
-    def _new_keys(db: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
-        keys = {r["key"] for r in rows}
-        known = db.execute(
-            sa.select(outbox_table.c.key).where(
-                outbox_table.c.key.in_(keys), outbox_table.c.channel == CHANNEL
-            )
-        )
-        return keys - {k for (k,) in known}
 
     def deliveries(self, event: AlertEvent, site: Site) -> list[Delivery]:
         """Where each role routed for ``event`` stands, in routing order.
@@ -372,7 +377,7 @@ class Outbox:
         """Take ``row`` for one attempt; False when another dispatcher holds it."""
         t = outbox_table.c
         now = self.clock()
-        with self.engine.begin() as db:
+        with self._write() as db:
             taken = db.execute(
                 sa.update(outbox_table)
                 .where(
@@ -392,15 +397,16 @@ class Outbox:
     def release_claims_of_dead(self, host: str) -> int:
         """Release claims held by processes of ``host`` that no longer run; return how many."""
         t = outbox_table.c
-        with self.engine.begin() as db:
+        with self.engine.connect() as db:
             owners = db.execute(
                 sa.select(t.claimed_by)
                 .where(t.status == "pending", t.claimed_by.like(f"{host}:%"))
                 .distinct()
             ).all()
-            dead = [o for (o,) in owners if not _alive(int(o.split(":")[1]))]
-            if not dead:
-                return 0
+        dead = [o for (o,) in owners if not _alive(int(o.split(":")[1]))]
+        if not dead:
+            return 0
+        with self._write() as db:
             result = db.execute(
                 sa.update(outbox_table)
                 .where(t.claimed_by.in_(dead))
@@ -443,7 +449,7 @@ class Outbox:
     def _decide(self, row: OutboxRow, attempt: dict[str, Any], **values: Any) -> None:
         """Add attempt number ``row.attempts + 1`` and update the row, in one transaction."""
         number = row.attempts + 1
-        with self.engine.begin() as db:
+        with self._write() as db:
             db.execute(
                 self._insert(attempts_table),
                 [
@@ -515,7 +521,7 @@ class Outbox:
     def mark_exported(self, frame: pl.DataFrame) -> None:
         """Mark the attempts in ``frame`` (from `unexported`) as written to the warehouse."""
         a = attempts_table.c
-        with self.engine.begin() as db:
+        with self._write() as db:
             db.execute(
                 sa.update(attempts_table)
                 .where(
@@ -724,6 +730,10 @@ class Dispatcher:
     def _export_loop(self) -> None:
         while not self._stopping.wait(self.export_every_s):
             try:
+                # rows another process wrote (a forecast warning) for a receiver with no thread
+                with self._lock:
+                    known = set(self._wakes)
+                self.wake(self.outbox.pending_targets() - known)
                 self.export()
             except Exception as exc:  # the warehouse may be down: keep the rows, try again
                 log.warning("alert delivery log not written yet (%s); will retry", exc)

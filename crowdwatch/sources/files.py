@@ -182,7 +182,7 @@ def read_records(path: Path) -> tuple[RecordKind, pl.DataFrame]:
     return "call", seattle_to_calls(frame)
 
 
-def _event_times(kind: RecordKind, frame: pl.DataFrame, timezone: str) -> npt.NDArray[np.int64]:
+def event_times(kind: RecordKind, frame: pl.DataFrame, timezone: str) -> npt.NDArray[np.int64]:
     """Event time of every row in ms, for pacing; unparseable times borrow the previous one."""
     field = TIME_FIELD[kind]
     if field in frame.columns:
@@ -263,7 +263,7 @@ class _FilePartition(StatefulSourcePartition[RawBatch, int]):
         self.source = f"file:{spec.path.name}"
         self.span = event_span(self.kind, self.frame, spec.timezone)
         times = (
-            _event_times(self.kind, self.frame, spec.timezone) if spec.speed is not None else None
+            event_times(self.kind, self.frame, spec.timezone) if spec.speed is not None else None
         )
         self.times = times
         if times is None:
@@ -307,20 +307,153 @@ class _FilePartition(StatefulSourcePartition[RawBatch, int]):
         return self.row
 
 
-class FileSource(FixedPartitionedSource[RawBatch, int]):
-    """Replay recorded files as `RawBatch` micro-batches, one partition per file."""
+MERGE_SLICE_S = 300
+"""Event time per slice of a merged replay: every file's records of a slice go before the next."""
+KIND_ORDER: dict[RecordKind, int] = {
+    "passage": 0,
+    "count": 0,
+    "video": 1,
+    "deepstream_full": 1,
+    "deepstream_minimal": 1,
+    "call": 2,
+}
+"""Within a slice: gate records, then camera messages, then calls, whatever the files' order."""
 
-    def __init__(self, files: list[ReplayFile], progress: Progress | None = None) -> None:
+
+Run = tuple[int, int, int]
+"""A merged replay's batch: which input, its first row, how many rows."""
+
+
+def merge_runs(
+    times: list[npt.NDArray[np.int64]],
+    order: list[int],
+    batch_rows: int,
+    slice_s: int = MERGE_SLICE_S,
+) -> list[Run]:
+    """Batches of several inputs in event-time order: slice by slice, input by input.
+
+    ``times``: each input's event times (epoch ms) per row; ``order``: each input's rank within
+    a slice. A file is read in its own order: its rows go with the newest slice it has reached
+    (an out-of-order row is late, as it would be live), so a file sorted by time gives one run
+    per slice and an unsorted one does not fall apart into single rows. Batches hold up to
+    ``batch_rows``.
+    """
+    runs: list[tuple[int, int, int, int, int]] = []
+    for index, ms in enumerate(times):
+        if ms.size == 0:
+            continue
+        slices = np.maximum.accumulate(ms // (slice_s * 1000))
+        starts = np.flatnonzero(np.diff(slices, prepend=slices[0] - 1))
+        ends = np.append(starts[1:], ms.size)
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            for first in range(start, end, batch_rows):
+                size = min(batch_rows, end - first)
+                runs.append((int(slices[start]), order[index], index, first, size))
+    runs.sort(key=lambda r: r[:2])
+    merged: list[Run] = []
+    for _, _, index, first, size in runs:
+        # consecutive runs of one file with nothing of another between them are one batch: a
+        # sparse file (calls) does not become a batch per slice
+        if merged and merged[-1][0] == index and sum(merged[-1][1:]) == first:
+            last = merged[-1]
+            if last[2] + size <= batch_rows:
+                merged[-1] = (index, last[1], last[2] + size)
+                continue
+        merged.append((index, first, size))
+    return merged
+
+
+class _MergedPartition(StatefulSourcePartition[RawBatch, int]):
+    """Several files as one stream in event-time order; resumes at the next batch."""
+
+    def __init__(self, specs: list[ReplayFile], resume: int | None, progress: Progress | None):
+        self.specs = specs
+        read = [read_records(spec.path) for spec in specs]
+        self.kinds = [kind for kind, _ in read]
+        self.frames = [frame for _, frame in read]
+        times = [
+            event_times(kind, frame, spec.timezone)
+            for spec, (kind, frame) in zip(specs, read, strict=True)
+        ]
+        self.starts = times
+        self.spans = [
+            event_span(kind, frame, spec.timezone)
+            for spec, (kind, frame) in zip(specs, read, strict=True)
+        ]
+        ranks = [KIND_ORDER[kind] * len(specs) + i for i, kind in enumerate(self.kinds)]
+        self.runs = merge_runs(times, ranks, min(spec.batch_rows for spec in specs))
+        self.next = resume or 0
+        self.emitted = [0] * len(specs)
+        self.progress = progress
+        self.speed = specs[0].speed
+        self.started = time.monotonic()
+        self.first_ms = self._run_ms(self.next)
+
+    def _run_ms(self, index: int) -> int | None:
+        if index >= len(self.runs):
+            return None
+        file, first, _ = self.runs[index]
+        return int(self.starts[file][first])
+
+    def next_batch(self) -> list[RawBatch]:
+        if self.next >= len(self.runs):
+            raise StopIteration
+        file, first, size = self.runs[self.next]
+        self.next += 1
+        spec = self.specs[file]
+        batch = RawBatch(
+            f"file:{spec.path.name}",
+            self.kinds[file],
+            self.frames[file].slice(first, size),
+            first,
+            span_ms=self.spans[file],
+        )
+        self.emitted[file] += size
+        if self.progress is not None:
+            self.progress(spec.path.name, self.emitted[file], self.frames[file].height)
+        return [batch]
+
+    def next_awake(self) -> datetime | None:
+        due_ms = self._run_ms(self.next)
+        if self.speed is None or due_ms is None or self.first_ms is None:
+            return None
+        wait_s = (due_ms - self.first_ms) / 1000 / self.speed - (time.monotonic() - self.started)
+        return datetime.now(UTC) + timedelta(seconds=wait_s) if wait_s > 0 else None
+
+    def snapshot(self) -> int:
+        return self.next
+
+
+class FileSource(FixedPartitionedSource[RawBatch, int]):
+    """Replay recorded files as `RawBatch` micro-batches.
+
+    Several files are merged by event time into one stream (`merge_runs`: five-minute slices,
+    every file's records of a slice before the next slice's), so sources replayed together
+    stay in step whatever their order on the command line. ``merge=False`` reads each file as
+    its own partition instead, in parallel on several workers.
+    """
+
+    def __init__(
+        self, files: list[ReplayFile], progress: Progress | None = None, *, merge: bool = True
+    ) -> None:
         names = [f.path.name for f in files]
         if len(set(names)) != len(names):
             raise ReplayError(f"replayed files need distinct names, got {names}")
         self.files = {f.path.name: f for f in files}
         self.progress = progress
+        self.merge = merge and len(files) > 1
 
     def list_parts(self) -> list[str]:
-        """One partition per file name."""
+        """One partition per file name, or one for all files merged."""
+        if self.merge:
+            return ["merged:" + ",".join(sorted(self.files))]
         return list(self.files)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
-        """Open a file, resuming at the row after the last one emitted."""
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> StatefulSourcePartition[RawBatch, int]:
+        """Open a file (or all, merged), resuming after the last batch emitted."""
+        if self.merge:
+            specs = [self.files[name] for name in sorted(self.files)]
+            return _MergedPartition(specs, resume_state, self.progress)
         return _FilePartition(self.files[for_part], resume_state, self.progress)

@@ -51,8 +51,7 @@ def test_batches_follow_event_time_across_signals_and_keep_positions() -> None:
     order = [(b.source, b.first_row, b.frame["n"].to_list()) for b in batches]
     assert order == [
         ("file:gates.csv", 0, [0, 1]),  # 08:00 slice: gates first, then video
-        ("file:video.jsonl", 0, [0]),
-        ("file:video.jsonl", 1, [1]),  # 08:01
+        ("file:video.jsonl", 0, [0, 1]),  # 08:00 and 08:01: nothing of another file between
         ("file:gates.csv", 2, [2, 3, 4]),  # 08:02, with the records whose time is broken
     ]
     # no record is lost or repeated, and every batch is one kind
@@ -68,14 +67,15 @@ def test_batches_follow_event_time_across_signals_and_keep_positions() -> None:
 
 
 def test_batch_source_emits_the_batches_in_order() -> None:
-    gates = signal("g.csv", "passage", [f"2026-11-20T08:0{i}:00+08:00" for i in range(5)])
-    batches = time_slices([gates], TZ, slice_s=60)
+    gates = signal("g.csv", "passage", [f"2026-11-20T08:0{i}:00+08:00" for i in (0, 2, 4)])
+    video = signal("v.jsonl", "video", [f"2026-11-20T08:0{i}:00+08:00" for i in (1, 3)])
+    batches = time_slices([gates, video], TZ, slice_s=60)
     flow = Dataflow("batches")
-    out: list[int] = []
+    out: list[tuple[str, int | None]] = []
     stream = op.input("in", flow, BatchSource(batches))
-    op.output("out", op.map("first", stream, lambda b: b.first_row), TestingSink(out))
+    op.output("out", op.map("first", stream, lambda b: (b.kind, b.first_row)), TestingSink(out))
     run_main(flow)
-    assert out == [0, 1, 2, 3, 4]
+    assert out == [("passage", 0), ("video", 0), ("passage", 1), ("video", 1), ("passage", 2)]
 
 
 def test_the_timeline_says_who_was_reached_and_the_example_site_reaches_nobody(

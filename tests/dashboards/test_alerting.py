@@ -45,6 +45,7 @@ EXPECTED = {
     "crowdwatch-cameras-online": ["online_rate"],
     "crowdwatch-cameras-working": ["working_rate"],
     "crowdwatch-pipeline-stalled": ["seconds_since_newest"],
+    "crowdwatch-alerts-undelivered": ["undelivered"],
 }
 
 
@@ -387,3 +388,56 @@ def test_contact_point_uids_fit_grafana() -> None:
     long = contact_point_uid("crowdwatch-Stadium.North.Exit-transit_police")
     other = contact_point_uid("crowdwatch-Stadium.North.Exit-street_office")
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", long) and long != other
+
+
+def test_the_undelivered_rule_fires_while_a_delivery_is_not_made(
+    warehouse: Warehouse, site: Site
+) -> None:
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+    def attempts(*rows: tuple[str, int, str]) -> None:
+        frame = pl.DataFrame(
+            {
+                "idempotency_key": [k for k, _, _ in rows],
+                "attempt": [n for _, n, _ in rows],
+                "status": [s for _, _, s in rows],
+            }
+        ).with_columns(
+            pl.lit(now - timedelta(minutes=5)).alias("event_ts"),
+            pl.lit(now).alias("attempted_at"),
+            pl.lit("webhook").alias("channel"),
+        )
+        warehouse.insert(
+            "alert_deliveries",
+            frame.select(
+                pl.lit("a").alias("alert_id"),
+                pl.lit("escalated").alias("event"),
+                pl.lit("big_crowd").alias("kind"),
+                pl.lit("STD-concourse").alias("zone_id"),
+                pl.lit("STD").alias("station_id"),
+                pl.lit("red").alias("level"),
+                "event_ts",
+                pl.lit("station_master").alias("role"),
+                "channel",
+                pl.lit("").alias("recipient"),
+                "idempotency_key",
+                pl.col("attempt").cast(pl.UInt32),
+                "status",
+                pl.lit(None, pl.UInt16).alias("http_status"),
+                pl.lit(None, pl.Float32).alias("latency_ms"),
+                pl.lit(0).alias("queued_ms"),
+                pl.lit("").alias("error"),
+                "attempted_at",
+            ),
+        )
+
+    # one delivered after a retry, one still retrying, one role without a contact
+    attempts(
+        ("k1", 1, "retry"), ("k1", 2, "delivered"), ("k2", 1, "retry"), ("k3", 0, "no_contact")
+    )
+    frame = run_rule(warehouse, site, "crowdwatch-alerts-undelivered", now)
+    assert frame.to_series().to_list() == [1.0]
+    assert len(firing("crowdwatch-alerts-undelivered", site, frame)) == 1
+    attempts(("k2", 2, "delivered"))
+    frame = run_rule(warehouse, site, "crowdwatch-alerts-undelivered", now)
+    assert firing("crowdwatch-alerts-undelivered", site, frame) == []

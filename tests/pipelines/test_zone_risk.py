@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import yaml
@@ -11,24 +13,25 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from app.simulate import default_surge, simulate_day
 from crowdwatch.batches import RawBatch
+from crowdwatch.risk.engine import StationRisk
 from crowdwatch.risk.notify import AlertEvent, AlertReceiver
 from crowdwatch.settings import Settings
 from crowdwatch.site import load_site
+from crowdwatch.sources.files import event_span
 from crowdwatch.warehouse.client import TableRows, Warehouse
 from dashboards.macros import expand
-from pipelines.zone_risk import build
+from pipelines.zone_risk import Reading, RiskState, build
 from tests.conftest import EXAMPLE_SITE
 from tests.dashboards.test_dashboards import sql_of
 
 ROLES = ("station_master", "transit_police", "local_police", "street_office")
 
 
-def surge_day() -> list[RawBatch]:
-    records = simulate_day(
-        load_site(EXAMPLE_SITE), date(2026, 11, 20), seed=0, surge=default_surge()
-    )
+def surge_day(day: date = date(2026, 11, 20)) -> list[RawBatch]:
+    records = simulate_day(load_site(EXAMPLE_SITE), day, seed=0, surge=default_surge())
+    span = event_span("passage", records, "Asia/Shanghai")  # a replay of a recorded day
     return [
-        RawBatch("sim", "passage", records.slice(i, 20_000), i)
+        RawBatch("sim", "passage", records.slice(i, 20_000), i, span_ms=span)
         for i in range(0, records.height, 20_000)
     ]
 
@@ -159,12 +162,91 @@ def test_alerts_reach_the_right_roles_once_each_over_http(tmp_path: Path, engine
 
 
 def test_an_escalation_is_decided_on_the_reading_not_at_the_next_tick() -> None:
-    from crowdwatch.risk.engine import StationRisk
-    from pipelines.zone_risk import Reading, RiskState
-
     state = RiskState(StationRisk("STD", load_site(EXAMPLE_SITE)), tick_ms=10_000)
     states, events = state.advance([Reading("STD-concourse", 1_000, {"gate_occupancy": 100.0})])
     assert events == []
     states, events = state.advance([Reading("STD-concourse", 12_345, {"gate_occupancy": 1800.0})])
     assert [(e.event, e.level, e.ts_ms) for e in events] == [("opened", "red", 12_345)]
     assert [s.ts_ms for s in states if s.zone_id == "STD-concourse"] == [10_000]  # rows per tick
+
+
+def std_state(**options: Any) -> RiskState:
+    return RiskState(StationRisk("STD", load_site(EXAMPLE_SITE)), tick_ms=10_000, **options)
+
+
+def gates(at_s: float, occupancy: float) -> Reading:
+    return Reading("STD-concourse", int(at_s * 1000), {"gate_occupancy": occupancy}, "gates")
+
+
+def video(at_s: float) -> Reading:
+    return Reading("STD-plaza", int(at_s * 1000), {"video_headcount": 10.0}, "video")
+
+
+def test_a_faster_source_is_held_until_the_slowest_passes_its_time() -> None:
+    state = std_state()
+    assert state.receive([video(60), gates(60, 100.0)], now_ms=0) != ([], [])
+    # the gates cross at 120 s while the cameras are at 90 s: nothing is decided past 90 s
+    assert state.receive([gates(120, 1800.0)], now_ms=0) == ([], [])
+    states, events = state.receive([video(90)], now_ms=0)
+    assert events == [] and max(s.ts_ms for s in states) == 90_000
+    assert state.watermark(0) == 90_000
+    # the cameras pass 120 s: the crossing is decided at its own time, the ticks before it saw
+    # the old occupancy
+    states, events = state.receive([video(125)], now_ms=0)
+    assert [(e.event, e.level, e.ts_ms) for e in events] == [("opened", "red", 120_000)]
+    concourse = {s.ts_ms: s.capacity_share for s in states if s.zone_id == "STD-concourse"}
+    assert concourse[110_000] == 100 / 1750 and concourse[120_000] == 1800 / 1750
+
+
+def test_in_a_replay_a_source_far_behind_the_others_is_stale_and_holds_nothing() -> None:
+    state = std_state(replay_idle_ms=900_000)
+    state.receive([video(0), gates(0, 100.0)], now_ms=0)
+    # the cameras' input ended at 0 s; the gates go on: held while within 900 s of event time
+    assert state.receive([gates(900, 1800.0)], now_ms=0)[1] == []
+    assert state.stale(0) == []
+    _, events = state.receive([gates(910, 1800.0)], now_ms=0)
+    assert state.stale(0) == ["video"]
+    assert [(e.event, e.ts_ms) for e in events] == [("opened", 900_000)]
+
+
+def test_live_a_source_quiet_on_the_wall_clock_is_stale_and_held_readings_go() -> None:
+    state = std_state(live=True, idle_ms=60_000)
+    state.receive([video(0), gates(0, 100.0)], now_ms=1_000)
+    assert state.receive([gates(30, 1800.0)], now_ms=20_000)[1] == []
+    # the bound on waiting: the cameras' last reading was heard at 1 s
+    assert state.next_idle_ms() == 61_001
+    assert state.release(now_ms=60_000)[1] == []  # not idle yet
+    _, events = state.release(now_ms=61_001)
+    assert [(e.event, e.ts_ms) for e in events] == [("opened", 30_000)]
+    assert state.stale(61_001) == ["video"]
+    # the cameras come back: active again, and a reading behind the watermark is applied
+    state.receive([video(20)], now_ms=62_000)
+    assert state.stale(62_000) == []
+
+
+def test_at_the_end_of_the_input_everything_held_is_decided() -> None:
+    state = std_state()
+    state.receive([video(0), gates(0, 100.0)], now_ms=0)
+    assert state.receive([gates(60, 1800.0)], now_ms=0)[1] == []
+    _, events = state.release(0, everything=True)
+    assert [(e.event, e.ts_ms) for e in events] == [("opened", 60_000)]
+    assert state.held == []
+
+
+def test_a_day_after_today_replays_with_its_alerts() -> None:
+    """Nothing caps event time at the wall clock: a future day's surge alerts as any day's."""
+    future = datetime.now(UTC).date() + timedelta(days=400)
+    alerts: list[AlertEvent] = []
+    run_main(
+        build(
+            Settings(),
+            source=TestingSource(surge_day(future)),
+            sink=TestingSink([]),
+            alert_sink=TestingSink(alerts),
+        )
+    )
+    std = [(e.event, e.level) for e in alerts if e.zone_id == "STD-concourse"]
+    assert ("escalated", "red") in std and std[-1] == ("resolved", "blue")
+    red = next(e for e in alerts if e.level == "red")
+    local = datetime.fromtimestamp(red.ts_ms / 1000, UTC).astimezone(ZoneInfo("Asia/Shanghai"))
+    assert local.date() == future and local.time() >= time(21, 30)

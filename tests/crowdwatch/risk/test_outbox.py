@@ -221,3 +221,16 @@ def test_two_dispatchers_on_one_outbox_send_each_row_once(outbox: Outbox) -> Non
         keys = receiver.keys(path("station_master"))
     # each row was claimed by one of them for its attempt: no request twice
     assert sorted(keys) == sorted(e.idempotency_key("station_master") for e in events)
+
+
+def test_a_running_dispatcher_picks_up_rows_another_process_wrote(
+    outbox: Outbox, tmp_path: Path
+) -> None:
+    with AlertReceiver() as receiver:
+        site = full_site(receiver)
+        running = dispatcher(outbox)  # started before the rows exist, and never woken for them
+        other = Outbox(f"sqlite:///{tmp_path / 'outbox' / 'alerts.sqlite3'}")
+        other.enqueue([event("yellow")], site, mode="on", max_age_s=AGE_S)
+        other.close()
+        assert receiver.wait_received(path("station_master"), timeout_s=10)
+        running.close()

@@ -9,8 +9,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from crowdwatch.sources.files import FileSource, ReplayError, ReplayFile, batch_bounds, read_records
+from crowdwatch.sources.files import (
+    FileSource,
+    ReplayError,
+    ReplayFile,
+    batch_bounds,
+    merge_runs,
+    read_records,
+)
 
 ROWS = [
     {"ts": "2026-05-04T08:00:00.000+08:00", "gate_id": "RVS-G01", "direction": "in"},
@@ -113,3 +122,55 @@ def test_files_need_distinct_names(tmp_path: Path) -> None:
     spec = ReplayFile(tmp_path / "feed.csv", "UTC")
     with pytest.raises(ReplayError, match="distinct names"):
         FileSource([spec, ReplayFile(tmp_path / "a" / "feed.csv", "UTC")])
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 3_600_000), max_size=60), min_size=1, max_size=4),
+    st.integers(1, 25),
+)
+def test_merged_runs_cover_every_row_once_in_event_time_order(
+    files: list[list[int]], batch_rows: int
+) -> None:
+    times = [np.array(f, dtype=np.int64) for f in files]
+    runs = merge_runs(times, list(range(len(files))), batch_rows, slice_s=300)
+    # every row of every file exactly once, each file read in its own order
+    for index, f in enumerate(files):
+        rows = [r for i, first, n in runs if i == index for r in range(first, first + n)]
+        assert rows == list(range(len(f)))
+    assert all(0 < n <= batch_rows for _, _, n in runs)
+    # across files, batches follow the newest slice each file has reached
+    reached = [int(np.maximum.accumulate(times[i] // 300_000)[first]) for i, first, _ in runs]
+    assert reached == sorted(reached)
+
+
+def test_several_files_replay_as_one_stream_in_event_time_order(tmp_path: Path) -> None:
+    gates = tmp_path / "gates.csv"
+    calls = tmp_path / "calls.csv"
+    pl.DataFrame(
+        {
+            "ts": [f"2026-11-20T08:{m:02d}:00+08:00" for m in (0, 1, 11, 12)],
+            "gate_id": "G1",
+            "direction": "in",
+        }
+    ).write_csv(gates)
+    pl.DataFrame(
+        {"call_id": ["c1", "c2"], "received_at": ["2026-11-20T08:06:00+08:00"] * 2}
+    ).write_csv(calls)
+    source = FileSource([ReplayFile(p, "Asia/Shanghai", 100) for p in (calls, gates)])
+    assert source.list_parts() == ["merged:calls.csv,gates.csv"]
+    part = source.build_part("in", source.list_parts()[0], None)
+    order = []
+    while True:
+        try:
+            (batch,) = part.next_batch()
+        except StopIteration:
+            break
+        order.append((batch.source, batch.first_row, batch.frame.height, batch.span_ms is not None))
+    assert order == [
+        ("file:gates.csv", 0, 2, True),  # 08:00-08:05
+        ("file:calls.csv", 0, 2, True),  # 08:05-08:10
+        ("file:gates.csv", 2, 2, True),  # 08:10-08:15
+    ]
+    # resumes after the last batch emitted
+    (resumed,) = source.build_part("in", source.list_parts()[0], 2).next_batch()
+    assert resumed.first_row == 2
