@@ -27,6 +27,7 @@ from app import registry
 from app.runner import prepare_warehouse, print_frame, replay_files, run_pipeline
 from crowdwatch.batches import FIELDS
 from crowdwatch.flow import PipelineConfigError
+from crowdwatch.risk.outbox import OutboxError
 from crowdwatch.settings import Settings
 from crowdwatch.site import SiteError, load_site
 from crowdwatch.sources.files import ReplayError
@@ -46,6 +47,7 @@ KNOWN_ERRORS = (
     PipelineConfigError,
     BrokerError,
     GrafanaPushError,
+    OutboxError,
     ClickHouseError,
     FileNotFoundError,
     ValueError,
