@@ -8,7 +8,9 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
@@ -16,6 +18,7 @@ from pathlib import Path
 from time import time_ns
 from typing import Any
 
+import polars as pl
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import ValidationError
 from rich.console import Console
@@ -24,11 +27,13 @@ from app import registry
 from app.runner import prepare_warehouse, print_frame, replay_files, run_pipeline
 from crowdwatch.batches import FIELDS
 from crowdwatch.flow import PipelineConfigError
+from crowdwatch.risk.outbox import OutboxError
 from crowdwatch.settings import Settings
 from crowdwatch.site import SiteError, load_site
 from crowdwatch.sources.files import ReplayError
 from crowdwatch.sources.redis_streams import BrokerError
 from crowdwatch.video.mot import MotError, mot_messages, read_mot
+from crowdwatch.warehouse.buffer import BufferInUseError
 from crowdwatch.warehouse.client import Warehouse, WarehouseError, describe_dsn
 from crowdwatch.warehouse.sitesync import sync_site
 from dashboards.push import GrafanaPushError
@@ -36,11 +41,13 @@ from dashboards.push import GrafanaPushError
 KNOWN_ERRORS = (
     SiteError,
     WarehouseError,
+    BufferInUseError,
     ReplayError,
     MotError,
     PipelineConfigError,
     BrokerError,
     GrafanaPushError,
+    OutboxError,
     ClickHouseError,
     FileNotFoundError,
     ValueError,
@@ -196,33 +203,79 @@ def cmd_pipelines(args: argparse.Namespace, console: Console) -> None:
         console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")
 
 
+def message_ids(path: Path, texts: list[str]) -> list[str]:
+    """A stable id per record of a file: its name, position and content."""
+    return [
+        f"{path.name}:{row}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        for row, text in enumerate(texts)
+    ]
+
+
 def cmd_publish(args: argparse.Namespace, console: Console) -> None:
     """Append a recorded file's records to the Redis stream of their kind."""
-    import polars as pl
-
-    from crowdwatch.sources.files import read_records
+    from crowdwatch.batches import READ_COLUMNS, payload_lines
+    from crowdwatch.sources.files import KIND_COLUMN, read_records
     from crowdwatch.sources.redis_streams import connect, publish, stream_key
 
     settings = _settings(args)
     kind, frame = read_records(args.file)
     kind = args.kind or kind
-    if frame.columns == ["payload"]:
+    if READ_COLUMNS[0] in frame.columns:
+        unreadable = frame.filter(pl.col(READ_COLUMNS[0]).is_not_null())
+        for reason in unreadable[READ_COLUMNS[0]].head(5):
+            console.print(f"skipped {reason}", style="yellow")
+        frame = frame.filter(pl.col(READ_COLUMNS[0]).is_null()).drop(READ_COLUMNS)
+    frame = frame.drop(KIND_COLUMN, strict=False)
+    if payload_lines(frame):
         lines = frame["payload"]
     else:
         lines = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
     stream = args.stream or stream_key(settings.redis_stream_prefix, kind, args.partition)
     url = args.redis_url or settings.redis_url.get_secret_value()
-    ids = publish(connect(url), stream, lines.to_list())
-    console.print(f"published {len(ids):,} {kind} records of {args.file} to stream {stream}")
+    texts = lines.to_list()
+    ids = publish(
+        connect(url),
+        stream,
+        texts,
+        message_ids=message_ids(args.file, texts),
+        dedup_s=settings.late_horizon_s,
+    )
+    skipped = (
+        f" ({len(texts) - len(ids):,} published before, skipped)" if len(ids) < len(texts) else ""
+    )
+    console.print(
+        f"published {len(ids):,} {kind} records of {args.file} to stream {stream}{skipped}"
+    )
+
+
+ROWS_STATEMENT = re.compile(r"\s*\(*\s*(SELECT|WITH|SHOW|DESC|DESCRIBE|EXPLAIN|EXISTS)\b", re.I)
+"""Statements that return rows; with --write, others run as commands."""
+
+
+def flat_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Array, map and tuple columns as JSON text (CSV has no nested values)."""
+    nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
+    return frame.with_columns(
+        pl.struct(pl.col(name).alias("v"))
+        .struct.json_encode()
+        .str.strip_prefix('{"v":')
+        .str.strip_suffix("}")
+        .alias(name)
+        for name in nested
+    )
 
 
 def cmd_query(args: argparse.Namespace, console: Console) -> None:
     """Run SQL against the warehouse and print the result."""
     settings = _settings(args)
     with _warehouse(settings) as warehouse:
-        frame = warehouse.query(args.sql)
+        if args.write and not ROWS_STATEMENT.match(args.sql):
+            warehouse.command(args.sql)
+            console.print("done", style="dim")
+            return
+        frame = warehouse.query(args.sql, readonly=not args.write)
     if args.format == "csv":
-        sys.stdout.write(frame.write_csv())
+        sys.stdout.write(flat_columns(frame).write_csv())
     elif args.format == "json":
         sys.stdout.write(frame.write_ndjson())
     else:
@@ -500,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     query = sub.add_parser("query", help="run SQL on the warehouse and print a table")
     query.add_argument("sql", help="e.g. 'SELECT * FROM zone_metrics FINAL LIMIT 10'")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument(
+        "--write",
+        action="store_true",
+        help="allow statements that change the warehouse (read-only without it)",
+    )
     _common(query)
     query.set_defaults(func=cmd_query)
     return parser

@@ -76,6 +76,12 @@ class RawBatch:
         span_ms: the event-time span of a recorded file being replayed (epoch ms, first and
             last); event times far outside it are rejected (`TimeBounds`). None for a broker,
             whose records are bounded by the wall clock instead.
+        rows: the position of every row, when they are not ``first_row`` onwards (records of
+            one kind picked out of a file that mixes kinds).
+
+    A frame may carry ``_read_error`` and ``_read_text`` columns (`READ_COLUMNS`): a row whose
+    ``_read_error`` is set is a line that could not be read (the reason, with its line
+    number), ``_read_text`` what of it was readable; parsers reject it with that reason.
     """
 
     source: str
@@ -83,6 +89,21 @@ class RawBatch:
     frame: pl.DataFrame
     first_row: int | None = None
     span_ms: tuple[int, int] | None = None
+    rows: pl.Series | None = None
+
+
+READ_COLUMNS = ["_read_error", "_read_text"]
+"""Columns of rows that could not be read (see `RawBatch`)."""
+
+
+def payload_lines(frame: pl.DataFrame) -> bool:
+    """Whether a batch's frame is JSON lines (one ``payload`` column, read errors aside)."""
+    return [c for c in frame.columns if c not in READ_COLUMNS] == ["payload"]
+
+
+def read_errors(frame: pl.DataFrame) -> pl.Expr:
+    """Per row, why its line could not be read, or null."""
+    return pl.col("_read_error") if "_read_error" in frame.columns else pl.lit(None, pl.String)
 
 
 def record_fields(batch: RawBatch) -> tuple[pl.DataFrame, pl.Expr]:
@@ -94,13 +115,16 @@ def record_fields(batch: RawBatch) -> tuple[pl.DataFrame, pl.Expr]:
     """
     fields = FIELDS[batch.kind]
     frame = batch.frame
+    unread = read_errors(frame)
     row = pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")
-    if frame.columns == ["payload"]:
+    if payload_lines(frame):
         payload = pl.col("payload").cast(pl.String)
         columns = frame.select(
             row,
             payload,
-            pl.when(payload.str.json_path_match("$").is_null())
+            pl.when(unread.is_not_null())
+            .then(unread)
+            .when(payload.str.json_path_match("$").is_null())
             .then(pl.lit("not valid JSON"))
             .when(~payload.str.strip_chars_start().str.starts_with("{"))
             .then(pl.lit("not a JSON object"))
@@ -108,11 +132,17 @@ def record_fields(batch: RawBatch) -> tuple[pl.DataFrame, pl.Expr]:
             *(payload.str.json_path_match(f"$.{name}").alias(name) for name in fields),
         )
         return columns, pl.col("payload")
-    original = [f"_raw_{c}" for c in frame.columns]
+    read = [c for c in frame.columns if c in READ_COLUMNS]
+    original = [f"_raw_{c}" for c in frame.columns if c not in READ_COLUMNS]
     columns = frame.select(
         row,
-        *(pl.col(c).cast(pl.String).alias(f"_raw_{c}") for c in frame.columns),
-        pl.lit(None, pl.String).alias("_json_error"),
+        *(
+            pl.col(c).cast(pl.String).alias(f"_raw_{c}")
+            for c in frame.columns
+            if c not in READ_COLUMNS
+        ),
+        *read,
+        unread.alias("_json_error"),
         *(
             (
                 pl.col(name).cast(pl.String) if name in frame.columns else pl.lit(None, pl.String)
@@ -121,7 +151,10 @@ def record_fields(batch: RawBatch) -> tuple[pl.DataFrame, pl.Expr]:
         ),
     )
     payload = pl.struct(pl.col(c).name.map(lambda n: n.removeprefix("_raw_")) for c in original)
-    return columns, payload.struct.json_encode() if original else pl.lit("{}")
+    encoded = payload.struct.json_encode() if original else pl.lit("{}")
+    if read:
+        encoded = pl.when(pl.col("_read_error").is_null()).then(encoded).otherwise("_read_text")
+    return columns, encoded
 
 
 Check = tuple[pl.Expr, pl.Expr | str]
@@ -170,7 +203,9 @@ def split_rows(
     for check, message in reversed(checks):
         text = pl.lit(message) if isinstance(message, str) else message
         reason = pl.when(check.fill_null(False)).then(text).otherwise(reason)
-    if batch.first_row is None:
+    if batch.rows is not None:
+        position = pl.format("row {}", pl.lit(batch.rows).gather(pl.col("_row")))
+    elif batch.first_row is None:
         position = pl.format(f"received {received_at_ms} row {{}}", pl.col("_row"))
     else:
         position = pl.format("row {}", pl.col("_row") + batch.first_row)

@@ -29,7 +29,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from crowdwatch.batches import Check, RawBatch, split_rows
+from crowdwatch.batches import Check, RawBatch, read_errors, split_rows
 from crowdwatch.flow import now_ms, one_source_flow
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
@@ -74,7 +74,9 @@ def parse_stock(
     the reason. A full-schema frame (one message per object) must arrive within one batch.
     """
     payloads = batch.frame["payload"].cast(pl.String).fill_null("")
-    parsed = STOCK_PARSERS[batch.kind](payloads.to_list())
+    unread = batch.frame.with_columns(read_errors(batch.frame).alias("_unread"))["_unread"]
+    # a line that could not be read is rejected as such, whatever its readable part says
+    parsed = STOCK_PARSERS[batch.kind](payloads.set(unread.is_not_null(), "").to_list())
     messages, unknown = stock.to_messages(parsed.detections, site, frames=parsed.frames)
     lines = pl.DataFrame(
         {"payload": [m.to_json(site.tz) for m in messages]}, schema={"payload": pl.String}
@@ -84,8 +86,11 @@ def parse_stock(
     )
     reasons = {payload: reason for payload, reason in parsed.rejected}
     sensors = payloads.str.json_path_match(STOCK_SENSOR[batch.kind])
-    rows = pl.DataFrame({"_row": range(payloads.len()), "payload": payloads, "sensor": sensors})
+    rows = pl.DataFrame(
+        {"_row": range(payloads.len()), "payload": payloads, "sensor": sensors, "unread": unread}
+    )
     checks: list[Check] = [
+        (pl.col("unread").is_not_null(), pl.col("unread")),
         (
             pl.col("payload").is_in(list(reasons)),
             pl.col("payload").replace_strict(reasons, default=None),

@@ -183,13 +183,28 @@ class Outbox:
     """
 
     def __init__(self, url: str, *, clock: Callable[[], int] = wall_ms) -> None:
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise OutboxError(
+                "the alert outbox URL is not a SQLAlchemy URL (sqlite:///path, "
+                "postgresql+psycopg://user@host/db): check CROWDWATCH_OUTBOX_URL"
+            ) from exc
+        self.url = url
         self.clock = clock
-        if parsed.get_backend_name() == "sqlite":
-            self.engine = sa.create_engine(url, connect_args={"timeout": 30})
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        where = parsed.render_as_string(hide_password=True)
+        try:
+            if parsed.get_backend_name() == "sqlite":
+                self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+        except ImportError as exc:
+            raise OutboxError(
+                f"the alert outbox at {where} needs a database driver that is not installed "
+                f"({exc.name or exc}): install crowdwatch[postgres] for PostgreSQL, or unset "
+                "CROWDWATCH_OUTBOX_URL for SQLite"
+            ) from exc
         try:
             if parsed.get_backend_name() == "sqlite" and parsed.database not in (
                 None,
@@ -200,7 +215,7 @@ class Outbox:
             metadata.create_all(self.engine)
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             raise OutboxError(
-                f"cannot open the alert outbox at {parsed.render_as_string(hide_password=True)}: "
+                f"cannot open the alert outbox at {where}: "
                 f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}; check "
                 "CROWDWATCH_OUTBOX_URL (or that data_dir is writable)"
             ) from exc
@@ -292,11 +307,8 @@ class Outbox:
         with self._write() as db:
             # a write first (no read to upgrade from, which SQLite may refuse under another
             # process's write); a row written before is left as it is
-            fresh = {
-                row["key"]
-                for row in rows
-                if db.execute(self._insert(outbox_table), row).rowcount == 1
-            }
+            insert = self._insert(outbox_table).returning(outbox_table.c.key)
+            fresh = {row["key"] for row in rows if db.execute(insert, row).first() is not None}
             decided = [d for d in decided if d["key"] in fresh]
             if decided:
                 db.execute(self._insert(attempts_table), decided)

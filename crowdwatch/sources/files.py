@@ -12,21 +12,23 @@ Known layouts are recognised by their columns: the canonical passage and count f
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from crowdwatch.batches import COUNT_FIELDS, PASSAGE_FIELDS, RawBatch, RecordKind
+from crowdwatch.batches import COUNT_FIELDS, PASSAGE_FIELDS, READ_COLUMNS, RawBatch, RecordKind
 from crowdwatch.isotime import epoch_ms
 
+READ_ERROR, READ_TEXT = READ_COLUMNS
+KIND_COLUMN = "_kind"
 HANGZHOU_FIELDS = ("timestamp", "station_idx", "inflow", "outflow")
 HANGZHOU_INTERVAL = "10m"
 SEATTLE_FIELDS = ("Address", "Type", "Datetime", "Latitude", "Longitude", "Incident Number")
@@ -124,34 +126,164 @@ def detect_kind(columns: list[str], path: Path) -> RecordKind | None:
     )
 
 
-def _first_json_keys(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                return list(record)
-    raise ReplayError(f"{path}: no JSON object found in the file")
+KIND_KEYS: dict[RecordKind, str] = {
+    "video": '"camera_id"',
+    "call": '"call_id"',
+    "deepstream_minimal": '"sensorId"',
+    "deepstream_full": '"sensor"',
+    "passage": '"direction"',
+    "count": '"start"',
+}
+"""A key that every JSON record of a kind has (and records of the kinds before it lack)."""
+
+
+def _bad_line(raw: bytes, csv: bool) -> str | None:
+    """Why a line cannot be read as a record, or None when it can."""
+    if b"\x00" in raw:
+        return "NUL byte"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8 at byte {exc.start}"
+    if csv and text.count('"') % 2:
+        return "unclosed quote"
+    return None
+
+
+def _resync(data: bytes, csv: bool) -> tuple[list[int], list[bytes], pl.DataFrame]:
+    """Read a text file line by line: the good lines (and their line numbers) and the bad ones.
+
+    Only runs when the fast, whole-file read failed or cannot be trusted: Python per line. A
+    bad line costs itself only: ``_read_error`` says which line and why, ``_read_text`` keeps
+    its readable part (NUL bytes and undecodable bytes left out).
+    """
+    good_lines: list[int] = []
+    good: list[bytes] = []
+    bad: dict[str, list[object]] = {"_line": [], READ_ERROR: [], READ_TEXT: []}
+    for number, raw in enumerate(data.split(b"\n")):
+        if not raw.strip():
+            continue
+        reason = _bad_line(raw, csv)
+        if reason is None:
+            good_lines.append(number)
+            good.append(raw)
+            continue
+        bad["_line"].append(number)
+        bad[READ_ERROR].append(f"line {number + 1}: {reason}")
+        text = raw.replace(b"\x00", b"").decode("utf-8", errors="ignore").rstrip("\r")
+        bad[READ_TEXT].append(text)
+    schema = {"_line": pl.Int64, READ_ERROR: pl.String, READ_TEXT: pl.String}
+    return good_lines, good, pl.DataFrame(bad, schema=schema)
+
+
+def _with_bad_lines(frame: pl.DataFrame, lines: list[int], bad: pl.DataFrame) -> pl.DataFrame:
+    """The records read and the bad lines in file order (a bad line has only its error)."""
+    if bad.is_empty():
+        return frame
+    if frame.height != len(lines):
+        raise ReplayError(f"{frame.height} records read from {len(lines)} lines")
+    return (
+        pl.concat(
+            [
+                frame.with_columns(pl.Series("_line", lines, dtype=pl.Int64)),
+                bad.with_columns(pl.lit(None, pl.String).alias(c) for c in frame.columns),
+            ],
+            how="diagonal_relaxed",
+        )
+        .sort("_line")
+        .drop("_line")
+    )
+
+
+def read_csv_text(path: Path) -> pl.DataFrame:
+    """A CSV file as string columns; lines that cannot be read become `READ_ERROR` rows.
+
+    The whole file is read natively when it is clean (no NUL byte, valid UTF-8, every quote
+    closed on its line); otherwise line by line, and only the bad lines are lost.
+    """
+    data = path.read_bytes()
+    if b"\x00" not in data and (b'"' not in data or not _odd_quotes(data)):
+        try:
+            return pl.read_csv(data, infer_schema=False, truncate_ragged_lines=True)
+        except pl.exceptions.ComputeError:
+            pass  # invalid UTF-8 somewhere: find the lines
+    lines, good, bad = _resync(data, csv=True)
+    if not lines or (not bad.is_empty() and bad["_line"][0] < lines[0]):
+        why = bad[READ_ERROR][0] if not bad.is_empty() else "the file is empty"
+        raise ReplayError(f"{path}: the header line cannot be read ({why})")
+    header, *rows = good
+    frame = pl.read_csv(
+        b"\n".join([header, *rows]) + b"\n", infer_schema=False, truncate_ragged_lines=True
+    )
+    return _with_bad_lines(frame, lines[1:], bad)
+
+
+def _odd_quotes(data: bytes) -> bool:
+    """Whether some line of ``data`` has an odd number of ``"`` (an unclosed quote)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    line = np.cumsum(raw == ord("\n"))
+    return bool((np.bincount(line[raw == ord('"')]) % 2).any())
 
 
 def read_lines(path: Path) -> pl.DataFrame:
-    """The non-blank lines of a text file as one ``payload`` column (read natively)."""
-    lines = pl.read_csv(
-        path,
-        has_header=False,
-        separator="\x00",
-        quote_char=None,
-        new_columns=["payload"],
-        schema_overrides={"payload": pl.String},
-        infer_schema=False,
+    """The non-blank lines of a text file as one ``payload`` column (read natively).
+
+    Lines with a NUL byte or invalid UTF-8 become `READ_ERROR` rows; the rest are kept.
+    """
+    data = path.read_bytes()
+    if b"\x00" not in data:
+        try:
+            lines = pl.read_csv(
+                data,
+                has_header=False,
+                separator="\x00",
+                quote_char=None,
+                new_columns=["payload"],
+                schema_overrides={"payload": pl.String},
+                infer_schema=False,
+            )
+            return lines.filter(pl.col("payload").str.strip_chars() != "")
+        except pl.exceptions.ComputeError:
+            pass
+    numbers, good, bad = _resync(data, csv=False)
+    frame = pl.DataFrame({"payload": [g.decode() for g in good]}, schema={"payload": pl.String})
+    return _with_bad_lines(frame, numbers, bad)
+
+
+def json_kinds(payload: pl.Series, main: RecordKind) -> pl.Series:
+    """The kind of each JSON record, by the keys it has; ``main`` where none fits.
+
+    One literal search per line when every record is of the ``main`` kind; the others are
+    told apart by the keys of each kind, in `KIND_KEYS` order.
+    """
+    ours = payload.str.contains(KIND_KEYS[main], literal=True).fill_null(True)
+    kinds = pl.Series(payload.name, [main] * payload.len(), dtype=pl.String)
+    if ours.all():
+        return kinds
+    others = (
+        payload.filter(~ours)
+        .to_frame("p")
+        .select(
+            pl.coalesce(
+                *(
+                    pl.when(pl.col("p").str.contains(key, literal=True)).then(pl.lit(kind))
+                    for kind, key in KIND_KEYS.items()
+                ),
+                pl.lit(main),
+            )
+        )
     )
-    return lines.filter(pl.col("payload").str.strip_chars() != "")
+    return kinds.scatter(np.flatnonzero(~ours.to_numpy()), others.to_series())
 
 
 def read_records(path: Path) -> tuple[RecordKind, pl.DataFrame]:
     """Read a recorded file into string columns (or JSON ``payload`` lines) and its kind.
+
+    A line that cannot be read (a NUL byte, invalid UTF-8, an unclosed quote) costs only
+    itself: it becomes a row with `READ_ERROR` set, rejected by the parsers with its line
+    number. In JSON lines the kind is decided per record (`json_kinds`): the file's kind is
+    its most common one, and when records of other kinds are mixed in, a ``_kind`` column
+    says which (`split_kinds` turns a slice into one batch per kind).
 
     Raises:
         ReplayError: the file is missing, of an unknown format, or of an unknown layout.
@@ -161,25 +293,78 @@ def read_records(path: Path) -> tuple[RecordKind, pl.DataFrame]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
+            frame = read_csv_text(path)
         elif suffix in (".jsonl", ".ndjson"):
-            kind = detect_kind(_first_json_keys(path), path)
-            if kind is None:
-                raise ReplayError(f"{path}: Hangzhou and Seattle layouts are read from CSV only")
-            return kind, read_lines(path)
+            return _json_records(path, read_lines(path))
         elif suffix == ".parquet":
             frame = pl.read_parquet(path)
             frame = frame.select(pl.col(c).cast(pl.String) for c in frame.columns)
         else:
             raise ReplayError(f"{path}: unsupported file type; use .csv, .jsonl or .parquet")
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise ReplayError(f"{path}: cannot read: {exc}") from exc
-    kind = detect_kind(frame.columns, path)
+        first = str(exc).strip().splitlines()
+        raise ReplayError(f"{path}: cannot read: {first[0] if first else exc}") from exc
+    kind = detect_kind([c for c in frame.columns if c not in READ_COLUMNS], path)
     if kind is not None:
         return kind, frame
     if set(HANGZHOU_FIELDS) <= set(frame.columns):
         return "count", hangzhou_to_counts(frame)
     return "call", seattle_to_calls(frame)
+
+
+def _json_records(path: Path, lines: pl.DataFrame) -> tuple[RecordKind, pl.DataFrame]:
+    """JSON lines with their kind; a ``_kind`` column when several kinds are mixed."""
+    payload = lines["payload"]
+    head = (
+        payload.head(1000)
+        .to_frame("p")
+        .select(
+            pl.coalesce(
+                *(
+                    pl.when(pl.col("p").str.contains(key, literal=True)).then(pl.lit(kind))
+                    for kind, key in KIND_KEYS.items()
+                )
+            )
+        )
+    )
+    seen = head.to_series().drop_nulls()
+    if seen.is_empty():
+        raise ReplayError(
+            f"{path}: cannot tell the record kind of any of its first {head.height} JSON "
+            f"lines; expected keys {sorted(KIND_KEYS.values())} (passage fields "
+            f"{list(PASSAGE_FIELDS)}, count fields {list(COUNT_FIELDS)}, camera messages, "
+            "110 calls or DeepStream nvmsgconv payloads)"
+        )
+    main: RecordKind = seen.mode().sort()[0]
+    kinds = json_kinds(payload, main)
+    if (kinds == main).all():
+        return main, lines
+    return main, lines.with_columns(kinds.alias(KIND_COLUMN))
+
+
+def split_kinds(
+    source: str, kind: RecordKind, frame: pl.DataFrame, first_row: int, **more: Any
+) -> list[RawBatch]:
+    """A slice of a file as batches: one, or one per record kind when kinds are mixed.
+
+    Rows of another kind than the file's go in a batch of their own, source
+    ``file:<name>#<kind>``, keeping their file positions. Read-error columns are dropped from
+    a slice that has none.
+    """
+    if READ_ERROR in frame.columns and frame[READ_ERROR].null_count() == frame.height:
+        frame = frame.drop(READ_COLUMNS)
+    if KIND_COLUMN not in frame.columns:
+        return [RawBatch(source, kind, frame, first_row, **more)]
+    batches = []
+    positions = pl.int_range(first_row, first_row + frame.height, dtype=pl.Int64, eager=True)
+    for (other,), part in frame.with_columns(positions.alias("_position")).group_by(
+        KIND_COLUMN, maintain_order=True
+    ):
+        rows = part["_position"]
+        part = part.drop(KIND_COLUMN, "_position")
+        name = source if other == kind else f"{source}#{other}"
+        batches.append(RawBatch(name, other, part, int(rows[0]), rows=rows, **more))
+    return batches
 
 
 def event_times(kind: RecordKind, frame: pl.DataFrame, timezone: str) -> npt.NDArray[np.int64]:
@@ -284,17 +469,12 @@ class _FilePartition(StatefulSourcePartition[RawBatch, int]):
         if self.row >= self.frame.height:
             raise StopIteration
         end = self._next_bound()
-        batch = RawBatch(
-            self.source,
-            self.kind,
-            self.frame.slice(self.row, end - self.row),
-            self.row,
-            span_ms=self.span,
-        )
+        frame = self.frame.slice(self.row, end - self.row)
+        batches = split_kinds(self.source, self.kind, frame, self.row, span_ms=self.span)
         self.row = end
         if self.progress is not None:
             self.progress(self.spec.path.name, self.row, self.frame.height)
-        return [batch]
+        return batches
 
     def next_awake(self) -> datetime | None:
         if self.times is None or self.spec.speed is None or self.row >= self.frame.height:
@@ -401,7 +581,7 @@ class _MergedPartition(StatefulSourcePartition[RawBatch, int]):
         file, first, size = self.runs[self.next]
         self.next += 1
         spec = self.specs[file]
-        batch = RawBatch(
+        batches = split_kinds(
             f"file:{spec.path.name}",
             self.kinds[file],
             self.frames[file].slice(first, size),
@@ -411,7 +591,7 @@ class _MergedPartition(StatefulSourcePartition[RawBatch, int]):
         self.emitted[file] += size
         if self.progress is not None:
             self.progress(spec.path.name, self.emitted[file], self.frames[file].height)
-        return [batch]
+        return batches
 
     def next_awake(self) -> datetime | None:
         due_ms = self._run_ms(self.next)

@@ -30,6 +30,7 @@ next, so a dataflow restarted with Bytewax recovery reads on exactly after the l
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,36 +129,67 @@ def entry_payload(
     return json.dumps({k: _text(v) for k, v in named.items()}, ensure_ascii=False)
 
 
+_PUBLISH_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  if ARGV[4] ~= '' then
+    return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
+                      'payload', ARGV[1], 'mid', ARGV[2])
+  end
+  return redis.call('XADD', KEYS[1], '*', 'payload', ARGV[1], 'mid', ARGV[2])
+end
+return false
+"""
+"""Append a record unless its message id was appended within the dedup window (atomic)."""
+
+
 def publish(
     client: redis.Redis,
     stream: str,
     records: Iterable[str | Mapping[str, Any]],
     *,
     maxlen: int | None = None,
+    message_ids: Sequence[str] | None = None,
+    dedup_s: int = 24 * 3600,
 ) -> list[str]:
     """Append records to a stream with pipelined ``XADD``s, as ``{"payload": json}`` entries.
 
     Records are JSON text or mappings (encoded here). ``maxlen`` trims the stream to about that
     many entries (``MAXLEN ~``). Returns the new entry ids, in order.
 
+    With ``message_ids`` (one stable id per record, e.g. its file, position and content) the
+    append is idempotent: a record whose id was appended to this stream within ``dedup_s``
+    seconds is skipped (a Redis key per id, set with the entry in one script), so publishing
+    a file twice does not count its records twice. Only the records appended now have ids in
+    the result.
+
     Raises:
         BrokerError: Redis is not reachable or the key holds something other than a stream.
     """
     ids: list[str] = []
-    chunk: list[str] = []
+    chunk: list[tuple[str, str | None]] = []
+    once = client.register_script(_PUBLISH_ONCE) if message_ids is not None else None
 
     def flush() -> None:
         pipe = client.pipeline(transaction=False)
-        for text in chunk:
-            pipe.xadd(stream, {"payload": text}, maxlen=maxlen, approximate=True)
+        for text, mid in chunk:
+            if once is None or mid is None:
+                pipe.xadd(stream, {"payload": text}, maxlen=maxlen, approximate=True)
+            else:
+                once(
+                    keys=[stream, f"{stream}:published:{mid}"],
+                    args=[text, mid, dedup_s, "" if maxlen is None else maxlen],
+                    client=pipe,
+                )
         try:
-            ids.extend(_text(i) for i in pipe.execute())
+            ids.extend(_text(i) for i in pipe.execute() if i)
         except redis.RedisError as exc:
             raise BrokerError(f"cannot append to Redis stream {stream!r}: {exc}") from exc
         chunk.clear()
 
-    for record in records:
-        chunk.append(record if isinstance(record, str) else json.dumps(record, ensure_ascii=False))
+    mids: Iterable[str | None] = message_ids if message_ids is not None else itertools.repeat(None)
+    for record, mid in zip(records, mids, strict=False):
+        text = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)
+        chunk.append((text, mid))
         if len(chunk) >= PUBLISH_CHUNK:
             flush()
     if chunk:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import shapely
 
-from crowdwatch.batches import Check, RawBatch, TimeBounds, split_rows
+from crowdwatch.batches import Check, RawBatch, TimeBounds, payload_lines, split_rows
 from crowdwatch.isotime import epoch_ms
 from crowdwatch.site import Camera, CountingLine, Site
 
@@ -357,10 +357,16 @@ def _flatten(
 
 def parse_video(batch: RawBatch, directory: CameraDirectory, received_at_ms: int) -> VideoParsed:
     """Validate a batch of JSON camera messages and flatten them per ROI and per line."""
-    if batch.frame.columns != ["payload"]:
+    if not payload_lines(batch.frame):
         raise ValueError("camera messages come as JSON lines (one payload column)")
     payloads = batch.frame["payload"].cast(pl.String)
-    table, undecodable = decode_messages(payloads)
+    if "_read_error" in batch.frame.columns:
+        # a line that could not be read is rejected as such, whatever its readable part says
+        unread = batch.frame["_read_error"]
+        table, undecodable = decode_messages(payloads.set(unread.is_not_null(), None))
+        undecodable = [(i, unread[i] or reason) for i, reason in undecodable]
+    else:
+        table, undecodable = decode_messages(payloads)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     frame = frame.with_columns(

@@ -12,6 +12,7 @@ on disk, so a restart sends what the last run could not.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -40,16 +41,34 @@ class Entry:
     path: Path
 
 
+class BufferInUseError(RuntimeError):
+    """Another process holds this buffer directory; the message says how to give each its own."""
+
+
 class DiskBuffer:
     """A bounded, ordered queue of ``(table, frame)`` batches in one directory.
 
-    Only one writer may use a directory at a time.
+    Only one writer may use a directory at a time: it holds an exclusive lock on the file
+    ``<directory>.lock`` beside it for as long as it is open (the kernel frees it when the process
+    ends, however it ends), and a second writer is refused with `BufferInUseError`.
     """
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
+        self._lock: int | None = None
         self.directory = directory
         self.max_bytes = max_bytes
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock = os.open(
+            directory.with_name(directory.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
+        )
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise BufferInUseError(
+                f"the outage buffer {directory} is in use by another process: give each "
+                "pipeline process its own data directory (CROWDWATCH_DATA_DIR)"
+            ) from None
         for leftover in directory.glob("*.tmp"):
             leftover.unlink()  # a write cut short by a crash; its batch was never acknowledged
         self._entries = sorted(self._scan())
@@ -102,6 +121,15 @@ class DiskBuffer:
         entry.path.unlink(missing_ok=True)
         self._entries.remove(entry)
         self._sizes.pop(entry.path, None)
+
+    def close(self) -> None:
+        """Let another process use the directory."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 @dataclass
@@ -205,7 +233,7 @@ class OutageBuffer:
         return True
 
     def close(self) -> None:
-        """Try once more to send what is held; say what is left on disk."""
+        """Try once more to send what is held; say what is left on disk; release the buffers."""
         if self.held() and not self.flush(force=True):
             log.warning(
                 "%d batch(es) (%.1f MB) could not be sent to %s and stay in %s; they are sent "
@@ -215,6 +243,8 @@ class OutageBuffer:
                 self.where,
                 self.own.directory,
             )
+        for buffer in self.buffers:
+            buffer.close()
 
     def _keep(self, table: str, frame: pl.DataFrame) -> None:
         """Put a batch on disk; when full, hold the caller until it fits or is sent."""

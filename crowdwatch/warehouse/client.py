@@ -216,9 +216,25 @@ class Warehouse:
         if frame.height:
             self.client.insert_arrow(table, frame.to_arrow())
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> pl.DataFrame:
-        """Run a query with server-side parameters (``{name:Type}``); return a frame."""
-        return pl.from_arrow(self.client.query_arrow(sql, parameters=parameters or {}))  # type: ignore[return-value]
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, readonly: bool = False
+    ) -> pl.DataFrame:
+        """Run a query with server-side parameters (``{name:Type}``); return a frame.
+
+        With ``readonly`` ClickHouse itself refuses anything that would change the warehouse
+        (``readonly=1``): a `WarehouseError` says so.
+        """
+        settings = {"readonly": 1} if readonly else {}
+        try:
+            table = self.client.query_arrow(sql, parameters=parameters or {}, settings=settings)
+        except ClickHouseError as exc:
+            if readonly and "Code: 164" in str(exc):
+                raise WarehouseError(
+                    "this statement would change the warehouse and the query is read-only; "
+                    "add --write to run it"
+                ) from exc
+            raise
+        return pl.from_arrow(table)  # type: ignore[return-value]
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         """Run a statement that returns no rows (or one value)."""

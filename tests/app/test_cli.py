@@ -144,3 +144,14 @@ def test_simulate_then_run_and_the_bytewax_way(tmp_path: Path) -> None:
     run_module("bytewax.run", "pipelines.gate_flow:build()", env=env_bytewax)
     again = crowdwatch("query", total, "--format", "csv", env=env_bytewax)
     assert pl.read_csv(again.stdout.encode())["n"][0] == entries
+
+
+def test_a_bad_outbox_url_is_one_line_that_names_the_setting(tmp_path: Path) -> None:
+    env = user_env(tmp_path, CROWDWATCH_NOTIFY="on", CROWDWATCH_OUTBOX_URL="nonsense")
+    gates = tmp_path / "gates.csv"
+    gates.write_text("ts,gate_id,direction\n2026-11-20T08:00:00+08:00,CTR-G01,in\n")
+    crowdwatch("db", "migrate", env=env)
+    bad = crowdwatch("replay", str(gates), "--pipeline", "zone_risk", env=env, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: the alert outbox URL")
+    assert "CROWDWATCH_OUTBOX_URL" in bad.stderr

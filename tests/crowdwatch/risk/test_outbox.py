@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 
 from crowdwatch.risk.notify import AlertReceiver
 from crowdwatch.risk.outbox import Dispatcher, Outbox, OutboxError, wall_ms
@@ -36,11 +40,42 @@ class Log:
         return pl.concat(self.frames) if self.frames else pl.DataFrame()
 
 
-@pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    box = Outbox(f"sqlite:///{tmp_path / 'outbox' / 'alerts.sqlite3'}")
-    yield box
-    box.close()
+POSTGRES = os.environ.get(
+    "CROWDWATCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+"""A PostgreSQL server the outbox tests may create throwaway databases on."""
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on `POSTGRES`, dropped afterwards; skips without a server."""
+    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    name = f"crowdwatch_outbox_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as db:
+            db.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL at {POSTGRES} (set CROWDWATCH_TEST_POSTGRES_URL): {exc}")
+    try:
+        yield sa.make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as db:
+            db.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
+    """The outbox on a SQLite file (the default) and on PostgreSQL (the workflow store)."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'outbox' / 'alerts.sqlite3'}"
+        else:
+            url = stack.enter_context(postgres_database())
+        box = Outbox(url)
+        stack.callback(box.close)
+        yield box
 
 
 def dispatcher(outbox: Outbox, log: Log | None = None, **kwargs: float) -> Dispatcher:
@@ -229,7 +264,7 @@ def test_a_running_dispatcher_picks_up_rows_another_process_wrote(
     with AlertReceiver() as receiver:
         site = full_site(receiver)
         running = dispatcher(outbox)  # started before the rows exist, and never woken for them
-        other = Outbox(f"sqlite:///{tmp_path / 'outbox' / 'alerts.sqlite3'}")
+        other = Outbox(outbox.url)
         other.enqueue([event("yellow")], site, mode="on", max_age_s=AGE_S)
         other.close()
         assert receiver.wait_received(path("station_master"), timeout_s=10)

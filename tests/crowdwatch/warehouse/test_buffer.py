@@ -24,7 +24,7 @@ from crowdwatch.batches import RawBatch
 from crowdwatch.settings import Settings
 from crowdwatch.site import load_site
 from crowdwatch.sources.files import read_records
-from crowdwatch.warehouse.buffer import Backoff, DiskBuffer, OutageBuffer
+from crowdwatch.warehouse.buffer import Backoff, BufferInUseError, DiskBuffer, OutageBuffer
 from crowdwatch.warehouse.client import TableRows, Warehouse, WarehouseError, WarehouseSink
 from pipelines.gate_flow import build
 
@@ -256,6 +256,9 @@ def test_the_disk_buffer_keeps_order_across_reopening_and_refuses_what_does_not_
     for i, frame in enumerate(frames):
         assert buffer.append("zone_metrics" if i % 2 else "rejected_events", frame)
     (tmp_path / "000000000009.zone_metrics.arrow.tmp").write_bytes(b"cut short")
+    with pytest.raises(BufferInUseError, match="CROWDWATCH_DATA_DIR"):
+        DiskBuffer(tmp_path, 1 << 20)  # one writer at a time
+    buffer.close()
     again = DiskBuffer(tmp_path, 1 << 20)
     assert [again.read(e)["n"][0] for e in again.pending()] == [0, 1, 2, 3]
     assert [again.read(e)["n"][0] for e in again.pending("zone_metrics")] == [1, 3]
