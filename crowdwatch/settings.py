@@ -19,6 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SITE_FILE = REPO_ROOT / "infra" / "sites" / "example_interchange.yaml"
 DEFAULT_DATA_DIR = REPO_ROOT / ".crowdwatch"
 DEFAULT_CATEGORIES_FILE = REPO_ROOT / "infra" / "calls" / "categories.yaml"
+Minutes = Annotated[tuple[Annotated[int, Field(gt=0, le=1440)], ...], NoDecode]
+"""Window lengths in minutes, ``15,60`` from the environment."""
 
 
 class Settings(BaseSettings):
@@ -116,6 +118,27 @@ class Settings(BaseSettings):
         default=3 * 3600,
         ge=0,
         description="Strong anomalies less than this apart are one episode (one alert).",
+    )
+    burst_windows: Minutes = Field(
+        default=(15, 60),
+        min_length=1,
+        description="Burst windows in minutes of a zone, station or district, e.g. 15,60.",
+    )
+    burst_site_windows: Minutes = Field(
+        default=(15, 60, 180, 360, 720),
+        min_length=1,
+        description="Burst windows in minutes of the site-wide series (storms last hours).",
+    )
+    burst_site_threshold: float = Field(
+        default=3.0, gt=0, description="Site-wide call burst alert: -log10 of the Poisson tail."
+    )
+    burst_dispersion: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="Call counts vary this many times more than Poisson (quasi-Poisson scoring).",
+    )
+    burst_floor_per_hour: float = Field(
+        default=0.2, gt=0, description="Least expected calls per hour of a burst series."
     )
     input_path: Path | None = Field(
         default=None,
@@ -322,6 +345,14 @@ class Settings(BaseSettings):
             "the outbox and go out on the next start."
         ),
     )
+
+    @field_validator("burst_windows", "burst_site_windows", mode="before")
+    @classmethod
+    def _minutes(cls, value: object) -> object:
+        """Accept ``15,60,180`` from the environment as well as a sequence."""
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("source_kinds", "source_partitions", mode="before")
     @classmethod

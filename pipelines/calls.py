@@ -109,7 +109,7 @@ def call_rows(
         timezone=site.site.timezone,
         bounds=settings.time_bounds(),
     )
-    params = BurstParams(threshold=settings.burst_threshold)
+    params = BurstParams.from_settings(settings)
 
     parsed = op.map("parse", up, lambda b: parse_calls(b, directory, now_ms()))
     # (calls, rejected)

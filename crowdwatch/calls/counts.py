@@ -7,23 +7,28 @@ update folds in a batch and returns rows only where something changed: a count o
 its newest group; its old group's counts are rewritten too.
 
 Burst score (per zone, station and district, over crowd-relevant calls — groups of weight
-≥ 0.5, e.g. crowding, disorder, fire, medical): the observed count over the last 15 minutes
-against the expected count for that hour of the week, as the Poisson tail surprise
-``score = −log10 P(X ≥ observed | λ)`` (the count-surveillance test behind CDC EARS-style
-Poisson detectors; calls at one place are rare events, so a Poisson model of the background
-is the standard choice). λ is the hourly count in the same hour-of-week slot of the previous
-weeks — a trimmed mean that drops the largest week, so one earlier burst does not raise the
-baseline — divided by four, never below ``floor_per_hour / 4``. An alert needs
-``score ≥ threshold`` (default 4: one chance in 10,000 under the background) and at least
-``min_calls`` calls. The score is computed at every minute a crowd-relevant call arrives, so a
-surge is flagged at the call that makes it one, and re-scored when calls leave the window.
-Weeks are counted in hours since the epoch, so a clock change shifts the slot by an hour.
+≥ 0.5, e.g. crowding, disorder, fire, medical — and site-wide: ``site`` over the same calls,
+``mass_incident`` over the weather- and traffic-driven groups, ``MASS_GROUPS``, whatever
+their weight): the observed count over the last minutes against the expected count for those
+hours of the week, as the Poisson tail surprise ``score = −log10 P(X ≥ observed | λ)`` (the
+count-surveillance test behind CDC EARS-style Poisson detectors; calls at one place are rare
+events). λ comes from the same hour-of-week slots of the previous weeks — a trimmed mean that
+drops the largest week, so one earlier burst does not raise the baseline — never below
+``floor_per_hour``. Several windows are scored and the largest score counts, less the log of
+their number (`burst_scores`): 15 and 60 minutes for a zone, station or district (a sudden
+cluster); up to 12 hours site-wide (a storm that doubles a county's calls for hours shows in
+no 15 minutes). An alert needs ``score ≥ threshold`` (4 locally: one chance in 10,000 under
+the background; 3 site-wide, where one series is judged, not hundreds) and at least
+``min_calls`` calls in the window. The score is computed at every minute a crowd-relevant
+call arrives, so a surge is flagged at the call that makes it one, and re-scored when calls
+leave the window. Weeks are counted in hours since the epoch, so a clock change shifts the
+slot by an hour.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -31,12 +36,19 @@ import polars as pl
 from scipy.stats import poisson
 
 from crowdwatch.batches import REJECTED_SCHEMA
+from crowdwatch.settings import Settings
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 WEEK_HOURS = 168
 WINDOWS = (5, 15, 60)
 CROWD_WEIGHT = 0.5
+SITE = "site"
+"""Key and level of the site-wide burst series."""
+MASS_INCIDENT = "mass_incident"
+"""Key (at level ``site``) of the site-wide series of weather- and traffic-driven calls."""
+MASS_GROUPS = ("traffic", "weather")
+"""Call groups that rise together in storms, heat and snow: a mass incident, not a crowd."""
 
 COUNT_SCHEMA = pl.Schema(
     {
@@ -103,6 +115,120 @@ class BurstParams:
     floor_per_hour: float = 0.2
     threshold: float = 4.0
     min_calls: int = 3
+    windows: tuple[int, ...] = (15, 60)
+    dispersion: float = 1.0
+    prior_weeks: float = 1.0
+    site_threshold: float = 3.0
+    site_windows: tuple[int, ...] = (15, 60, 180, 360, 720)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BurstParams:
+        """The parameters every pipeline (and ``python -m detectors.evaluate``) uses."""
+        return cls(
+            floor_per_hour=settings.burst_floor_per_hour,
+            threshold=settings.burst_threshold,
+            windows=settings.burst_windows,
+            dispersion=settings.burst_dispersion,
+            site_threshold=settings.burst_site_threshold,
+            site_windows=settings.burst_site_windows,
+        )
+
+    def offsets(self) -> tuple[int, ...]:
+        """Minutes after a call at which a burst score changes: its arrival, each window's end."""
+        return (0, *sorted({15, *self.windows, *self.site_windows}))
+
+    def for_level(self, level: str) -> BurstParams:
+        """The parameters of one level: site-wide series use the site's windows and threshold."""
+        if level != SITE:
+            return self
+        return replace(self, threshold=self.site_threshold, windows=self.site_windows)
+
+
+def weekly_rate(
+    hourly: npt.NDArray[np.int64],
+    hours: npt.NDArray[np.int64],
+    weeks: int,
+    prior: npt.NDArray[np.float64],
+    prior_weeks: float = 1.0,
+) -> npt.NDArray[np.float64]:
+    """Expected calls per hour at ``hours``: the same hour of the previous ``weeks`` weeks.
+
+    ``hourly`` counts calls per hour from hour 0; a trimmed mean over the weeks the series
+    already covers drops the largest week once there are three or more, so one earlier burst
+    does not raise the baseline. The mean is shrunk toward ``prior`` (calls per hour), as if
+    that were ``prior_weeks`` more weeks: a slot seen in one or two weeks says little (0 or 3
+    calls by chance), and a new site or a quiet zone is not judged against nothing.
+    """
+    past = hours[:, None] - WEEK_HOURS * np.arange(1, weeks + 1)[None, :]
+    seen = past >= 0
+    counts = np.where(seen, hourly[np.clip(past, 0, hourly.size - 1)] * (past < hourly.size), 0)
+    n = seen.sum(axis=1)
+    trim = n >= 3
+    total = counts.sum(axis=1) - np.where(trim, counts.max(axis=1, initial=0), 0)
+    kept = n - trim
+    return np.asarray((total + prior_weeks * prior) / (kept + prior_weeks))
+
+
+def mean_rate_before(
+    hourly: npt.NDArray[np.int64], hours: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """The series' mean calls per hour over all hours before each of ``hours``.
+
+    Over a day at least: in a young stream, one busy first hour is not the background.
+    """
+    before = np.clip(hours, 0, hourly.size)
+    so_far = np.concatenate([[0], np.cumsum(hourly)])[before]
+    return np.asarray(so_far / np.maximum(before, 24))
+
+
+def burst_scores(
+    minutes: npt.NDArray[np.int64],
+    points: npt.NDArray[np.int64],
+    first_hour: int,
+    params: BurstParams,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Burst score of one series at ``points`` (epoch minutes); ``minutes`` its sorted calls.
+
+    Each window ``w`` of ``params.windows`` counts the calls in the ``w`` minutes up to a point
+    and scores them against the expected count over the same minutes (`weekly_rate`, never below
+    ``floor_per_hour``) as a Poisson tail surprise, with counts and expectation divided by
+    ``params.dispersion`` (quasi-Poisson: real call counts vary more than Poisson counts). The
+    score is the largest window's, less ``log10(len(windows))`` (Bonferroni: looking at three
+    windows is three chances). A short window catches a sudden cluster, a long one a storm
+    that doubles the calls for hours.
+
+    Returns:
+        Calls in the last 15 minutes, the calls expected in them, and the score.
+    """
+    hourly = np.bincount(minutes // 60 - first_hour, minlength=1)
+    best = np.zeros(points.size)
+    observed_15 = np.zeros(points.size, dtype=np.int64)
+    expected_15 = np.zeros(points.size)
+    upto = np.searchsorted(minutes, points, side="right")
+    prior = mean_rate_before(hourly, points // 60 - first_hour)
+    for window in sorted({15, *params.windows}):
+        observed = upto - np.searchsorted(minutes, points - window, side="right")
+        # the window is minutes (p - w, p]; spread each hour's rate over its minutes in it
+        expected = np.zeros(points.size)
+        start = points - window + 1
+        for k in range(window // 60 + 2):
+            hour = start // 60 + k
+            overlap = np.clip(
+                np.minimum(points, hour * 60 + 59) - np.maximum(start, hour * 60) + 1, 0, 60
+            )
+            rate = weekly_rate(
+                hourly, hour - first_hour, params.baseline_weeks, prior, params.prior_weeks
+            )
+            expected += np.where(overlap > 0, rate * overlap / 60, 0.0)
+        expected = np.maximum(expected, params.floor_per_hour * window / 60)
+        score = poisson_surprise(
+            np.floor(observed / params.dispersion).astype(np.int64), expected / params.dispersion
+        )
+        if window in params.windows:
+            best = np.maximum(best, np.where(observed >= params.min_calls, score, 0.0))
+        if window == 15:
+            observed_15, expected_15 = observed, expected
+    return observed_15, expected_15, np.maximum(best - math.log10(len(params.windows)), 0.0)
 
 
 class CallWindows:
@@ -136,6 +262,12 @@ class CallWindows:
                 pl.col("zones").list.eval(pl.struct(key=pl.element(), level=pl.lit("zone"))),
                 pl.col("stations").list.eval(pl.struct(key=pl.element(), level=pl.lit("station"))),
                 pl.concat_list(pl.struct(key=pl.col("district"), level=pl.lit("district"))),
+                pl.concat_list(pl.struct(key=pl.lit(SITE), level=pl.lit(SITE))),
+                pl.when(pl.col("group").is_in(MASS_GROUPS))
+                .then(pl.concat_list(pl.struct(key=pl.lit(MASS_INCIDENT), level=pl.lit(SITE))))
+                .otherwise(
+                    pl.concat_list(pl.struct(key=pl.lit(SITE), level=pl.lit(SITE))).list.head(0)
+                ),
             ).alias("keys"),
         ).cast(_STATE)
         before = self.watermark
@@ -182,9 +314,11 @@ class CallWindows:
         self.first_hour = first if self.first_hour is None else min(self.first_hour, first)
         exploded = self._exploded(self.calls)
         touched = self._exploded(changed)
+        burst_offsets = self.params.offsets()
         if before is not None and before < (self.watermark or 0):
-            # windows the calls of the last hour left while the clock moved from `before`
-            leaving = self._exploded(self.calls.filter(pl.col("minute") > before - WINDOWS[-1]))
+            # windows the calls of the longest window left while the clock moved from `before`
+            horizon = max(WINDOWS[-1], burst_offsets[-1])
+            leaving = self._exploded(self.calls.filter(pl.col("minute") > before - horizon))
         else:
             leaving = touched.clear()
         return {
@@ -193,7 +327,9 @@ class CallWindows:
             ),
             "call_bursts": self._bursts(
                 exploded,
-                self._points(touched, leaving, (0, 15), before).select("key", "level", "point"),
+                self._points(touched, leaving, burst_offsets, before).select(
+                    "key", "level", "point"
+                ),
             ),
         }
 
@@ -283,27 +419,10 @@ class CallWindows:
             )
         return self._rows(out, COUNT_SCHEMA)
 
-    def _expected_15m(
-        self, crowd_minutes: npt.NDArray[np.int64], points: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.float64]:
-        """λ over 15 minutes at each point, from the same hour in the previous weeks."""
-        assert self.first_hour is not None
-        hourly = np.bincount(crowd_minutes // 60 - self.first_hour, minlength=1)
-        weeks = np.arange(1, self.params.baseline_weeks + 1)
-        past = (points // 60 - self.first_hour)[:, None] - WEEK_HOURS * weeks[None, :]
-        seen = past >= 0  # weeks the stream already covered
-        counts = np.where(seen, hourly[np.clip(past, 0, hourly.size - 1)] * (past < hourly.size), 0)
-        n = seen.sum(axis=1)
-        # trimmed mean: drop the largest week once there are three or more
-        trim = n >= 3
-        total = counts.sum(axis=1) - np.where(trim, counts.max(axis=1, initial=0), 0)
-        kept = n - trim
-        mean = np.divide(total, kept, out=np.zeros(points.size), where=kept > 0)
-        return np.asarray(np.maximum(mean / 4, self.params.floor_per_hour / 4), dtype=np.float64)
-
     def _bursts(self, exploded: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
-        """Scores where a crowd-relevant count changed: at arrivals and 15 minutes later."""
-        crowd = exploded.filter(pl.col("crowd")).partition_by("key", "level", as_dict=True)
+        """Scores where a burst count changed: at arrivals and as calls leave each window."""
+        scored = pl.col("crowd") | (pl.col("key") == MASS_INCIDENT)
+        crowd = exploded.filter(scored).partition_by("key", "level", as_dict=True)
         points = points.unique()
         out = []
         for (key, level), at in points.group_by("key", "level"):
@@ -314,12 +433,10 @@ class CallWindows:
                 else np.zeros(0, np.int64)
             )
             p = at["point"].to_numpy()
-            observed = np.searchsorted(minutes, p, side="right") - np.searchsorted(
-                minutes, p - 15, side="right"
-            )
-            lam = self._expected_15m(minutes, p)
-            score = poisson_surprise(observed, lam)
-            alert = (score >= self.params.threshold) & (observed >= self.params.min_calls)
+            assert self.first_hour is not None
+            params = self.params.for_level(level)
+            observed, lam, score = burst_scores(minutes, p, self.first_hour, params)
+            alert = score >= params.threshold
             out.append(
                 pl.DataFrame(
                     {

@@ -63,7 +63,7 @@ def test_any_order_and_batch_size_gives_the_same_alerts(demo_day: DemoWarehouse)
     assert sorted(got, key=lambda e: (e[2], e[0])) == demo_alerts(demo_day)
 
 
-def test_the_demos_burst_alert_resolves_within_15_minutes_of_the_last_call(
+def test_the_demos_burst_alert_resolves_within_an_hour_of_the_last_call(
     demo_day: DemoWarehouse,
 ) -> None:
     warehouse = demo_day.warehouse
@@ -76,12 +76,14 @@ def test_the_demos_burst_alert_resolves_within_15_minutes_of_the_last_call(
     )
     assert plaza["event"].to_list() == ["opened", "resolved"]
     resolved = plaza["ts"][1]
-    assert last_call < resolved <= last_call + timedelta(minutes=15)
+    # a zone's burst is scored over 15 and 60 minutes: it ends once the calls leave the hour
+    assert last_call + timedelta(minutes=15) < resolved <= last_call + timedelta(minutes=60)
     # the score is the exact Poisson tail: 9 calls in 15 minutes against a background of 0.05
+    # (17.29), less log10(2) for looking at two windows
     peak = warehouse.query(
         "SELECT max(score) AS peak, argMax(observed_15m, score) AS calls, "
         "argMax(expected_15m, score) AS expected "
         "FROM call_bursts FINAL WHERE key = 'STD-plaza' AND level = 'zone'"
     ).row(0, named=True)
     assert (peak["calls"], round(peak["expected"], 3)) == (9, 0.05)
-    assert 17.0 < peak["peak"] < 17.6
+    assert 16.9 < peak["peak"] < 17.1

@@ -144,7 +144,7 @@ def test_predicted_and_call_burst_rules_on_the_demo_day(
     ]
     assert firing("crowdwatch-predicted-big-crowd", site, predicted) == []
     # the demo's cluster of crowd calls at the stadium forecourt: a burst at the zone, its
-    # station and its district, nowhere else
+    # station, its district and site-wide (a quiet day's calls), nowhere else
     bursts = run_rule(warehouse, site, "crowdwatch-call-burst", surge_day)
     plaza = warehouse.query(
         "SELECT lat, lon FROM site_zones FINAL WHERE zone_id = 'STD-plaza'"
@@ -157,6 +157,7 @@ def test_predicted_and_call_burst_rules_on_the_demo_day(
         ("zone", "STD-plaza", "STD-plaza", "STD"),
         ("station", "STD", "", "STD"),
         ("district", district_of(*plaza), "", ""),
+        ("site", "site", "", ""),
     }
     assert bursts.height > len(fired)  # calls elsewhere in the range, no burst there
     # an hour before the cluster began nothing bursts at the stadium

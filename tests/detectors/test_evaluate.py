@@ -78,9 +78,31 @@ def test_the_harness_prints_its_table_and_headline() -> None:
     if not evaluate.DATA_DIR.is_dir():
         pytest.skip(f"no shared data at {evaluate.DATA_DIR}")
     out = evaluate.table_lines(evaluate.Settings(), workers=2)
-    assert re.fullmatch(r"surges caught: \d+ %", out[-2])
-    assert re.fullmatch(r"false alarms per sensor-week: \d+\.\d\d", out[-1])
+    assert re.fullmatch(r"surges caught: \d+ %", out[-3])
+    assert re.fullmatch(r"false alarms per sensor-week: \d+\.\d\d", out[-2])
+    assert re.fullmatch(r"call surge onset to alert: (\d+\.\d|never) h", out[-1])
     rows = "\n".join(out)
     # every labelled footfall surge gets a row, judged or not
     for event in ("AKL-E01", "AKL-NYE2025", "DUB-E01", "DUB-E02", "DUB-NYE2022"):
         assert event in rows
+    assert "SEA-E01 (storm_wind)" in rows and "SEA-E02 (heat_wave)" in rows
+
+
+def test_hourly_counts_spread_over_their_minutes() -> None:
+    minutes = evaluate.hourly_to_minutes(
+        np.array([0, HOUR_MS, 2 * HOUR_MS], dtype=np.int64), np.array([2, 0, 3])
+    )
+    assert minutes.tolist() == [15, 45, 130, 150, 170]
+
+
+def test_a_storm_in_a_long_quiet_series_is_one_alert_episode() -> None:
+    # ten weeks of exactly 6 calls an hour, then 4 hours at 30 an hour
+    hours = 10 * 168 + 24
+    calls = np.full(hours, 6)
+    calls[10 * 168 + 10 : 10 * 168 + 14] = 30
+    minutes = evaluate.hourly_to_minutes(np.arange(hours, dtype=np.int64) * HOUR_MS, calls)
+    params = evaluate.BurstParams().for_level("site")
+    # the series' very first hour has nothing to compare to (the floor): not counted here
+    starts = [s for s in evaluate.burst_episodes(minutes, params) if s >= 24 * HOUR_MS]
+    assert len(starts) == 1
+    assert 10 * 168 + 10 <= starts[0] / HOUR_MS < 10 * 168 + 11  # within the storm's first hour

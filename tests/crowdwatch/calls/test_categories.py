@@ -40,10 +40,24 @@ def test_shipped_file_loads_with_its_groups_and_weights() -> None:
         "medical",
         "theft",
         "traffic",
+        "weather",
         "other",
     ]
     assert categories.weight_of("crowding") == 1.0
     assert categories.weight_of("other") == 0.1
+
+
+def test_weather_and_mass_gatherings_have_their_groups() -> None:
+    texts = ["Tree Down", "Wires Down", "台风 树木倒伏", "中暑", "群体性事件", "聚众斗殴", "Police"]
+    assert assign([None] * len(texts), texts) == [
+        "weather",
+        "weather",
+        "weather",
+        "weather",
+        "crowding",
+        "disorder",
+        "other",
+    ]
 
 
 def test_seattle_types_are_traffic_by_code_and_by_text() -> None:
