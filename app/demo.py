@@ -23,6 +23,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from rich.console import Console
 
 from app import registry
+from app.demo_forecast import HISTORY_WEEKS, early_warning, print_early_warning
 from app.report.page import write_report
 from app.report.queries import build_report
 from app.runner import prepare_warehouse, print_frame, run_flow
@@ -493,6 +494,11 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
 
     start, end = local_day_bounds(site, day)
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        console.print(
+            f"simulating {HISTORY_WEEKS} weeks of history before {day} and forecasting the "
+            "day from it (trained up to its midnight), warning every 15 min …"
+        )
+        early = early_warning(settings, warehouse, site, day, demo.surge)
         peaks = zone_peaks(warehouse, start, end)
         rejected = warehouse.query(REJECTED_SQL, {"source": f"file:{gates.path.name}"})
         alerts = warehouse.query(ALERTS_SQL, {"start": start, "end": end})
@@ -519,6 +525,7 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
             f"{row['minutes_100']:.0f} min at or above 100 %."
         )
     print_timeline(alerts, deliveries, site, console)
+    print_early_warning(early, peaks, site, console)
     print_bursts(bursts, site, console)
     print_camera_faults(camera_faults, site, console)
     print_frame(rejected, console, title="Rejected records (rejected_events)")
