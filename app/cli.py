@@ -165,7 +165,10 @@ def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
     with _warehouse(settings) as warehouse:
         if args.forecast_command == "train":
             for target in args.targets:
-                trained = service.train(settings, warehouse, site, target)
+                until = args.until
+                if until is not None and until.tzinfo is None:
+                    until = until.replace(tzinfo=site.tz)
+                trained = service.train(settings, warehouse, site, target, until=until)
                 for t in trained:
                     if t.skipped:
                         console.print(f"{target} {t.zone_id}: skipped, {t.skipped}")
@@ -535,6 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--horizon-h", type=int, default=24, help="hours to forecast")
         command.add_argument("--now", type=datetime.fromisoformat, help="the present (ISO 8601)")
+        command.add_argument(
+            "--until",
+            type=datetime.fromisoformat,
+            help="train: only the history before this time (ISO 8601; site time zone if naive)",
+        )
         _common(command)
         command.set_defaults(func=cmd_forecast)
     backtest = forecast_sub.add_parser(

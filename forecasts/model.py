@@ -124,6 +124,10 @@ class ForecastConfig:
         prophet_weight: Prophet's share of the blend (the baseline has the rest).
         calibration_days: Recent days forecast out of sample to calibrate the band. More days
             give steadier quantiles but a calibration model further from the present.
+        refit: Fit Prophet a second time on the whole recent history for the forecast. Off,
+            the calibration model (fitted before the last ``calibration_days``) forecasts
+            too: one fit instead of two, and the band is calibrated on exactly the model that
+            forecasts.
         level_days: The baseline is scaled to the level of the last this many days against
             their own baseline (0: off), so that it follows a season ramping up or down.
         max_gap_hours: History before a longer run of missing steps is left out (Prophet
@@ -147,9 +151,10 @@ class ForecastConfig:
     events: tuple[EventWindow, ...] = ()
     history_weeks: int = 12
     baseline_weeks: int = 4
-    prophet_weight: float = 0.5
+    prophet_weight: float = 0.7
     calibration_days: int = 7
     level_days: int = 7
+    refit: bool = True
     max_gap_hours: int = 24
     changepoint_prior_scale: float = 0.01
     daily_fourier_order: int = 10
@@ -763,12 +768,13 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
     calibration = _fit_prophet(early, config)
     cal_times = recent.index[recent.index >= cal_origin]
     cal_mid = _blend_mid(calibration, clean, cal_times, cal_origin, effects, config)
-    cal_clean = clean.reindex(cal_times).to_numpy()
-    residuals = (cal_clean - cal_mid)[np.isfinite(cal_clean)]
+    # every observed hour counts, holidays and event hours too: they are forecast the same way
+    cal_seen = z.reindex(cal_times).to_numpy()
+    residuals = (cal_seen - cal_mid)[np.isfinite(cal_seen)]
     if len(residuals) < 24:
-        raise ValueError(f"only {len(residuals)} usual hours to calibrate the band")
+        raise ValueError(f"only {len(residuals)} observed hours to calibrate the band")
     lower, upper = _conformal(residuals, config.interval_width)
-    model = _fit_prophet(train, config)
+    model = _fit_prophet(train, config) if config.refit else calibration
     return model, _Blend(effects, lower, upper, len(residuals))
 
 
