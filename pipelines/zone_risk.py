@@ -7,9 +7,10 @@ and inflow, video headcount, call bursts. Per station a `RiskState` advances in 
 ``risk_tick_s`` seconds: anomaly scores per zone (a seasonal robust baseline on the headcount,
 EWMA/CUSUM on the inflow's seasonal residual; ``detectors.anomaly``), then
 `crowdwatch.risk.engine.StationRisk` decides each zone's state and level. ``zone_state`` gets one
-row per zone and tick, ``alerts`` the lifecycle events, and the `OutboxSink` writes each event to
-the durable alert outbox, from where it goes at once to the roles the site file routes it to
-(`crowdwatch.risk.outbox`).
+row per zone and tick, ``alerts`` the lifecycle events, and the `WorkflowSink` records each event in
+the workflow store (who must acknowledge by when; `crowdwatch.workflow`) and writes it to the
+durable alert outbox, from where it goes at once to the roles the site file routes it to
+(`crowdwatch.risk.outbox`), with the zone's plan and each role's acknowledge link.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from crowdwatch.flow import default_sink, default_source, now_ms
 from crowdwatch.risk.engine import StationRisk, ZoneState, alert_rows
 from crowdwatch.risk.levels import Thresholds
 from crowdwatch.risk.notify import AlertEvent
-from crowdwatch.risk.outbox import OutboxSink
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
 from crowdwatch.warehouse.client import TableRows
+from crowdwatch.workflow.loop import WorkflowSink
 from detectors.anomaly import (
     AlertEpisodes,
     Observation,
@@ -449,8 +450,8 @@ def build(
         settings: defaults to ``Settings()`` from the environment.
         source: `RawBatch` items of any kind; defaults to replaying ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
-        alert_sink: alert events; defaults to the durable outbox, delivered to the site's
-            contacts as ``config.notify_mode`` says.
+        alert_sink: alert events; defaults to the workflow and its durable outbox, delivered
+            to the site's contacts as ``config.notify_mode`` says.
     """
     config = settings or Settings()
     site = load_site(config.site_file)
@@ -503,5 +504,5 @@ def build(
     alerts = op.map("alert_rows", events, lambda event: ("alerts", alert_rows([event])))
     # ("alerts", frame)
     op.output("warehouse", op.merge("rows", rows, states, alerts), sink or default_sink(config))
-    op.output("notify", events, alert_sink or OutboxSink(config, site))
+    op.output("notify", events, alert_sink or WorkflowSink(config, site))
     return flow

@@ -772,14 +772,15 @@ class Dispatcher:
 
 
 class WarehouseDeliveryLog:
-    """Writes delivery attempts to the warehouse's ``alert_deliveries`` table.
+    """Writes delivery attempts to the warehouse's ``alert_deliveries`` table (or ``table``).
 
     Connects on the first write and again after a failed one; `close` disconnects.
     """
 
-    def __init__(self, dsn: str, database: str) -> None:
+    def __init__(self, dsn: str, database: str, table: str = "alert_deliveries") -> None:
         self.dsn = dsn
         self.database = database
+        self.table = table
         self._warehouse: Warehouse | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
@@ -787,7 +788,7 @@ class WarehouseDeliveryLog:
         if self._warehouse is None:
             self._warehouse = Warehouse.connect(self.dsn, self.database)
         try:
-            self._warehouse.insert("alert_deliveries", frame)
+            self._warehouse.insert(self.table, frame)
         except Exception:
             self.close()
             raise
