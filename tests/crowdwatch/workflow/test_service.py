@@ -4,78 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from crowdwatch.risk.notify import AlertEvent, EventType
-from crowdwatch.site import Contact, Level, Site
-from crowdwatch.store import Store
+from crowdwatch.risk.notify import AlertEvent
 from crowdwatch.workflow.links import LinkRefused, LinkSigner
 from crowdwatch.workflow.service import NotAllowed, Workflow, WorkflowError
-from tests.crowdwatch.risk.test_notify import ALL_ROLES, site_with
-from tests.stores import BACKENDS, store_url
-
-T0 = 1_777_593_600_000
-"""2026-05-01 00:00 UTC: the clock's start in every test."""
-
-SECOND = 1000
-
-
-class Clock:
-    """A clock the test moves by hand (epoch ms)."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * SECOND)
-
-
-def alert(
-    level: Level = "red",
-    kind: EventType = "opened",
-    *,
-    ts_ms: int = T0,
-    zone: str = "CTR-concourse",
-    previous: Level | None = None,
-) -> AlertEvent:
-    return AlertEvent(
-        alert_id=f"{zone}@{ts_ms if kind == 'opened' else T0}",
-        event=kind,
-        kind="big_crowd",
-        zone_id=zone,
-        station_id="CTR",
-        level=level,
-        previous_level=previous,
-        ts_ms=ts_ms,
-        reason="107% of capacity ≥ 100%",
-        values={"capacity_share": 1.07},
-    )
-
-
-def responding_site() -> Site:
-    """The example site (its response section) with a contact per role at CTR."""
-    return site_with({role: Contact(name=f"CTR {role}") for role in ALL_ROLES})
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(params=BACKENDS)
-def workflow(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Workflow]:
-    with store_url(request.param, tmp_path) as url:
-        store = Store(url, clock=clock)
-        try:
-            yield Workflow(store, responding_site(), public_url="http://duty.example/")
-        finally:
-            store.close()
+from tests.crowdwatch.risk.test_notify import ALL_ROLES
+from tests.crowdwatch.workflow.helpers import SECOND, T0, Clock, alert
 
 
 def token_of(url: str) -> str:
