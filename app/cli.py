@@ -421,6 +421,8 @@ def _responder(args: argparse.Namespace, *, live: bool = False) -> Any:
     settings = _settings(args)
     if live:
         settings = settings.model_copy(update={"notify": settings.notify or "on"})
+    with _warehouse(settings) as warehouse:  # where the deliveries and actions are exported
+        warehouse.migrate()
     return Responder(settings, load_site(settings.site_file), start=live)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -29,7 +29,7 @@ from crowdwatch.risk.outbox import (
 )
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
-from crowdwatch.store import Store
+from crowdwatch.store import Store, wall_ms
 from crowdwatch.workflow.service import Workflow
 
 log = logging.getLogger(__name__)
@@ -126,16 +126,19 @@ class Escalator:
             wait_s = self.poll_s
             try:
                 self.step()
-                now = clock()
-                if now >= next_export:
-                    next_export = now + int(self.export_every_s * 1000)
-                    self.export()
                 due = self.workflow.next_due_ms()
                 if due is not None:
                     wait_s = min(wait_s, max(0.0, (due - clock()) / 1000))
-                wait_s = min(wait_s, max(0.0, (next_export - clock()) / 1000))
-            except Exception:  # the store or the warehouse failed: wait, try again
+            except Exception:  # the store failed (disk, database): wait, try again
                 log.exception("the escalation loop failed; retrying")
+            now = clock()
+            if now >= next_export:
+                next_export = now + int(self.export_every_s * 1000)
+                try:
+                    self.export()
+                except Exception as exc:  # the warehouse may be down: the rows wait
+                    log.warning("alert actions not exported yet (%s); will retry", exc)
+            wait_s = min(wait_s, max(0.0, (next_export - clock()) / 1000))
             self._wake.wait(wait_s)
 
 
@@ -144,15 +147,24 @@ class Responder:
 
     Opens the store at ``settings.outbox_dsn()`` (migrating it), the workflow for ``site``, the
     outbox, and — unless ``settings.notify_mode`` is ``off`` or ``start`` is False — starts the
-    dispatcher and the escalator. A context manager; `close` drains what is pending for up to
-    ``settings.notify_drain_s``.
+    dispatcher and (unless ``escalate`` is False: call ``escalator.step`` yourself) the
+    escalator. ``clock`` is the store's (tests move their own). A context manager; `close`
+    drains what is pending for up to ``settings.notify_drain_s``.
     """
 
-    def __init__(self, settings: Settings, site: Site, *, start: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        site: Site,
+        *,
+        start: bool = True,
+        escalate: bool = True,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
         self.settings = settings
         self.site = site
         self.mode: NotifyMode = settings.notify_mode
-        self.store = Store(settings.outbox_dsn())
+        self.store = Store(settings.outbox_dsn(), clock=clock)
         key = settings.ack_link_key
         self.workflow = Workflow(
             self.store,
@@ -175,7 +187,7 @@ class Responder:
             ),
             poll_s=settings.escalate_every_s,
         )
-        if running:
+        if running and escalate:
             self.escalator.start()
 
     def raise_events(self, events: Sequence[AlertEvent], *, drill: bool = False) -> None:
