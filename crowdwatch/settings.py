@@ -94,6 +94,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    risk_redecide_s: int = Field(
+        default=600,
+        gt=0,
+        description=(
+            "Late readings (behind a station's last decided tick) this recent re-decide the "
+            "ticks they belong to; older ones are applied at the last tick."
+        ),
+    )
+
     # Surge detection (issue 16): defaults chosen with `python -m detectors.evaluate` on the
     # shared real data, for the general case (README, "Detection quality").
     anomaly_strong_z: float = Field(
