@@ -34,6 +34,7 @@ from urllib.parse import quote
 import polars as pl
 import sqlalchemy as sa
 
+from crowdwatch.risk.levels import RANK
 from crowdwatch.risk.notify import AlertEvent
 from crowdwatch.risk.outbox import Notice, NotifyMode
 from crowdwatch.site import LEVEL_NAMES, Role, Site
@@ -216,12 +217,8 @@ class Workflow:
         """Record one event; return the roles waiting to acknowledge, None if seen before."""
         a = alerts_table.c
         row = db.execute(sa.select(alerts_table).where(a.alert_id == event.alert_id)).first()
-        if row is not None:
-            latest = event_from_json(row.event)
-            if (event.ts_ms, event.event) == (latest.ts_ms, latest.event) or (
-                event.ts_ms < latest.ts_ms
-            ):
-                return None
+        if row is not None and _seen(event, event_from_json(row.event)):
+            return None
         if row is None:
             incident, reopened = self._incident(db, event.zone_id, now)
             db.execute(
@@ -866,6 +863,20 @@ def _notices(
         return found.get((event.alert_id, event.event, event.ts_ms, role), Notice())
 
     return notice
+
+
+def _seen(event: AlertEvent, latest: AlertEvent) -> bool:
+    """Whether ``event`` was recorded before, given the alert's latest recorded event.
+
+    Events of an alert come in order; a resumed dataflow replays some. One tick may carry
+    several steps up (late readings re-decide a tick), so within one time the level decides.
+    """
+    if event.ts_ms != latest.ts_ms:
+        return event.ts_ms < latest.ts_ms
+    if (event.event, event.level) == (latest.event, latest.level):
+        return True
+    up = ("opened", "escalated")
+    return event.event in up and latest.event in up and RANK[event.level] <= RANK[latest.level]
 
 
 def _due(within_s: float) -> str:

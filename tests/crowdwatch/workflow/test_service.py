@@ -217,3 +217,20 @@ def test_api_tokens_name_a_role_and_an_actor(workflow: Workflow) -> None:
     assert workflow.token_identity(token + "x") is None
     with pytest.raises(WorkflowError, match="unknown role"):
         workflow.issue_token("mayor", "X")
+
+
+def test_several_steps_up_in_one_tick_are_each_recorded_once(workflow: Workflow) -> None:
+    # late readings re-decide a tick: blue, yellow, orange and red may share one event time
+    steps = [
+        alert("blue"),
+        alert("yellow", "escalated", previous="blue"),
+        alert("orange", "escalated", previous="yellow"),
+        alert("red", "escalated", previous="orange"),
+    ]
+    workflow.record(steps, mode="on", max_age_s=600)
+    workflow.record(steps, mode="on", max_age_s=600)  # replayed after a resume
+    alert_id = steps[0].alert_id
+    assert [a for a, _, _ in actions(workflow, alert_id)].count("level_up") == 3
+    assert workflow.show(alert_id)["level"] == "red"
+    assert {w["deadline_ms"] for w in workflow.unacknowledged()} == {T0 + 120 * SECOND}
+    assert sorted(w["role"] for w in workflow.unacknowledged()) == sorted(ALL_ROLES)
