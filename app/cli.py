@@ -367,7 +367,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     """Run the demo: a simulated day with a surge through the gate pipeline."""
     from app.demo import run_demo
 
-    run_demo(_settings(args), console, day=args.day)
+    run_demo(_settings(args), console, day=args.day, lang=args.lang)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
@@ -719,6 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulate a day with a surge and show what happened")
     demo.add_argument("--day", type=date.fromisoformat, default=_default_day(), help="YYYY-MM-DD")
+    demo.add_argument(
+        "--lang", choices=("zh-CN", "en"), default="zh-CN", help="the response loop's language"
+    )
     _common(demo)
     demo.set_defaults(func=cmd_demo)
 

@@ -22,6 +22,7 @@ from crowdwatch.risk.notify import AlertEvent
 from crowdwatch.risk.outbox import (
     DeliveryLog,
     Dispatcher,
+    Notice,
     NotifyMode,
     Outbox,
     WarehouseDeliveryLog,
@@ -80,8 +81,8 @@ class Escalator:
         """New requests were written: look again at what falls due next."""
         self._wake.set()
 
-    def step(self, now: int | None = None) -> int:
-        """Send what is due at ``now`` (the workflow's clock if None); return how many."""
+    def step(self, now: int | None = None) -> list[tuple[AlertEvent, str, Notice]]:
+        """Send what is due at ``now`` (the workflow's clock if None); return what was sent."""
         items = self.workflow.run_due(now)
         if items:
             targets = self.outbox.enqueue_to(
@@ -89,7 +90,7 @@ class Escalator:
             )
             if self.dispatcher is not None:
                 self.dispatcher.wake(targets)
-        return len(items)
+        return items
 
     def export(self) -> int:
         """Write the audit rows not yet exported to the action log; return how many."""

@@ -1,0 +1,49 @@
+"""The demo's response loop on the demo day's red alert, in Chinese and in English."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from app.demo import ALERTS_SQL, local_day_bounds
+from app.response_demo import run_response_loop
+from crowdwatch.settings import Settings
+from crowdwatch.warehouse.client import Warehouse
+from tests.demo_day import DAY, ZONE, DemoWarehouse
+
+
+@pytest.mark.parametrize(
+    ("lang", "escalated", "tapped"),
+    [("zh-CN", "【升级】", "消息链接"), ("en", "ESCALATED", "link")],
+)
+def test_duty_staff_acknowledge_one_misses_and_the_duty_chief_is_called(
+    demo_day: DemoWarehouse,
+    settings: Settings,
+    warehouse: Warehouse,
+    lang: str,
+    escalated: str,
+    tapped: str,
+) -> None:
+    start, end = local_day_bounds(demo_day.site, DAY)
+    alerts = demo_day.warehouse.query(ALERTS_SQL, {"start": start, "end": end})
+    out = io.StringIO()
+    summary = run_response_loop(
+        settings, demo_day.site, alerts, Console(file=out, width=200), lang=lang
+    )
+    assert summary is not None
+    assert summary.alert_id.startswith(f"{ZONE}@")
+    assert summary.acknowledged == (
+        "station_master",
+        "transit_police",
+        "local_police",
+        "duty_chief",
+    )
+    assert summary.escalated_to == ("duty_chief",)
+    assert sorted(summary.kpis["role"]) == sorted(summary.acknowledged)
+    text = out.getvalue()
+    assert escalated in text and tapped in text
+    # the actions are in the warehouse the settings name, not only in the store
+    n = warehouse.query("SELECT count() AS n FROM alert_actions FINAL")["n"][0]
+    assert n == summary.audit_rows
