@@ -13,6 +13,9 @@ import polars as pl
 
 from crowdwatch.warehouse.client import Warehouse
 
+RANGE = "ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}"
+"""The time range of `TIMES_SQL` (a dashboard puts Grafana's ``$__timeFilter(ts)`` instead)."""
+
 TIMES_SQL = """
 SELECT
     role,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
 from rich.console import Console
@@ -11,6 +12,8 @@ from app.demo import ALERTS_SQL, local_day_bounds
 from app.response_demo import run_response_loop
 from crowdwatch.settings import Settings
 from crowdwatch.warehouse.client import Warehouse
+from dashboards.macros import expand
+from tests.dashboards.test_dashboards import EXPECTED, RESPONSE, targets
 from tests.demo_day import DAY, ZONE, DemoWarehouse
 
 
@@ -47,3 +50,17 @@ def test_duty_staff_acknowledge_one_misses_and_the_duty_chief_is_called(
     # the actions are in the warehouse the settings name, not only in the store
     n = warehouse.query("SELECT count() AS n FROM alert_actions FINAL")["n"][0]
     assert n == summary.audit_rows
+    # every panel of the response dashboard runs on them; the alert is closed: nobody waits
+    actions = warehouse.query("SELECT min(ts) AS a, max(ts) AS b FROM alert_actions").row(0)
+    for (uid, title, ref_id), raw in targets():
+        if uid != RESPONSE:
+            continue
+        sql = expand(raw, start=actions[0], end=actions[1] + timedelta(seconds=1), variables={})
+        frame = warehouse.query(sql)
+        assert frame.columns == EXPECTED[(uid, title, ref_id)]
+        if title in ("Who has not acknowledged", "Drills (演练)"):
+            assert frame.height == 0, title  # signed off, and no drill: nobody, nothing
+        elif title == "Unacknowledged now":
+            assert frame.rows() == [(0,)]
+        else:
+            assert frame.height > 0 and any(v not in (None, 0) for v in frame.row(0)), title
