@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from app.demo import ALERTS_SQL, local_day_bounds
+from app.report.queries import build_report
 from app.response_demo import run_response_loop
 from crowdwatch.settings import Settings
 from crowdwatch.warehouse.client import Warehouse
@@ -64,3 +65,10 @@ def test_duty_staff_acknowledge_one_misses_and_the_duty_chief_is_called(
             assert frame.rows() == [(0,)]
         else:
             assert frame.height > 0 and any(v not in (None, 0) for v in frame.row(0)), title
+    # the report's response section draws the same panels
+    report = build_report(
+        warehouse, now=actions[1], start=actions[0], end=actions[1] + timedelta(seconds=1)
+    )
+    assert [r.pick.title for r in report.response if r.notes] == []
+    acked = next(r for r in report.response if r.pick.title == "Time to acknowledge")
+    assert sorted(acked.frames["A"]["role"]) == sorted(summary.acknowledged)
