@@ -1,8 +1,9 @@
 """Benchmark: fit N Hangzhou station forecasters (hourly inflow, 3 weeks) with `fit_many`.
 
-Each fit is the default model (Prophet with its 80 % interval, or the seasonal-naive fallback)
-serialised to JSON, in 2 spawned processes. The wall time includes starting the processes.
-The last line is the headline figure.
+Each fit is the default model serialised to JSON, in 2 spawned processes: two Prophet fits (one
+on the history before the last week, whose out-of-sample errors calibrate the 80 % band, and one
+on all of it), the event effects and the baseline. The wall time includes starting the
+processes. The last line is the headline figure.
 
     .venv/bin/python bench/forecast_fit.py [--series 80] [--processes 2] [--weeks 3]
 """

@@ -17,6 +17,7 @@ the labelled big-crowd events with their lead time, and last the two headline li
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, as_completed
@@ -419,6 +420,21 @@ def _event_task(
     return rows
 
 
+def labelled_series(parts: list[str], keys: list[str]) -> list[str]:
+    """The series a label's ``sensor_or_area`` parts name.
+
+    A part names a series when it contains the series' name ("61 Federal Street (Sky Tower)");
+    "<street> sensors ..." names every series on that street ("Queen Street sensors").
+    """
+    named: set[str] = set()
+    for part in parts:
+        named.update(key for key in keys if key in part)
+        street = re.match(r"^(.+?) sensors\b", part)
+        if street:
+            named.update(key for key in keys if street.group(1) in key)
+    return sorted(named)
+
+
 def event_lead_times(data: BacktestSet, processes: int = 2) -> pd.DataFrame:
     """Predicted-big-crowd alerts on a set's labelled big-crowd events, per event and sensor.
 
@@ -432,7 +448,7 @@ def event_lead_times(data: BacktestSet, processes: int = 2) -> pd.DataFrame:
     per_key: dict[str, list[dict[str, Any]]] = {}
     surges = data.labels[data.labels["kind"].isin(SURGE_KINDS)]
     for event in surges.itertuples():
-        for sensor in event.sensors:
+        for sensor in labelled_series(event.sensors, list(data.series)):
             if sensor in data.series:
                 per_key.setdefault(sensor, []).append(
                     {
@@ -519,7 +535,7 @@ def print_summaries(summaries: list[dict[str, Any]], config: ForecastConfig) -> 
             f"{s['set']:<12} {s['series']:>6} {s['fits']:>5} {s['mae_ratio']:>9.3f} {weekdays} "
             f"{s['worst_sensor_ratio']:>12.3f} {100 * s['coverage']:>5.1f}% "
             f"{s['median_fit_s']:>6.2f} {s['warned']:>3}/{s['big_crowds']:<4} "
-            f"{s['median_lead_min']:>5.0f}m"
+            + (f"{s['median_lead_min']:>5.0f}m" if s["warned"] else "     -")
         )
     for s in summaries:
         print(
@@ -530,7 +546,8 @@ def print_summaries(summaries: list[dict[str, Any]], config: ForecastConfig) -> 
         )
     print(
         f"settings: history_weeks={config.history_weeks} prophet_weight={config.prophet_weight} "
-        f"baseline_weeks={config.baseline_weeks} calibration_days={config.calibration_days}"
+        f"baseline_weeks={config.baseline_weeks} calibration_days={config.calibration_days} "
+        f"calibration_level={config.calibration_level}"
     )
     worst = max(summaries, key=lambda s: s["worst_weekday_ratio"])
     worst_ratio = max(max(s["mae_ratio"], s["worst_weekday_ratio"]) for s in summaries)
@@ -578,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--prophet-weight", type=float, default=defaults.prophet_weight)
     parser.add_argument("--baseline-weeks", type=int, default=defaults.baseline_weeks)
     parser.add_argument("--calibration-days", type=int, default=defaults.calibration_days)
+    parser.add_argument("--calibration-level", type=float, default=defaults.calibration_level)
     parser.add_argument("--transform", choices=get_args(Transform), default=defaults.transform)
     parser.add_argument("--day-types", choices=sorted(DAY_TYPES), default=defaults.day_types)
     parser.add_argument("--per-sensor", action="store_true", help="print every sensor's row")
@@ -588,6 +606,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "prophet_weight": args.prophet_weight,
         "baseline_weeks": args.baseline_weeks,
         "calibration_days": args.calibration_days,
+        "calibration_level": args.calibration_level,
         "transform": args.transform,
         "day_types": args.day_types,
     }

@@ -124,6 +124,10 @@ class ForecastConfig:
         prophet_weight: Prophet's share of the blend (the baseline has the rest).
         calibration_days: Recent days forecast out of sample to calibrate the band. More days
             give steadier quantiles but a calibration model further from the present.
+        calibration_level: Share of the calibration errors the band spans. Above
+            ``interval_width`` on purpose: a week of recent errors rarely holds the odd bad day
+            (a storm, a holiday, a shock) that the next day may be, and bands spanning 80 % of
+            them covered 74-77 % of the backtest actuals on all three shared sets.
         refit: Fit Prophet a second time on the whole recent history for the forecast. Off,
             the calibration model (fitted before the last ``calibration_days``) forecasts
             too: one fit instead of two, and the band is calibrated on exactly the model that
@@ -153,6 +157,7 @@ class ForecastConfig:
     baseline_weeks: int = 4
     prophet_weight: float = 0.7
     calibration_days: int = 7
+    calibration_level: float = 0.85
     level_days: int = 7
     refit: bool = True
     max_gap_hours: int = 24
@@ -758,12 +763,15 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
     train = clean[recent.index].dropna()
     step = pd.Timedelta(config.freq)
     origin = recent.index[-1] + step
-    cal_origin = origin - pd.Timedelta(days=config.calibration_days)
+    # as many calibration days as the setting asks, as long as a fortnight is left before them
+    # (at least 7: a short history calibrates on its last week)
+    spare = (origin - train.index[0]) - 2 * WEEK
+    days = max(7, min(config.calibration_days, spare.days))
+    cal_origin = origin - pd.Timedelta(days=days)
     early = train[train.index < cal_origin]
     if len(early) == 0 or early.index[-1] - early.index[0] + step < WEEK:
         raise ValueError(
-            f"less than a week of history before the last {config.calibration_days} days, "
-            "which calibrate the band"
+            f"less than a week of history before the last {days} days, which calibrate the band"
         )
     calibration = _fit_prophet(early, config)
     cal_times = recent.index[recent.index >= cal_origin]
@@ -773,7 +781,7 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
     residuals = (cal_seen - cal_mid)[np.isfinite(cal_seen)]
     if len(residuals) < 24:
         raise ValueError(f"only {len(residuals)} observed hours to calibrate the band")
-    lower, upper = _conformal(residuals, config.interval_width)
+    lower, upper = _conformal(residuals, config.calibration_level)
     model = _fit_prophet(train, config) if config.refit else calibration
     return model, _Blend(effects, lower, upper, len(residuals))
 

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecasts.backtest import backtest, forecast_metrics, hangzhou_series
+from forecasts.backtest import (
+    _event_task,
+    backtest,
+    forecast_metrics,
+    hangzhou_series,
+    labelled_series,
+)
 from forecasts.model import (
     EventWindow,
     ForecastConfig,
@@ -330,3 +336,30 @@ def test_hangzhou_series_sums_the_10_minute_inflow_per_hour() -> None:
     assert day["ds"].dt.hour.tolist() == list(range(24))
     np.testing.assert_array_equal(day["y"].to_numpy(), expected)
     assert expected.sum() > 1000
+
+
+def test_labels_name_series_by_name_or_by_street() -> None:
+    keys = ["30 Queen Street", "45 Queen Street", "61 Federal Street", "7 Custom Street East"]
+    parts = ["Queen Street sensors (esp. 45/30/210 Queen St)", "61 Federal Street (Sky Tower)"]
+    assert labelled_series(parts, keys) == [
+        "30 Queen Street",
+        "45 Queen Street",
+        "61 Federal Street",
+    ]
+    assert labelled_series(["all sensors"], keys) == []
+
+
+def test_a_forecast_big_crowd_is_warned_two_hours_before_its_first_hour() -> None:
+    frame = with_matches(42, boost=2000.0, weeks=(2, 5))  # one match before, one to come
+    events = tuple(match_windows([2, 5]))
+    config = replace(CONFIG, events=events)
+    coming = events[-1]
+    task = {"event_id": "M5", "kind": "match", "start": coming.start, "end": coming.end}
+    (row,) = _event_task("zone", frame, config, [task])
+    # the match is far above the 99.5th percentile of the recent hours (the weekday peaks)
+    assert row["status"] == "warned"
+    assert row["threshold"] < 2000
+    assert row["lead_min"] == 120  # raised 2 h before 19:00, the first hour above it
+    # without the calendar the day-ahead forecast sees no big crowd coming
+    (blind,) = _event_task("zone", frame, CONFIG, [task])
+    assert blind["status"] == "missed"
