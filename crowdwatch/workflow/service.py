@@ -193,12 +193,14 @@ class Workflow:
         if mode == "off" or not events:
             return _notices(notices)
         now = self.clock()
-        for event in events:
-            told = mode == "on" and now - event.ts_ms <= max_age_s * 1000
-            with self.store.write() as db:
+        recorded: list[tuple[AlertEvent, set[Role]]] = []
+        with self.store.write() as db:  # one transaction for the batch
+            for event in events:
+                told = mode == "on" and now - event.ts_ms <= max_age_s * 1000
                 asked = self._record_one(db, event, now, told=told, drill=drill)
-            if asked is None:
-                continue
+                if asked is not None:
+                    recorded.append((event, asked))
+        for event, asked in recorded:
             measures = tuple(
                 {"id": m.id, "text": dict(m.text)}
                 for m in self.site.measures_for(event.zone_id, event.level)
@@ -834,24 +836,26 @@ class Workflow:
         tier: int = 0,
         elapsed_ms: int | None = None,
     ) -> None:
-        alert = self._alert(db, alert_id)
+        # one statement: the alert's incident, zone, station, level and drill mark copied in
+        a = alerts_table.c
+        given: dict[str, sa.ColumnElement[Any]] = {
+            "ts_ms": sa.literal(ts_ms, sa.BigInteger),
+            "action": sa.literal(action, sa.String),
+            "actor": sa.literal(actor, sa.String),
+            "role": sa.literal(role, sa.String),
+            "channel": sa.literal(channel, sa.String),
+            "note": sa.literal(note, sa.Text),
+            "measure": sa.literal(measure, sa.String),
+            "tier": sa.literal(tier, sa.Integer),
+            "elapsed_ms": sa.literal(elapsed_ms, sa.BigInteger),
+        }
+        copied = {name: a[name] for name in ("incident_id", "alert_id", "zone_id", "station_id")}
+        copied |= {"level": a.level, "drill": a.drill}
+        columns: dict[str, sa.ColumnElement[Any]] = {**given, **copied}
         db.execute(
-            sa.insert(audit_table).values(
-                ts_ms=ts_ms,
-                incident_id=alert.incident_id,
-                alert_id=alert_id,
-                zone_id=alert.zone_id,
-                station_id=alert.station_id,
-                level=alert.level,
-                action=action,
-                actor=actor,
-                role=role,
-                channel=channel,
-                note=note,
-                measure=measure,
-                tier=tier,
-                elapsed_ms=elapsed_ms,
-                drill=alert.drill,
+            sa.insert(audit_table).from_select(
+                list(columns),
+                sa.select(*(c.label(n) for n, c in columns.items())).where(a.alert_id == alert_id),
             )
         )
 
