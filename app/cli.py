@@ -154,21 +154,35 @@ def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
     """Train, predict, warn or backtest crowd-flow forecasts."""
     from forecasts import service
 
-    settings = _settings(args)
-    site = load_site(settings.site_file)
     if args.forecast_command == "backtest":
         from forecasts.backtest import main as backtest_main
 
-        backtest_main(["--stations", str(args.stations), "--origins", str(args.origins)])
+        options = ["--origins", str(args.origins), "--processes", str(args.processes)]
+        options += [f"--set={name}" for name in args.sets or []]
+        options += ["--sensors", str(args.sensors)] if args.sensors else []
+        backtest_main(options)
         return
+    settings = _settings(args)
+    site = load_site(settings.site_file)
     with _warehouse(settings) as warehouse:
         if args.forecast_command == "train":
             for target in args.targets:
-                trained = service.train(settings, warehouse, site, target)
+                until = args.until
+                if until is not None and until.tzinfo is None:
+                    until = until.replace(tzinfo=site.tz)
+                trained = service.train(settings, warehouse, site, target, until=until)
                 for t in trained:
+                    if t.skipped:
+                        console.print(f"{target} {t.zone_id}: skipped, {t.skipped}")
+                        continue
                     status = f"error: {t.error}" if t.error else t.method
                     console.print(f"{target} {t.zone_id}: {status} ({t.seconds:.2f} s)")
-                console.print(f"{target}: {len(trained)} model(s) fitted (the rest were fresh)")
+                fitted = sum(t.method is not None for t in trained)
+                skipped = sum(t.skipped is not None for t in trained)
+                console.print(
+                    f"{target}: {fitted} model(s) fitted, {skipped} zone(s) skipped "
+                    "(the rest were fresh)"
+                )
         elif args.forecast_command == "predict":
             for target in args.targets:
                 rows = service.predict(settings, warehouse, site, target, horizon_h=args.horizon_h)
@@ -692,7 +706,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "fit the zones whose model is missing or stale (Prophet, in parallel)"),
         ("predict", "forecast the coming hours with every saved model"),
         ("warn", "raise predicted-big-crowd alerts from the newest forecasts"),
-        ("backtest", "rolling-origin backtest on the Hangzhou gate flows"),
     ):
         command = forecast_sub.add_parser(name, help=text)
         command.add_argument(
@@ -700,10 +713,28 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--horizon-h", type=int, default=24, help="hours to forecast")
         command.add_argument("--now", type=datetime.fromisoformat, help="the present (ISO 8601)")
-        command.add_argument("--stations", type=int, default=80, help="backtest: stations")
-        command.add_argument("--origins", type=int, default=7, help="backtest: origins (days)")
+        command.add_argument(
+            "--until",
+            type=datetime.fromisoformat,
+            help="train: only the history before this time (ISO 8601; site time zone if naive)",
+        )
         _common(command)
         command.set_defaults(func=cmd_forecast)
+    backtest = forecast_sub.add_parser(
+        "backtest",
+        help="rolling-origin backtest on the shared data sets (Hangzhou, Auckland, Dublin)",
+        description="Extra options (--history-weeks, --prophet-weight, ...) go to "
+        "python -m forecasts.backtest.",
+    )
+    backtest.add_argument("--all", action="store_true", help="every shared set (the default)")
+    backtest.add_argument(
+        "--set", dest="sets", action="append", choices=["hangzhou", "auckland", "dublin_2023"]
+    )
+    backtest.add_argument("--sensors", type=int, help="the first N series of each set")
+    backtest.add_argument("--origins", type=int, default=21, help="origins per footfall set")
+    backtest.add_argument("--processes", type=int, default=2)
+    _common(backtest)
+    backtest.set_defaults(func=cmd_forecast)
 
     run = sub.add_parser("run", help="run a pipeline on its configured input")
     run.add_argument("pipeline", help="a module of pipelines/, e.g. gate_flow")

@@ -25,6 +25,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from rich.console import Console
 
 from app import registry
+from app.demo_forecast import HISTORY_WEEKS, early_warning, print_early_warning
 from app.report.page import write_report
 from app.report.queries import build_report
 from app.response_demo import run_response_loop
@@ -91,7 +92,7 @@ ORDER BY records DESC, reason
 
 
 ALERTS_SQL = """
-SELECT alert_id, ts, zone_id, station_id, event, level, previous_level, reason
+SELECT alert_id, ts, zone_id, station_id, kind, event, level, previous_level, reason
 FROM alerts FINAL
 WHERE ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
 ORDER BY ts, zone_id
@@ -496,6 +497,11 @@ def run_demo(settings: Settings, console: Console, *, day: date, lang: str = "zh
 
     start, end = local_day_bounds(site, day)
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        console.print(
+            f"simulating {HISTORY_WEEKS} weeks of history before {day} and forecasting the "
+            "day from it (trained up to its midnight), warning every 15 min …"
+        )
+        early = early_warning(settings, warehouse, site, day, demo.surge)
         peaks = zone_peaks(warehouse, start, end)
         rejected = warehouse.query(REJECTED_SQL, {"source": f"file:{gates.path.name}"})
         alerts = warehouse.query(ALERTS_SQL, {"start": start, "end": end})
@@ -515,7 +521,10 @@ def run_demo(settings: Settings, console: Console, *, day: date, lang: str = "zh
             f"{row['minutes_100']:.0f} min at or above 100 %."
         )
     print_timeline(alerts, deliveries, site, console)
-    run_response_loop(settings, site, alerts, console, lang=lang)
+    print_early_warning(early, peaks, site, console)
+    # the duty staff handle the day's crowd itself, not the forecast's warning of it
+    observed = alerts.filter(pl.col("kind") != "predicted_big_crowd")
+    run_response_loop(settings, site, observed, console, lang=lang)
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
         report = build_report(
             warehouse,

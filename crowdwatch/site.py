@@ -8,7 +8,7 @@ an error names the file and the field.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, time
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache, cached_property
 from pathlib import Path
@@ -373,12 +373,44 @@ def public_holidays(country: str | None, subdivision: str | None = None) -> froz
     return frozenset(day.toordinal() for day in calendar)
 
 
+class EventWindow(_Model):
+    """A known event at the site, in local time: a match, a festival night, New Year's Eve.
+
+    ``start`` and ``end`` are naive local times (the site's time zone); ``kind`` groups events
+    that draw crowds alike (forecasts fit one effect per kind); ``attendance`` is the expected
+    number of people, when known (a larger attendance scales the effect up).
+    """
+
+    name: str
+    start: datetime
+    end: datetime
+    kind: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    attendance: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventWindow:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("start and end are local times of the site: give no offset")
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        return self
+
+    def days(self) -> list[date]:
+        """The local days the window touches."""
+        last = (self.end - timedelta(microseconds=1)).date()
+        return [
+            date.fromordinal(n) for n in range(self.start.date().toordinal(), last.toordinal() + 1)
+        ]
+
+
 class SiteInfo(_Model):
     """The site's name, local time zone (naive timestamps are read in it) and calendar.
 
-    The calendar — ``country`` and ``subdivision`` (ISO 3166 codes, for public holidays) and
-    ``event_days`` (the site's own big days: a match, a festival) — keeps unusual days out of
-    the anomaly detectors' ordinary baselines; forecasts can use the same days.
+    The calendar — ``country`` and ``subdivision`` (ISO 3166 codes, for public holidays),
+    ``event_days`` (the site's own big days: a match, a festival) and ``events`` (named event
+    windows with start and end in local time, a kind and an expected attendance) — keeps
+    unusual days out of the anomaly detectors' ordinary baselines, and gives the forecasts
+    their calendar.
     """
 
     name: str
@@ -386,6 +418,7 @@ class SiteInfo(_Model):
     country: str | None = Field(default=None, description="ISO 3166-1 code for public holidays")
     subdivision: str | None = Field(default=None, description="ISO 3166-2 subdivision code")
     event_days: list[date] = Field(default_factory=list)
+    events: list[EventWindow] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _known_calendar(self) -> SiteInfo:
@@ -397,8 +430,10 @@ class SiteInfo(_Model):
         return public_holidays(self.country, self.subdivision)
 
     def event_ordinals(self) -> frozenset[int]:
-        """The site's event days, as date ordinals."""
-        return frozenset(day.toordinal() for day in self.event_days)
+        """The site's event days and the days its event windows touch, as date ordinals."""
+        days = {day.toordinal() for day in self.event_days}
+        days.update(day.toordinal() for event in self.events for day in event.days())
+        return frozenset(days)
 
     @field_validator("timezone")
     @classmethod
