@@ -96,6 +96,10 @@ class Renderer:
         """The role's name: ``station_master`` → 站长 / Station master."""
         return str(self.names.role_name(role))
 
+    def site_role_name(self, role: str, site: Site) -> str:
+        """The role's name: the site file's (``response.roles``), else the catalogue's."""
+        return site.role_name(role, self.lang) or self.role_name(role)
+
     def local_time(self, ts_ms: int, site: Site) -> str:
         """An epoch-ms time as the site's local date and time, in this language."""
         when = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).astimezone(site.tz)
@@ -119,7 +123,7 @@ class Renderer:
         """The message about ``event`` for ``role`` at the event's station; see `render`."""
         station = site.station_by_id.get(event.station_id)
         zone = site.zone_by_id.get(event.zone_id)
-        contact = station.contacts.get(role) if station is not None else None  # type: ignore[call-overload]
+        contact = site.contact_for(event.station_id, role) if station is not None else None
         m = {
             "kind": event.kind,
             "event": event.event,
@@ -127,7 +131,7 @@ class Renderer:
             "previous_level": event.previous_level,
             "station": station.name_in(self.lang) if station else event.station_id,
             "zone": zone.name_in(self.lang) if zone else event.zone_id,
-            "role": self.role_name(role),
+            "role": self.site_role_name(role, site),
             "recipient": contact.name if contact is not None else None,
             "time": self.local_time(event.ts_ms, site),
             "figures": {k: v for k, v in event.values.items() if math.isfinite(v)},
@@ -139,8 +143,8 @@ class Renderer:
             "measures": list(measures),
             "ack_url": ack_url,
             "drill": drill,
-            "escalated_to": self.role_name(escalated_to) if escalated_to else None,
-            "escalated_from": [self.role_name(r) for r in escalated_from],
+            "escalated_to": self.site_role_name(escalated_to, site) if escalated_to else None,
+            "escalated_from": [self.site_role_name(r, site) for r in escalated_from],
             "reminder": reminder,
         }
         parts = {part: self.templates[part].render(m=m).strip() for part in PARTS}
@@ -160,8 +164,7 @@ def language_for(site: Site, role: str, station_id: str, override: str | None = 
     """
     if override is not None:
         return override
-    station = site.station_by_id.get(station_id)
-    contact = station.contacts.get(role) if station is not None else None  # type: ignore[call-overload]
+    contact = site.contact_for(station_id, role) if station_id in site.station_by_id else None
     if contact is not None and contact.language is not None:
         return str(contact.language)
     return site.site.lang

@@ -450,7 +450,7 @@ def test_a_red_alert_reaches_four_roles_on_their_channels_in_chinese(
     [sms] = robots.received("gateway")
     assert ding.body["markdown"]["title"] == "红色预警:中心站(1/2号线换乘) 站厅付费区"
     assert "致:站长(王站长)" in ding.body["markdown"]["text"]
-    assert "致:轨道公安(轨道公安值班室)" in wecom.body["markdown"]["content"]
+    assert "致:轨道公安派出所所长(轨道公安值班室)" in wecom.body["markdown"]["content"]
     assert "站厅付费区客流已达承载量的107%" in feishu.body["card"]["elements"][0]["content"]
     assert sms.body["text"].startswith("红色预警:中心站(1/2号线换乘) 站厅付费区。")
     [hook] = street

@@ -82,7 +82,7 @@ def test_the_same_alert_in_english(site: Site) -> None:
 
     assert message.title == "Red warning: Central (interchange L1/L2) Central paid concourse"
     assert message.text.splitlines()[1:] == [
-        "To: Station master (王站长)",
+        "To: station master (王站长)",
         "Time: May 1, 2026, 8:00:00 AM",
         "Reason: Central paid concourse is at 107% of its capacity",
     ]
@@ -98,7 +98,7 @@ def test_the_same_alert_in_english(site: Site) -> None:
                 "致:站长(王站长)",
                 "时间:2026年5月1日 08:00:00",
                 "原因:站厅付费区客流已达承载量的107%;密度达4.30人/㎡,极度拥挤",
-                "站长、轨道公安未在规定时间内确认,已上报值班站长。",
+                "站长、轨道公安派出所所长未在规定时间内确认,已上报值班主任。",
                 "处置措施:",
                 "1. 闸机限流",
                 "2. 关闭A出入口",
@@ -111,12 +111,12 @@ def test_the_same_alert_in_english(site: Site) -> None:
             [
                 "[DRILL] [Reminder 2] [Escalated] Red warning: Central (interchange L1/L2) "
                 "Central paid concourse",
-                "To: Station master (王站长)",
+                "To: station master (王站长)",
                 "Time: May 1, 2026, 8:00:00 AM",
                 "Reason: Central paid concourse is at 107% of its capacity; density 4.30 "
                 "persons/m², dangerously crowded",
-                "Not acknowledged in time by Station master, Transit police: escalated to "
-                "Duty chief.",
+                "Not acknowledged in time by station master, transit police chief: escalated "
+                "to duty chief.",
                 "Measures to take:",
                 "1. 闸机限流",
                 "2. 关闭A出入口",
@@ -179,7 +179,7 @@ def test_every_step_and_cause_has_chinese_words(
 
     assert message.title.startswith(title)
     assert reason in message.text
-    assert "致:轨道公安\n" in message.text  # no contact: the role alone
+    assert "致:轨道公安派出所所长\n" in message.text  # no contact: the role alone
 
 
 def test_a_predicted_alert_says_how_far_ahead(site: Site) -> None:
@@ -211,6 +211,11 @@ def test_an_event_without_causes_or_figures_shows_its_reason(site: Site) -> None
     assert "原因:107% of capacity ≥ 100%" in render(event, site, role="station_master").text
 
 
+def test_the_site_file_names_its_roles(site: Site) -> None:
+    assert Renderer("en").site_role_name("transit_police", site) == "transit police chief"
+    assert Renderer("zh-CN").site_role_name("district_command", site) == "区应急指挥中心"
+
+
 def test_level_and_role_names_in_both_languages() -> None:
     zh, en = Renderer("zh-CN"), Renderer("en")
 
@@ -223,10 +228,11 @@ def test_level_and_role_names_in_both_languages() -> None:
     assert [
         zh.role_name(role)
         for role in ("station_master", "transit_police", "local_police", "street_office")
-    ] == ["站长", "轨道公安", "属地派出所", "街道(乡镇)"]
+    ] == ["站长", "轨道公安派出所所长", "属地派出所所长", "街道(乡镇)负责人"]
     assert en.level_name("orange") == "Orange warning"
     assert en.role_name("duty_chief") == "Duty chief"
-    assert zh.role_name("district_command") == "district command"  # unknown: its id in words
+    assert zh.role_name("district_command") == "区应急指挥中心"
+    assert zh.role_name("bus_depot") == "bus depot"  # unknown: its id in words
 
 
 def test_the_language_comes_from_the_run_the_contact_or_the_site(site: Site) -> None:
@@ -234,7 +240,7 @@ def test_the_language_comes_from_the_run_the_contact_or_the_site(site: Site) -> 
     assert language_for(site, "station_master", "CTR") == "zh-CN"
     assert language_for(site, "station_master", "CTR", override="en") == "en"
     english = site.model_copy(
-        update={"site": site.site.model_copy(update={"language": None, "timezone": "UTC"})}
+        update={"site": site.site.model_copy(update={"language": None, "timezone": "UTC", "country": None})}
     )
     assert english.site.lang == "en"
     chinese = english.model_copy(update={"site": english.site.model_copy(update={"country": "CN"})})
