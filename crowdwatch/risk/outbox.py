@@ -128,6 +128,23 @@ class Notice:
             "number": self.number,
         }
 
+    def render_args(self, lang: str) -> dict[str, Any]:
+        """The message renderer's keyword arguments, the plan's measures in ``lang``.
+
+        ``measures`` (texts), ``ack_url``, ``drill``, ``escalated_to``, ``escalated_from``
+        (the roles that missed the deadline) and ``reminder`` (its number; 0: not one).
+        """
+        return {
+            "measures": [
+                m["text"].get(lang) or next(iter(m["text"].values())) for m in self.measures
+            ],
+            "ack_url": self.ack_url,
+            "drill": self.drill,
+            "escalated_to": self.escalated_to,
+            "escalated_from": list(self.missed_by),
+            "reminder": self.number if self.notice == "reminder" else 0,
+        }
+
     def body(self, event: AlertEvent, role: Role, contact: Contact) -> bytes:
         """The generic webhook's JSON: the event's, with ``response`` (and ``drill``) added."""
         body = event.to_json(role, contact)
