@@ -489,7 +489,9 @@ class Workflow:
             for row in due:
                 event = event_from_json(row.event)
                 if row.next_reminder_ms is not None and row.next_reminder_ms <= now:
-                    out.append(self._remind(db, row, event, now))
+                    reminder = self._remind(db, row, event, now)
+                    if reminder is not None:
+                        out.append(reminder)
                 if row.escalated_ms is None and row.deadline_ms <= now:
                     taken = db.execute(
                         sa.update(acks_table)
@@ -509,17 +511,20 @@ class Workflow:
 
     def _remind(
         self, db: sa.Connection, row: Any, event: AlertEvent, now: int
-    ) -> tuple[AlertEvent, Role, Notice]:
+    ) -> tuple[AlertEvent, Role, Notice] | None:
+        """Count and write down a reminder; None when another process sent this one."""
         rule = self.site.ack_rule(row.level)
         number = row.reminders + 1
         every = int(rule.remind_every_s * 1000) if rule and rule.remind_every_s else None
         more = every is not None and rule is not None and number < rule.remind_max
         k = acks_table.c
-        db.execute(
+        taken = db.execute(
             sa.update(acks_table)
-            .where(k.alert_id == row.alert_id, k.role == row.role)
+            .where(k.alert_id == row.alert_id, k.role == row.role, k.reminders == row.reminders)
             .values(reminders=number, next_reminder_ms=now + every if more and every else None)
         )
+        if taken.rowcount != 1:
+            return None
         self._audit(db, row.alert_id, "reminded", now, role=row.role, note=f"#{number}")
         notice = Notice(
             notice="reminder",

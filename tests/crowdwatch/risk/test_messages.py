@@ -240,7 +240,11 @@ def test_the_language_comes_from_the_run_the_contact_or_the_site(site: Site) -> 
     assert language_for(site, "station_master", "CTR") == "zh-CN"
     assert language_for(site, "station_master", "CTR", override="en") == "en"
     english = site.model_copy(
-        update={"site": site.site.model_copy(update={"language": None, "timezone": "UTC", "country": None})}
+        update={
+            "site": site.site.model_copy(
+                update={"language": None, "timezone": "UTC", "country": None}
+            )
+        }
     )
     assert english.site.lang == "en"
     chinese = english.model_copy(update={"site": english.site.model_copy(update={"country": "CN"})})
