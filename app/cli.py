@@ -36,10 +36,12 @@ from crowdwatch.video.mot import MotError, mot_messages, read_mot
 from crowdwatch.warehouse.buffer import BufferInUseError
 from crowdwatch.warehouse.client import Warehouse, WarehouseError, describe_dsn
 from crowdwatch.warehouse.sitesync import sync_site
+from crowdwatch.workflow.service import WorkflowError
 from dashboards.push import GrafanaPushError
 
 KNOWN_ERRORS = (
     SiteError,
+    WorkflowError,
     WarehouseError,
     BufferInUseError,
     ReplayError,
@@ -152,21 +154,35 @@ def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
     """Train, predict, warn or backtest crowd-flow forecasts."""
     from forecasts import service
 
-    settings = _settings(args)
-    site = load_site(settings.site_file)
     if args.forecast_command == "backtest":
         from forecasts.backtest import main as backtest_main
 
-        backtest_main(["--stations", str(args.stations), "--origins", str(args.origins)])
+        options = ["--origins", str(args.origins), "--processes", str(args.processes)]
+        options += [f"--set={name}" for name in args.sets or []]
+        options += ["--sensors", str(args.sensors)] if args.sensors else []
+        backtest_main(options)
         return
+    settings = _settings(args)
+    site = load_site(settings.site_file)
     with _warehouse(settings) as warehouse:
         if args.forecast_command == "train":
             for target in args.targets:
-                trained = service.train(settings, warehouse, site, target)
+                until = args.until
+                if until is not None and until.tzinfo is None:
+                    until = until.replace(tzinfo=site.tz)
+                trained = service.train(settings, warehouse, site, target, until=until)
                 for t in trained:
+                    if t.skipped:
+                        console.print(f"{target} {t.zone_id}: skipped, {t.skipped}")
+                        continue
                     status = f"error: {t.error}" if t.error else t.method
                     console.print(f"{target} {t.zone_id}: {status} ({t.seconds:.2f} s)")
-                console.print(f"{target}: {len(trained)} model(s) fitted (the rest were fresh)")
+                fitted = sum(t.method is not None for t in trained)
+                skipped = sum(t.skipped is not None for t in trained)
+                console.print(
+                    f"{target}: {fitted} model(s) fitted, {skipped} zone(s) skipped "
+                    "(the rest were fresh)"
+                )
         elif args.forecast_command == "predict":
             for target in args.targets:
                 rows = service.predict(settings, warehouse, site, target, horizon_h=args.horizon_h)
@@ -365,7 +381,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> None:
     """Run the demo: a simulated day with a surge through the gate pipeline."""
     from app.demo import run_demo
 
-    run_demo(_settings(args), console, day=args.day)
+    run_demo(_settings(args), console, day=args.day, lang=args.lang)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> None:
@@ -410,6 +426,179 @@ def cmd_grafana_push(args: argparse.Namespace, console: Console) -> None:
     for line in summary.lines():
         console.print(line, highlight=False)
     console.print(f"pushed to {args.url}: " + ("changed" if summary.changed() else "no change"))
+
+
+def _responder(args: argparse.Namespace, *, live: bool = False) -> Any:
+    """The workflow of the settings' store; ``live``: notify ``on`` unless set, senders started."""
+    from crowdwatch.workflow.loop import Responder
+
+    settings = _settings(args)
+    if live:
+        settings = settings.model_copy(update={"notify": settings.notify or "on"})
+    with _warehouse(settings) as warehouse:  # where the deliveries and actions are exported
+        warehouse.migrate()
+    return Responder(settings, load_site(settings.site_file), start=live)
+
+
+def _ms(value: datetime | None, site_tz: Any) -> int | None:
+    if value is None:
+        return None
+    return int((value if value.tzinfo else value.replace(tzinfo=site_tz)).timestamp() * 1000)
+
+
+def _local(ms: int | None, tz: Any) -> str:
+    if ms is None:
+        return "-"
+    return f"{datetime.fromtimestamp(ms / 1000, UTC).astimezone(tz):%m-%d %H:%M:%S}"
+
+
+def cmd_alerts(args: argparse.Namespace, console: Console) -> None:
+    """List, show, acknowledge and handle alerts in the workflow store."""
+    import json
+
+    with _responder(args) as responder:
+        wf, tz = responder.workflow, responder.site.tz
+        what = args.alerts_command
+        if what == "list":
+            alerts = wf.alerts(open_only=not args.all)
+            if args.json:
+                sys.stdout.write(json.dumps(alerts, ensure_ascii=False, default=str) + "\n")
+                return
+            for a in alerts:
+                waiting = [k["role"] for k in a["acks"] if k["status"] == "waiting"]
+                console.print(
+                    f"{a['alert_id']}  {'【演练】' if a['drill'] else ''}{a['zone_id']} "
+                    f"{a['level'].upper()} {a['status']}, raised {_local(a['raised_ms'], tz)}"
+                    + (f"; waiting for {', '.join(waiting)}" if waiting else ""),
+                    highlight=False,
+                )
+            console.print(f"{len(alerts)} alert(s)", style="dim")
+            return
+        if what == "show":
+            alert = wf.show(args.alert_id)
+            if args.json:
+                sys.stdout.write(json.dumps(alert, ensure_ascii=False, default=str) + "\n")
+                return
+            console.print(
+                f"{alert['alert_id']} ({alert['zone_id']}, {alert['level']}, {alert['status']}, "
+                f"incident {alert['incident_id']})",
+                highlight=False,
+            )
+            for k in alert["acks"]:
+                console.print(
+                    f"  {k['role']:<18} tier {k['tier']} {k['status']:<9} asked "
+                    f"{_local(k['requested_ms'], tz)} due {_local(k['deadline_ms'], tz)} acked "
+                    f"{_local(k['acked_ms'], tz)} {k['acked_by'] or ''} {k['ack_channel'] or ''}",
+                    highlight=False,
+                )
+            for row in alert["audit"]:
+                console.print(
+                    f"  {row['ts'].astimezone(tz):%m-%d %H:%M:%S} {row['action']:<15} "
+                    f"{row['role'] or '-':<16} {row['actor']} ({row['channel']}) {row['note']}"
+                    f"{' ' + row['measure'] if row['measure'] else ''}",
+                    highlight=False,
+                )
+            return
+        if what == "ack":
+            result = wf.acknowledge(
+                args.alert_id, args.role, actor=args.name, channel="cli", note=args.note
+            )
+            console.print(f"{args.alert_id}: {args.role} {result.status} ({args.name})")
+        elif what == "note":
+            wf.add_note(args.alert_id, args.text, actor=args.name, role=args.role, channel="cli")
+            console.print(f"{args.alert_id}: note added")
+        elif what == "measure":
+            wf.take_measure(
+                args.alert_id,
+                args.measure,
+                actor=args.name,
+                role=args.role,
+                channel="cli",
+                note=args.note,
+            )
+            console.print(f"{args.alert_id}: measure {args.measure} recorded")
+        elif what == "sign-off":
+            wf.sign_off(
+                args.alert_id,
+                args.outcome,
+                actor=args.name,
+                role=args.role,
+                channel="cli",
+                note=args.note,
+            )
+            console.print(f"{args.alert_id}: signed off ({args.outcome})")
+        elif what == "audit":
+            csv = wf.audit_csv(
+                alert_id=args.alert,
+                since_ms=_ms(args.start, tz),
+                until_ms=_ms(args.end, tz),
+            )
+            if args.out is None:
+                sys.stdout.write(csv)
+            else:
+                args.out.write_text(csv, encoding="utf-8")
+                console.print(f"wrote the audit log to {args.out}")
+        elif what == "token":
+            token = wf.issue_token(args.role, args.name)
+            console.print(f"API token of {args.name} ({args.role}), shown once:")
+            sys.stdout.write(token + "\n")
+
+
+def cmd_serve(args: argparse.Namespace, console: Console) -> None:
+    """Serve the HTTP JSON API and acknowledge links; run reminders and escalations."""
+    from crowdwatch.workflow.api import ApiServer
+
+    with _responder(args, live=True) as responder:
+        settings = responder.settings
+        server = ApiServer(
+            responder.workflow,
+            host=args.host or settings.serve_host,
+            port=settings.serve_port if args.port is None else args.port,
+            on_action=responder.escalator.wake,
+        )
+        console.print(
+            f"serving the alert API on {server.url} (links point to {settings.public_url}); "
+            f"notify {responder.mode}; Ctrl-C stops",
+            highlight=False,
+        )
+        try:
+            server.serve_forever()
+        finally:
+            server.close()
+
+
+def cmd_drill(args: argparse.Namespace, console: Console) -> None:
+    """Send a marked exercise alert through the real chain; report time to acknowledge."""
+    import time as clock
+
+    from crowdwatch.workflow.drill import drill_event, drill_report, write_drill_report
+
+    with _responder(args, live=True) as responder:
+        wf, site = responder.workflow, responder.site
+        event = drill_event(site, args.zone, args.level, wf.clock())
+        responder.raise_events([event], drill=True)
+        asked = [k["role"] for k in wf.show(event.alert_id)["acks"]]
+        console.print(
+            f"【演练】drill {event.alert_id}: {args.level} at {args.zone}, asked "
+            f"{', '.join(asked) or 'nobody (no acknowledgement policy at this level)'}; "
+            f"waiting up to {args.wait:g} s for acknowledgements",
+            highlight=False,
+        )
+        deadline = clock.monotonic() + args.wait
+        while clock.monotonic() < deadline:
+            if not any(k["alert_id"] == event.alert_id for k in wf.unacknowledged()):
+                break
+            clock.sleep(0.5)
+        report = drill_report(wf, event.alert_id)
+        out = args.out or responder.settings.data_dir / "drills" / f"{event.alert_id}.md"
+        path = write_drill_report(report, site, Path(str(out).replace(":", "_")))
+        for r in report.roles:
+            took = "did not acknowledge" if r.seconds is None else f"{r.seconds:.0f} s"
+            console.print(f"  {r.role:<18} tier {r.tier}: {took}", highlight=False)
+        console.print(
+            f"{report.acknowledged} of {len(report.roles)} acknowledged; report: {path}",
+            highlight=False,
+        )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -517,7 +706,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "fit the zones whose model is missing or stale (Prophet, in parallel)"),
         ("predict", "forecast the coming hours with every saved model"),
         ("warn", "raise predicted-big-crowd alerts from the newest forecasts"),
-        ("backtest", "rolling-origin backtest on the Hangzhou gate flows"),
     ):
         command = forecast_sub.add_parser(name, help=text)
         command.add_argument(
@@ -525,10 +713,28 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--horizon-h", type=int, default=24, help="hours to forecast")
         command.add_argument("--now", type=datetime.fromisoformat, help="the present (ISO 8601)")
-        command.add_argument("--stations", type=int, default=80, help="backtest: stations")
-        command.add_argument("--origins", type=int, default=7, help="backtest: origins (days)")
+        command.add_argument(
+            "--until",
+            type=datetime.fromisoformat,
+            help="train: only the history before this time (ISO 8601; site time zone if naive)",
+        )
         _common(command)
         command.set_defaults(func=cmd_forecast)
+    backtest = forecast_sub.add_parser(
+        "backtest",
+        help="rolling-origin backtest on the shared data sets (Hangzhou, Auckland, Dublin)",
+        description="Extra options (--history-weeks, --prophet-weight, ...) go to "
+        "python -m forecasts.backtest.",
+    )
+    backtest.add_argument("--all", action="store_true", help="every shared set (the default)")
+    backtest.add_argument(
+        "--set", dest="sets", action="append", choices=["hangzhou", "auckland", "dublin_2023"]
+    )
+    backtest.add_argument("--sensors", type=int, help="the first N series of each set")
+    backtest.add_argument("--origins", type=int, default=21, help="origins per footfall set")
+    backtest.add_argument("--processes", type=int, default=2)
+    _common(backtest)
+    backtest.set_defaults(func=cmd_forecast)
 
     run = sub.add_parser("run", help="run a pipeline on its configured input")
     run.add_argument("pipeline", help="a module of pipelines/, e.g. gate_flow")
@@ -544,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulate a day with a surge and show what happened")
     demo.add_argument("--day", type=date.fromisoformat, default=_default_day(), help="YYYY-MM-DD")
+    demo.add_argument(
+        "--lang", choices=("zh-CN", "en"), default="zh-CN", help="the response loop's language"
+    )
     _common(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -632,6 +841,57 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="default: <data dir>/report.html")
     _common(report)
     report.set_defaults(func=cmd_report)
+
+    alerts = sub.add_parser("alerts", help="alert handling: list, show, acknowledge, sign off")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
+    listing_alerts = alerts_sub.add_parser("list", help="open alerts and who has not acknowledged")
+    listing_alerts.add_argument("--all", action="store_true", help="closed alerts too")
+    show = alerts_sub.add_parser("show", help="one alert: requests and its audit log")
+    show.add_argument("alert_id")
+    for command in (listing_alerts, show):
+        command.add_argument("--json", action="store_true", help="JSON instead of lines")
+    ack = alerts_sub.add_parser("ack", help="acknowledge an alert for a role")
+    note = alerts_sub.add_parser("note", help="add a note to an alert")
+    note.add_argument("--text", required=True)
+    measure = alerts_sub.add_parser("measure", help="record a measure of the zone's plan")
+    measure.add_argument("measure", help="a measure id of the plan (crowdwatch alerts show)")
+    sign_off = alerts_sub.add_parser("sign-off", help="close an alert with an outcome")
+    sign_off.add_argument("--outcome", required=True)
+    for command in (ack, note, measure, sign_off):
+        command.add_argument("alert_id")
+        command.add_argument("--role", required=True, help="the role you act as")
+        command.add_argument("--name", required=True, help="your name (the audit log's actor)")
+        if command is not note:
+            command.add_argument("--note", default="")
+    audit = alerts_sub.add_parser("audit", help="the audit log as CSV (the monthly ledger)")
+    audit.add_argument("--alert", help="one alert only")
+    audit.add_argument("--from", dest="start", type=datetime.fromisoformat, help="ISO 8601")
+    audit.add_argument("--to", dest="end", type=datetime.fromisoformat, help="ISO 8601")
+    audit.add_argument("--out", type=Path, help="default: standard output")
+    token = alerts_sub.add_parser("token", help="issue an API token for a role")
+    token.add_argument("role")
+    token.add_argument("--name", required=True, help="who holds it (the audit log's actor)")
+    for command in (listing_alerts, show, ack, note, measure, sign_off, audit, token):
+        _common(command)
+        command.set_defaults(func=cmd_alerts)
+
+    serve = sub.add_parser(
+        "serve", help="the alert API and acknowledge links; reminders and escalations on time"
+    )
+    serve.add_argument("--host", help="default CROWDWATCH_SERVE_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default CROWDWATCH_SERVE_PORT (8787)")
+    _common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    drill = sub.add_parser("drill", help="【演练】a marked exercise alert to the real roles")
+    drill.add_argument("--zone", required=True)
+    drill.add_argument("--level", choices=("blue", "yellow", "orange", "red"), default="red")
+    drill.add_argument(
+        "--wait", type=float, default=300.0, help="seconds to wait for acknowledgements"
+    )
+    drill.add_argument("--out", type=Path, help="the report (default <data dir>/drills/…)")
+    _common(drill)
+    drill.set_defaults(func=cmd_drill)
 
     query = sub.add_parser("query", help="run SQL on the warehouse and print a table")
     query.add_argument("sql", help="e.g. 'SELECT * FROM zone_metrics FINAL LIMIT 10'")

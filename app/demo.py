@@ -6,7 +6,9 @@ dead-letter path), camera messages that follow the crowds (one camera offline fo
 stuck), and 110 calls (an everyday background and a cluster of crowd calls near the event).
 It writes each signal to a file, replays all three through ``zone_risk`` in event-time order
 and prints what happened from the warehouse: per-zone peaks and when occupancy crossed 80 % and
-100 % of capacity, the alert timeline, the call bursts and the cameras' faults.
+100 % of capacity, the alert timeline, the response loop of the day's red alert with simulated
+duty staff (`app.response_demo`: acknowledgements, a missed deadline, the escalation, sign-off
+and the response KPIs), the call bursts and the cameras' faults.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from rich.console import Console
 
 from app import registry
+from app.demo_forecast import HISTORY_WEEKS, early_warning, print_early_warning
 from app.report.page import write_report
 from app.report.queries import build_report
+from app.response_demo import run_response_loop
 from app.runner import prepare_warehouse, print_frame, run_flow
 from app.simulate import (
     CallCluster,
@@ -88,7 +92,7 @@ ORDER BY records DESC, reason
 
 
 ALERTS_SQL = """
-SELECT alert_id, ts, zone_id, station_id, event, level, previous_level, reason
+SELECT alert_id, ts, zone_id, station_id, kind, event, level, previous_level, reason
 FROM alerts FINAL
 WHERE ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
 ORDER BY ts, zone_id
@@ -450,8 +454,8 @@ def replay_demo_day(settings: Settings, site: Site, batches: list[RawBatch]) -> 
     run_flow(build(replay, source=BatchSource(batches), sink=sink), settings.workers)
 
 
-def run_demo(settings: Settings, console: Console, *, day: date) -> None:
-    """Run the whole demo and print its story."""
+def run_demo(settings: Settings, console: Console, *, day: date, lang: str = "zh-CN") -> None:
+    """Run the whole demo and print its story; the response loop in ``lang`` (zh-CN, en)."""
     site = load_site(settings.site_file)
     console.rule("[bold]crowdwatch demo")
     console.print(
@@ -493,19 +497,17 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
 
     start, end = local_day_bounds(site, day)
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        console.print(
+            f"simulating {HISTORY_WEEKS} weeks of history before {day} and forecasting the "
+            "day from it (trained up to its midnight), warning every 15 min …"
+        )
+        early = early_warning(settings, warehouse, site, day, demo.surge)
         peaks = zone_peaks(warehouse, start, end)
         rejected = warehouse.query(REJECTED_SQL, {"source": f"file:{gates.path.name}"})
         alerts = warehouse.query(ALERTS_SQL, {"start": start, "end": end})
         deliveries = warehouse.query(DELIVERIES_SQL, {"start": start, "end": end})
         bursts = warehouse.query(BURSTS_SQL, {"start": start, "end": end})
         camera_faults = warehouse.query(CAMERA_FAULTS_SQL, {"start": start, "end": end})
-        report = build_report(
-            warehouse,
-            now=datetime.now(UTC),
-            tz=site.tz,
-            title=f"crowdwatch report — {site.site.name}",
-        )
-    report_path = write_report(report, settings.data_dir / "report.html")
     print_frame(
         peaks_table(peaks, site.tz),
         console,
@@ -519,6 +521,18 @@ def run_demo(settings: Settings, console: Console, *, day: date) -> None:
             f"{row['minutes_100']:.0f} min at or above 100 %."
         )
     print_timeline(alerts, deliveries, site, console)
+    print_early_warning(early, peaks, site, console)
+    # the duty staff handle the day's crowd itself, not the forecast's warning of it
+    observed = alerts.filter(pl.col("kind") != "predicted_big_crowd")
+    run_response_loop(settings, site, observed, console, lang=lang)
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        report = build_report(
+            warehouse,
+            now=datetime.now(UTC),
+            tz=site.tz,
+            title=f"crowdwatch report — {site.site.name}",
+        )
+    report_path = write_report(report, settings.data_dir / "report.html")
     print_bursts(bursts, site, console)
     print_camera_faults(camera_faults, site, console)
     print_frame(rejected, console, title="Rejected records (rejected_events)")

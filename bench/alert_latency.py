@@ -9,7 +9,12 @@ carried each crossing record and when it was emitted; the receiver records when 
 event's first request arrives. Latency = arrival − emit time, through the whole zone_risk
 dataflow (parse, windows, occupancy, readings, levels) and the durable outbox (the event
 written to its SQLite file, then sent by the receiver's delivery thread), with the embedded
-warehouse as the row sink.
+warehouse as the row sink. Since issue 18 every event is first recorded in the workflow store
+(the alert, who must acknowledge by when, each role's signed link), then written to the outbox.
+
+Nobody acknowledges: each red alert's station master has ``ACK_WITHIN_S`` to do so, and when
+that deadline passes the escalation loop calls the duty chief (a second receiver path). The
+escalation time is the duty chief's message arriving − the deadline in the workflow store.
 
     .venv/bin/python bench/alert_latency.py [--zones 40]
 """
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import sqlalchemy as sa
 import yaml
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.run import cli_main
@@ -33,12 +39,17 @@ from crowdwatch.batches import RawBatch
 from crowdwatch.risk.levels import LEVELS, Thresholds
 from crowdwatch.risk.notify import AlertReceiver
 from crowdwatch.settings import Settings
+from crowdwatch.store.tables import acks_table
 from crowdwatch.warehouse.client import Warehouse
 from pipelines.zone_risk import build
 
 CAPACITY = 200
 RATE_PER_S = 150
 TICK_S = 0.02
+ACK_WITHIN_S = 2.0
+"""The red alerts' acknowledgement deadline in the bench's site file."""
+LINGER_S = ACK_WITHIN_S + 2.0
+"""How long the source goes on (with no records) after the last hall filled: the deadlines pass."""
 SHARES = dict(zip(LEVELS, Thresholds().share, strict=True))
 """Where each level starts: the defaults, as the bench's site file sets no thresholds."""
 
@@ -51,6 +62,11 @@ def site_file(path: Path, zones: int, receiver: AlertReceiver) -> Path:
     data = {
         "site": {"name": "latency bench", "timezone": "UTC"},
         "routing": {level: ["station_master"] for level in LEVELS},
+        "response": {
+            "roles": {"duty_chief": {"en": "duty chief"}},
+            "contacts": {"duty_chief": {"name": "duty chief", "webhook": receiver.url("/duty")}},
+            "ack": {"red": {"within_s": ACK_WITHIN_S, "escalate_to": ["duty_chief"]}},
+        },
         "stations": [
             {
                 "id": f"S{i:03d}",
@@ -94,11 +110,15 @@ class _Surges(StatefulSourcePartition[RawBatch, None]):
         self.target = int(CAPACITY * 1.2)
         self.next_at = datetime.now(UTC)
         self.row = 0
+        self.full_at: float | None = None
 
     def next_batch(self) -> list[RawBatch]:
         elapsed = time.perf_counter() - self.started
         if (self.entered >= self.target).all():
-            raise StopIteration
+            if self.full_at is None:
+                self.full_at = elapsed
+            if elapsed - self.full_at > LINGER_S:
+                raise StopIteration
         active = [i for i in range(self.zones) if elapsed >= i * self.stagger_s]
         due = np.array(
             [min(self.target, int((elapsed - i * self.stagger_s) * RATE_PER_S)) for i in active]
@@ -177,6 +197,17 @@ def main() -> None:
             for zone in range(args.zones)
             for arrived, event in receiver.arrivals(f"/S{zone:03d}")
         ]
+        escalations = receiver.arrivals("/duty")
+        engine = sa.create_engine(settings.outbox_dsn())
+        with engine.connect() as db:
+            deadlines = dict(
+                db.execute(
+                    sa.select(acks_table.c.alert_id, acks_table.c.deadline_ms).where(
+                        acks_table.c.role == "station_master", acks_table.c.level == "red"
+                    )
+                ).all()
+            )
+        engine.dispose()
     latencies = [
         (arrived - crossings[(event["zone_id"], event["level"])]) * 1000
         for arrived, event in seen
@@ -202,6 +233,20 @@ def main() -> None:
         f"{queued[0][0]:.0f} / {queued[0][1]:.0f} / {queued[1]:.0f} ms"
     )
     print(f"alert latency p99: {p99:.0f} ms")
+    # arrival (perf_counter) to wall-clock ms: the deadline is on the wall clock
+    to_wall_ms = time.time() * 1000 - time.perf_counter() * 1000
+    late = [
+        arrived * 1000 + to_wall_ms - deadlines[event["alert_id"]]
+        for arrived, event in escalations
+        if event["alert_id"] in deadlines
+    ]
+    if len(late) != len(deadlines):
+        raise SystemExit(f"{len(late)} escalations arrived for {len(deadlines)} red deadlines")
+    e50, e99 = np.percentile(late, [50, 99])
+    print(
+        f"missed deadline → escalation message: {len(late)} escalations, p50 / p99 / max: "
+        f"{e50:.0f} / {e99:.0f} / {max(late):.0f} ms"
+    )
 
 
 if __name__ == "__main__":

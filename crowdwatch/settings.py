@@ -94,6 +94,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    risk_redecide_s: int = Field(
+        default=600,
+        gt=0,
+        description=(
+            "Late readings (behind a station's last decided tick) this recent re-decide the "
+            "ticks they belong to; older ones are applied at the last tick."
+        ),
+    )
+
     # Surge detection (issue 16): defaults chosen with `python -m detectors.evaluate` on the
     # shared real data, for the general case (README, "Detection quality").
     anomaly_strong_z: float = Field(
@@ -357,6 +366,33 @@ class Settings(BaseSettings):
         description=(
             "When a pipeline ends, how long it waits for pending deliveries; the rest stay in "
             "the outbox and go out on the next start."
+        ),
+    )
+
+    # Alert handling (issue 18): acknowledge links, the HTTP API
+    public_url: str = Field(
+        default="http://127.0.0.1:8787",
+        pattern=r"^https?://\S+$",
+        description=(
+            "Where duty staff reach `crowdwatch serve`: acknowledge links in messages point here."
+        ),
+    )
+    ack_link_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description=(
+            "HMAC key of the signed acknowledge links; default: a random key made once and kept "
+            "in the workflow store (every process on that store shares it)."
+        ),
+    )
+    serve_host: str = Field(default="127.0.0.1", description="`crowdwatch serve` listens here.")
+    serve_port: int = Field(default=8787, ge=0, le=65535, description="… on this port.")
+    escalate_every_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "How often a process that runs the escalation loop looks for requests another "
+            "process wrote; its own are handled at their due time."
         ),
     )
 

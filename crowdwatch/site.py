@@ -8,7 +8,7 @@ an error names the file and the field.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, time
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache, cached_property
 from pathlib import Path
@@ -123,11 +123,21 @@ class BalanceModel(_Model):
 OccupancyModel = Annotated[DwellModel | BalanceModel, Field(discriminator="model")]
 
 
-Role = Literal["station_master", "transit_police", "local_police", "street_office"]
-"""Who responds to a big crowd at a station, as metro stations organise it."""
+Role = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+"""Who responds: one of `BUILTIN_ROLES`, or a role the site file's ``response.roles`` adds."""
+
+BUILTIN_ROLES: tuple[str, ...] = (
+    "station_master",
+    "transit_police",
+    "local_police",
+    "street_office",
+)
+"""The four chiefs of a station's big-crowd response (四长联动), as metro stations organise it."""
 
 Level = Literal["blue", "yellow", "orange", "red"]
 """The four-colour big-crowd warning levels, lowest first."""
+
+LEVEL_NAMES: tuple[Level, ...] = ("blue", "yellow", "orange", "red")
 
 
 class Contact(_Model):
@@ -268,6 +278,76 @@ class Camera(_Model):
     lines: list[CountingLine] = Field(default_factory=list)
 
 
+class AckRule(_Model):
+    """Who must acknowledge a level's alert, by when, how often to remind, whom to call next.
+
+    ``roles`` default to the roles the level is routed to. A role that has not acknowledged
+    ``within_s`` after it was asked calls the first role of ``escalate_to`` (the next tier: a
+    duty chief), which has ``within_s`` in turn before the next (a district command centre).
+    Until it acknowledges, a role is reminded every ``remind_every_s``, ``remind_max`` times.
+    """
+
+    within_s: float = Field(gt=0)
+    remind_every_s: float | None = Field(default=None, gt=0)
+    remind_max: int = Field(default=5, ge=0)
+    escalate_to: list[Role] = Field(default_factory=list)
+    roles: list[Role] | None = None
+
+
+class Measure(_Model):
+    """One measure of a response plan (预案): an id and its text per language."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    text: dict[str, str] = Field(min_length=1, description="language (zh-CN, en) → text")
+
+    def text_in(self, lang: str) -> str:
+        """The text in ``lang``, else in the first language given."""
+        return self.text.get(lang) or next(iter(self.text.values()))
+
+
+class Plan(_Model):
+    """The measures to take per level in some zones (by id) or kinds of zone.
+
+    A zone takes the first plan that names it, else the first that names its kind.
+    """
+
+    zones: list[str] = Field(default_factory=list)
+    kinds: list[ZoneKind] = Field(default_factory=list)
+    blue: list[str] = Field(default_factory=list)
+    yellow: list[str] = Field(default_factory=list)
+    orange: list[str] = Field(default_factory=list)
+    red: list[str] = Field(default_factory=list)
+
+
+def _default_ack() -> dict[Level, AckRule]:
+    return {
+        "red": AckRule(within_s=120, remind_every_s=30),
+        "orange": AckRule(within_s=300, remind_every_s=60),
+        "yellow": AckRule(within_s=600, remind_every_s=120),
+    }
+
+
+class Response(_Model):
+    """How people respond to an alert: roles, acknowledgement, sign-off and plans (预案).
+
+    ``roles`` adds roles to `BUILTIN_ROLES` with their names per language; ``contacts`` reaches
+    a role anywhere on the site (a district command centre) where a station has no contact of
+    its own; ``ack`` is the acknowledgement policy per level (levels without a rule need no
+    acknowledgement); ``sign_off`` the roles that may close an alert with an outcome; an alert
+    of a zone opened within ``reopen_within_s`` of the zone's last alert closing belongs to the
+    same incident; an acknowledge link expires after ``link_ttl_s``.
+    """
+
+    roles: dict[Role, dict[str, str]] = Field(default_factory=dict)
+    contacts: dict[Role, Contact] = Field(default_factory=dict)
+    ack: dict[Level, AckRule] = Field(default_factory=_default_ack)
+    sign_off: list[Role] = Field(default_factory=lambda: ["station_master"], min_length=1)
+    reopen_within_s: float = Field(default=1800.0, ge=0)
+    link_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    measures: list[Measure] = Field(default_factory=list)
+    plans: list[Plan] = Field(default_factory=list)
+
+
 CALENDAR_YEARS = range(2000, 2051)
 """The years a site calendar covers."""
 
@@ -293,12 +373,44 @@ def public_holidays(country: str | None, subdivision: str | None = None) -> froz
     return frozenset(day.toordinal() for day in calendar)
 
 
+class EventWindow(_Model):
+    """A known event at the site, in local time: a match, a festival night, New Year's Eve.
+
+    ``start`` and ``end`` are naive local times (the site's time zone); ``kind`` groups events
+    that draw crowds alike (forecasts fit one effect per kind); ``attendance`` is the expected
+    number of people, when known (a larger attendance scales the effect up).
+    """
+
+    name: str
+    start: datetime
+    end: datetime
+    kind: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    attendance: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventWindow:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("start and end are local times of the site: give no offset")
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        return self
+
+    def days(self) -> list[date]:
+        """The local days the window touches."""
+        last = (self.end - timedelta(microseconds=1)).date()
+        return [
+            date.fromordinal(n) for n in range(self.start.date().toordinal(), last.toordinal() + 1)
+        ]
+
+
 class SiteInfo(_Model):
     """The site's name, local time zone (naive timestamps are read in it) and calendar.
 
-    The calendar — ``country`` and ``subdivision`` (ISO 3166 codes, for public holidays) and
-    ``event_days`` (the site's own big days: a match, a festival) — keeps unusual days out of
-    the anomaly detectors' ordinary baselines; forecasts can use the same days.
+    The calendar — ``country`` and ``subdivision`` (ISO 3166 codes, for public holidays),
+    ``event_days`` (the site's own big days: a match, a festival) and ``events`` (named event
+    windows with start and end in local time, a kind and an expected attendance) — keeps
+    unusual days out of the anomaly detectors' ordinary baselines, and gives the forecasts
+    their calendar.
     """
 
     name: str
@@ -306,6 +418,7 @@ class SiteInfo(_Model):
     country: str | None = Field(default=None, description="ISO 3166-1 code for public holidays")
     subdivision: str | None = Field(default=None, description="ISO 3166-2 subdivision code")
     event_days: list[date] = Field(default_factory=list)
+    events: list[EventWindow] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _known_calendar(self) -> SiteInfo:
@@ -317,8 +430,10 @@ class SiteInfo(_Model):
         return public_holidays(self.country, self.subdivision)
 
     def event_ordinals(self) -> frozenset[int]:
-        """The site's event days, as date ordinals."""
-        return frozenset(day.toordinal() for day in self.event_days)
+        """The site's event days and the days its event windows touch, as date ordinals."""
+        days = {day.toordinal() for day in self.event_days}
+        days.update(day.toordinal() for event in self.events for day in event.days())
+        return frozenset(days)
 
     @field_validator("timezone")
     @classmethod
@@ -343,9 +458,11 @@ class Site(_Model):
     gates: list[Gate] = Field(default_factory=list)
     cameras: list[Camera] = Field(default_factory=list)
     routing: Routing = Field(default_factory=Routing)
+    response: Response = Field(default_factory=Response)
 
     @model_validator(mode="after")
     def _check_references(self) -> Site:
+        self._check_response()
         for name, ids in (
             ("stations", [s.id for s in self.stations]),
             ("zones", [z.id for z in self.zones]),
@@ -394,6 +511,80 @@ class Site(_Model):
                     raise ValueError(f"cameras.{i}.{name}: duplicate ids {dup}")
         return self
 
+    def _check_response(self) -> None:
+        roles = set(self.roles)
+        used: list[tuple[str, list[str]]] = [
+            ("response.sign_off", self.response.sign_off),
+            ("response.contacts", list(self.response.contacts)),
+        ]
+        for where, routing in [("routing", self.routing)] + [
+            (f"stations.{i}.routing", s.routing) for i, s in enumerate(self.stations)
+        ]:
+            if routing is not None:
+                used += [(f"{where}.{level}", routing.roles(level)) for level in LEVEL_NAMES]
+        used += [(f"stations.{i}.contacts", list(s.contacts)) for i, s in enumerate(self.stations)]
+        for level, rule in self.response.ack.items():
+            used.append((f"response.ack.{level}.escalate_to", rule.escalate_to))
+            used.append((f"response.ack.{level}.roles", rule.roles or []))
+        for where, names in used:
+            if unknown := sorted(set(names) - roles):
+                raise ValueError(
+                    f"{where}: unknown roles {unknown} (known: {sorted(roles)}; add a role "
+                    "under response.roles)"
+                )
+        measures = [m.id for m in self.response.measures]
+        if dup := _duplicates(measures):
+            raise ValueError(f"response.measures: duplicate ids {dup}")
+        zones = {z.id for z in self.zones}
+        for i, plan in enumerate(self.response.plans):
+            if unknown := sorted(set(plan.zones) - zones):
+                raise ValueError(f"response.plans.{i}.zones: unknown zones {unknown}")
+            for level in LEVEL_NAMES:
+                if unknown := sorted(set(getattr(plan, level)) - set(measures)):
+                    raise ValueError(
+                        f"response.plans.{i}.{level}: unknown measures {unknown} (define them "
+                        "under response.measures)"
+                    )
+
+    @cached_property
+    def roles(self) -> tuple[str, ...]:
+        """Every role of the site: the four built in, then those ``response.roles`` adds."""
+        return BUILTIN_ROLES + tuple(r for r in self.response.roles if r not in BUILTIN_ROLES)
+
+    def role_name(self, role: str, lang: str) -> str | None:
+        """The name the site file gives ``role`` in ``lang``, if any."""
+        return self.response.roles.get(role, {}).get(lang)
+
+    def contact_for(self, station_id: str, role: str) -> Contact | None:
+        """The station's contact for ``role``, else the site-wide one, else None."""
+        station = self.station_by_id[station_id]
+        return station.contacts.get(role) or self.response.contacts.get(role)
+
+    def ack_rule(self, level: Level) -> AckRule | None:
+        """The acknowledgement policy of ``level``; None: no acknowledgement asked."""
+        return self.response.ack.get(level)
+
+    def ack_roles(self, station_id: str, level: Level) -> list[str]:
+        """The roles that must acknowledge an alert of ``level`` at a station."""
+        rule = self.ack_rule(level)
+        if rule is None:
+            return []
+        if rule.roles is not None:
+            return list(rule.roles)
+        return [role for role, _ in self.routes(station_id, level)]
+
+    def measures_for(self, zone_id: str, level: Level) -> list[Measure]:
+        """The measures of the zone's response plan at ``level`` (none without a plan)."""
+        zone = self.zone_by_id[zone_id]
+        plans = self.response.plans
+        plan = next((p for p in plans if zone_id in p.zones), None) or next(
+            (p for p in plans if zone.kind in p.kinds), None
+        )
+        if plan is None:
+            return []
+        by_id = {m.id: m for m in self.response.measures}
+        return [by_id[m] for m in getattr(plan, level)]
+
     @cached_property
     def tz(self) -> ZoneInfo:
         """The site's local time zone."""
@@ -423,7 +614,7 @@ class Site(_Model):
         """Who to call at ``level`` at a station: each role and its contact (None if unset)."""
         station = self.station_by_id[station_id]
         routing = station.routing or self.routing
-        return [(role, station.contacts.get(role)) for role in routing.roles(level)]
+        return [(role, self.contact_for(station_id, role)) for role in routing.roles(level)]
 
     def zones_of(self, station_id: str) -> list[Zone]:
         """The zones of a station, in file order."""

@@ -30,7 +30,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from grafana_foundation_sdk.builders import alerting, expr
 from grafana_foundation_sdk.cog import builder as cogbuilder
@@ -458,7 +458,7 @@ def contact_points(site: Site) -> list[alerting.ContactPoint]:
 
 def role_of(site: Site, receiver: str) -> Role | None:
     """The role a contact point calls, or None for the operators'."""
-    roles: tuple[Role, ...] = get_args(Role)
+    roles = site.roles
     for station in [None, *(s.id for s in site.stations)]:
         for role in roles:
             if receiver_name(site, station, role) == receiver:

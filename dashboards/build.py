@@ -18,6 +18,7 @@ from dashboards.calls import call_overview
 from dashboards.cameras import camera_health
 from dashboards.overview import network_overview
 from dashboards.pipeline import pipeline_health
+from dashboards.response import response_kpis
 from dashboards.zone import zone_detail
 
 FOLDER = REPO_ROOT / "infra" / "grafana" / "dashboards"
@@ -29,6 +30,7 @@ BUILDERS: tuple[Callable[[], dashboard.Dashboard], ...] = (
     call_overview,
     camera_health,
     pipeline_health,
+    response_kpis,
 )
 
 

@@ -4,10 +4,14 @@ For every series and origin the model is fitted on the history before the origin
 the next ``horizon_hours``; the weekly seasonal-naive forecast is made from the same history.
 Both are scored on the same actuals.
 
-    python -m forecasts.backtest [--stations 80] [--origins 7] [--processes 2]
+    python -m forecasts.backtest [--all | --set NAME ...] [--sensors N] [--origins 21]
 
-runs it on the Hangzhou metro gate counts (hourly inflow per station) with one origin at the
-start of each of the last ``--origins`` days and a 24 h horizon.
+(or ``crowdwatch forecast backtest --all``) runs it on the shared sets — the Hangzhou metro
+gate counts (hourly inflow per station, the starts of the last 7 days), the Auckland and Dublin
+footfall counters (day-ahead from 21 midnights spread over the last year) — with a progress bar,
+then prints per set the MAE ratio against the naive overall and per origin weekday, the worst
+sensor, the 80 % band's coverage, the median fit time, and the predicted-big-crowd warnings on
+the labelled big-crowd events with their lead time, and last the two headline lines.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import replace
+from concurrent.futures import Future, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -27,6 +31,7 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 from forecasts.model import (
     DAY_TYPES,
     WEEK,
+    EventWindow,
     ForecastConfig,
     Forecaster,
     Transform,
@@ -240,64 +245,373 @@ def hangzhou_series(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Backtest the default model on the Hangzhou metro stations and print the tables."""
-    defaults = ForecastConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--stations", type=int, default=80, help="the first N stations")
-    parser.add_argument("--origins", type=int, default=7, help="the starts of the last K days")
-    parser.add_argument("--horizon", type=int, default=24, help="hours")
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--transform", choices=get_args(Transform), default=defaults.transform)
-    parser.add_argument(
-        "--changepoint-prior-scale", type=float, default=defaults.changepoint_prior_scale
+FOOTFALL = DEFAULT_DATA.parents[1] / "footfall"
+
+
+def footfall_series(
+    path: Path | str, *, min_coverage: float = 0.9, since: pd.Timestamp | None = None
+) -> dict[str, pd.DataFrame]:
+    """Hourly counts per sensor from a footfall CSV (``ts_local`` and one column per sensor).
+
+    Direction columns (names ending in `` IN`` or `` OUT``) are skipped. A sensor that reports
+    0 for 24 hours or more in a row was down: those hours count as missing. Sensors with less
+    than ``min_coverage`` of the hours since ``since`` observed are left out.
+
+    Returns:
+        ``ds``/``y`` frames keyed by sensor name (stripped), in key order.
+    """
+    raw = pd.read_csv(path)
+    ds = pd.to_datetime(raw.pop("ts_local"))
+    keep = ~ds.duplicated()
+    series: dict[str, pd.DataFrame] = {}
+    for column in raw.columns:
+        if column.endswith((" IN", " OUT")) or column in ("src_date", "src_hour"):
+            continue
+        y = pd.Series(pd.to_numeric(raw[column], errors="coerce").to_numpy(float), index=ds)[
+            keep.to_numpy()
+        ]
+        y = y.reindex(pd.date_range(y.index.min(), y.index.max(), freq="1h"))
+        zero = (y == 0).to_numpy()
+        run_id = np.cumsum(~zero)
+        run_length = pd.Series(zero).groupby(run_id).transform("sum").to_numpy()
+        y[zero & (run_length >= 24)] = np.nan
+        scored = y if since is None else y[y.index >= since]
+        if scored.notna().mean() < min_coverage:
+            continue
+        y = y.dropna()
+        series[column.strip()] = pd.DataFrame({"ds": y.index, "y": y.to_numpy()})
+    return dict(sorted(series.items()))
+
+
+def footfall_labels(path: Path | str) -> pd.DataFrame:
+    """A footfall set's ``labels.csv``: ``start``/``end`` as timestamps, ``sensors`` as lists."""
+    labels = pd.read_csv(path)
+    labels["start"] = pd.to_datetime(labels["start_local"])
+    labels["end"] = pd.to_datetime(labels["end_local"])
+    labels["sensors"] = labels["sensor_or_area"].map(
+        lambda text: [part.strip() for part in str(text).split(";")]
     )
-    parser.add_argument("--daily-fourier-order", type=int, default=defaults.daily_fourier_order)
-    parser.add_argument("--weekly-fourier-order", type=int, default=defaults.weekly_fourier_order)
-    parser.add_argument(
-        "--seasonality-prior-scale", type=float, default=defaults.seasonality_prior_scale
+    return labels
+
+
+#: Label kinds a site would have in its calendar ahead of time (announced events); riots,
+#: storms, outages and lockdowns are not.
+CALENDAR_KINDS = ("surge_nye", "parade", "surge_march", "candidate_event")
+#: Label kinds that are big crowds, for the lead time of predicted-big-crowd alerts.
+SURGE_KINDS = ("surge_nye", "parade", "surge_march", "riot", "candidate_event")
+#: A forecast point is a predicted big crowd above this quantile of the sensor's recent hours.
+BIG_CROWD_QUANTILE = 0.995
+#: How far ahead the early warning looks (`forecasts.early_warning`).
+WARNING_HORIZON = pd.Timedelta(minutes=120)
+
+
+@dataclass(frozen=True)
+class BacktestSet:
+    """One data set to backtest: series, the site calendar, scoring origins, labelled events."""
+
+    name: str
+    series: dict[str, pd.DataFrame]
+    config: ForecastConfig
+    origins: list[pd.Timestamp]
+    labels: pd.DataFrame | None = None
+
+
+def spread_origins(last_day: pd.Timestamp, count: int, every_days: int = 17) -> list[pd.Timestamp]:
+    """``count`` midnight origins, ``every_days`` apart, the last a week before ``last_day``.
+
+    17 days apart, consecutive origins fall on different weekdays (17 = 2 weeks + 3 days): 21
+    origins cover every weekday three times, spread over a year.
+    """
+    end = last_day.normalize() - pd.Timedelta(days=7)
+    return [end - pd.Timedelta(days=every_days * k) for k in reversed(range(count))]
+
+
+def calendar_events(labels: pd.DataFrame) -> tuple[EventWindow, ...]:
+    """Event windows from the labels a site would know ahead of time (`CALENDAR_KINDS`)."""
+    known = labels[labels["kind"].isin(CALENDAR_KINDS)]
+    return tuple(
+        EventWindow(row.start.to_pydatetime(), row.end.to_pydatetime(), str(row.kind))
+        for row in known.itertuples()
     )
-    parser.add_argument("--interval-scale", type=float, default=defaults.interval_scale)
-    parser.add_argument("--day-types", choices=sorted(DAY_TYPES), default=defaults.day_types)
-    parser.add_argument(
-        "--day-levels", action=argparse.BooleanOptionalAction, default=defaults.day_levels
-    )
-    args = parser.parse_args(argv)
-    quiet_prophet_logging()
+
+
+def load_set(name: str, *, sensors: int | None = None, origins: int = 21) -> BacktestSet:
+    """A shared data set by name: ``hangzhou``, ``auckland`` or ``dublin_2023``.
+
+    Hangzhou: hourly inflow of the 80 stations, the starts of the last 7 days as origins (the
+    data covers 25 days), China's calendar. Footfall sets: the sensors with 90 % of the last
+    year's hours, ``origins`` spread over that year (`spread_origins`), the country's calendar
+    and the labelled announced events as event windows.
+    """
+    if name == "hangzhou":
+        series = hangzhou_series(DEFAULT_DATA)
+        last = max(frame["ds"].max() for frame in series.values()).normalize()
+        chosen = [last - pd.Timedelta(days=k) for k in reversed(range(min(origins, 7)))]
+        keys = sorted(series)[:sensors] if sensors else sorted(series)
+        return BacktestSet(name, {k: series[k] for k in keys}, ForecastConfig(), chosen)
+    files = {
+        "auckland": ("auckland_hourly_counts.csv", "NZ", "AUK"),
+        "dublin_2023": ("dublin_footfall_2023_hourly.csv", "IE", None),
+    }
+    if name not in files:
+        raise ValueError(f"unknown backtest set {name!r}; expected one of {sorted(SETS)}")
+    file, country, subdivision = files[name]
+    folder = FOOTFALL / name
+    raw = pd.read_csv(folder / file, usecols=["ts_local"])
+    last = pd.Timestamp(raw["ts_local"].iloc[-1])
+    series = footfall_series(folder / file, since=last - pd.Timedelta(days=365))
+    keys = sorted(series)[:sensors] if sensors else sorted(series)
+    labels = footfall_labels(folder / "labels.csv")
     config = replace(
         ForecastConfig(),
-        transform=args.transform,
-        changepoint_prior_scale=args.changepoint_prior_scale,
-        daily_fourier_order=args.daily_fourier_order,
-        weekly_fourier_order=args.weekly_fourier_order,
-        day_types=args.day_types,
-        day_levels=args.day_levels,
-        seasonality_prior_scale=args.seasonality_prior_scale,
-        interval_scale=args.interval_scale,
+        country=country,
+        subdivision=subdivision,
+        events=calendar_events(labels),
     )
-    series = hangzhou_series(args.data, stations=list(range(args.stations)))
-    last_day = max(frame["ds"].max() for frame in series.values()).normalize()
-    origins = [last_day - pd.Timedelta(days=k) for k in reversed(range(args.origins))]
-    start = time.perf_counter()
-    results = backtest(
-        series,
-        config,
-        origins=origins,
-        horizon_hours=args.horizon,
-        processes=args.processes,
+    return BacktestSet(
+        name, {k: series[k] for k in keys}, config, spread_origins(last, origins), labels
     )
-    elapsed = time.perf_counter() - start
+
+
+SETS = ("hangzhou", "auckland", "dublin_2023")
+
+
+def _event_task(
+    key: str, history: pd.DataFrame, config: ForecastConfig, events: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Lead times of predicted-big-crowd alerts for one sensor's labelled events."""
+    y = regular_y(history, config.freq)
+    rows = []
+    for event in events:
+        origin = pd.Timestamp(event["start"]).normalize()
+        train = y[y.index < origin]
+        window = pd.date_range(origin, pd.Timestamp(event["end"]), freq=config.freq)
+        window = window[window >= pd.Timestamp(event["start"]).floor(config.freq)]
+        row: dict[str, Any] = {"key": key, "event_id": event["event_id"], "kind": event["kind"]}
+        recent = train[train.index >= origin - config.history_weeks * WEEK].dropna()
+        if len(recent) < 24 * 7 or len(window) == 0:
+            rows.append({**row, "status": "no history"})
+            continue
+        threshold = float(recent.quantile(BIG_CROWD_QUANTILE))
+        actual = y.reindex(window)
+        big = window[(actual >= threshold).to_numpy()]
+        if len(big) == 0:
+            rows.append({**row, "status": "no big crowd", "threshold": threshold})
+            continue
+        try:
+            model = Forecaster.fit(pd.DataFrame({"ds": train.index, "y": train.to_numpy()}), config)
+            forecast = model.predict(pd.date_range(origin, window[-1], freq=config.freq))
+        except ValueError as exc:
+            rows.append({**row, "status": f"error: {exc}"})
+            continue
+        forecast = forecast[forecast["ds"].isin(window)]
+        predicted = forecast.loc[forecast["yhat_upper"] >= threshold, "ds"]
+        row.update(threshold=threshold, actual_peak=float(actual.max()))
+        row["forecast_peak"] = float(forecast["yhat_upper"].max())
+        if predicted.empty:
+            rows.append({**row, "status": "missed"})
+            continue
+        # the warning is raised when the predicted hour comes within the warning horizon (or
+        # when the forecast is made, if that is later); its lead is up to the first big hour
+        raised = max(origin, pd.Timestamp(predicted.iloc[0]) - WARNING_HORIZON)
+        lead = (big[0] - raised) / pd.Timedelta(minutes=1)
+        rows.append({**row, "status": "warned", "lead_min": float(lead)})
+    return rows
+
+
+def event_lead_times(data: BacktestSet, processes: int = 2) -> pd.DataFrame:
+    """Predicted-big-crowd alerts on a set's labelled big-crowd events, per event and sensor.
+
+    Each event's sensors are forecast from the midnight before it (the day-ahead forecast);
+    a big crowd is an hour above the sensor's `BIG_CROWD_QUANTILE` of its recent weeks. A
+    warning is raised `WARNING_HORIZON` before the first hour whose upper bound is above that;
+    ``lead_min`` is from the warning to the first hour actually above it.
+    """
+    if data.labels is None:
+        return pd.DataFrame(columns=["key", "event_id", "kind", "status", "lead_min"])
+    per_key: dict[str, list[dict[str, Any]]] = {}
+    surges = data.labels[data.labels["kind"].isin(SURGE_KINDS)]
+    for event in surges.itertuples():
+        for sensor in event.sensors:
+            if sensor in data.series:
+                per_key.setdefault(sensor, []).append(
+                    {
+                        "event_id": event.event_id,
+                        "kind": event.kind,
+                        "start": event.start,
+                        "end": event.end,
+                    }
+                )
+    rows: list[dict[str, Any]] = []
+    with process_pool(processes) as pool:
+        futures = [
+            pool.submit(_event_task, key, data.series[key], data.config, events)
+            for key, events in sorted(per_key.items())
+        ]
+        for future in futures:
+            rows += future.result()
+    return pd.DataFrame(rows).reindex(
+        columns=[
+            "key",
+            "event_id",
+            "kind",
+            "status",
+            "threshold",
+            "actual_peak",
+            "forecast_peak",
+            "lead_min",
+        ]
+    )
+
+
+def weekday_ratios(results: pd.DataFrame) -> pd.Series:
+    """MAE over the naive MAE per origin weekday (Monday first), from `backtest` rows."""
+    scored = results[results["error"].isna()]
+    weekday = pd.to_datetime(scored["origin"]).dt.day_of_week
+    means = scored.groupby(weekday)[["mae", "naive_mae"]].mean()
+    ratio = means["mae"] / means["naive_mae"]
+    ratio.index = [WEEKDAYS[i] for i in ratio.index]
+    return ratio
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def set_summary(name: str, results: pd.DataFrame, leads: pd.DataFrame) -> dict[str, Any]:
+    """One set's headline figures: MAE ratios, coverage, fit time, warnings and lead times."""
     per_key, overall = summarise(results)
-    shown = ["mae", "naive_mae", "mae_ratio", "mase", "naive_mase", "wape", "naive_wape"]
-    shown += ["smape_nonzero", "naive_smape_nonzero", "coverage", "naive_coverage"]
-    with pd.option_context("display.width", 200, "display.max_rows", 200):
-        print(per_key[[*shown, "prophet_share"]].round(3).to_string())
-        print()
-        print(f"config: {config}")
-        print(f"origins: {origins[0]:%Y-%m-%d} .. {origins[-1]:%Y-%m-%d}, {args.horizon} h")
-        print(f"{len(results)} fits in {elapsed:.1f} s with {args.processes} processes")
-        print(overall.round(3).T.to_string(header=False))
+    weekdays = weekday_ratios(results)
+    warned = leads[leads["status"] == "warned"] if len(leads) else leads
+    big = leads[leads["status"].isin(["warned", "missed"])] if len(leads) else leads
+    return {
+        "set": name,
+        "series": int(results["key"].nunique()),
+        "fits": int(overall["fits"].iloc[0]),
+        "mae_ratio": float(overall["mae_ratio"].iloc[0]),
+        "weekday_ratio": weekdays,
+        "worst_weekday": str(weekdays.idxmax()),
+        "worst_weekday_ratio": float(weekdays.max()),
+        "worst_sensor": str(per_key["mae_ratio"].idxmax()),
+        "worst_sensor_ratio": float(per_key["mae_ratio"].max()),
+        "median_sensor_ratio": float(per_key["mae_ratio"].median()),
+        "coverage": float(overall["coverage"].iloc[0]),
+        "naive_coverage": float(overall["naive_coverage"].iloc[0]),
+        "median_fit_s": float(results["seconds"].median()),
+        "prophet_share": float(overall["prophet_share"].iloc[0]),
+        "big_crowds": len(big),
+        "warned": len(warned),
+        "median_lead_min": float(warned["lead_min"].median()) if len(warned) else float("nan"),
+    }
+
+
+def print_summaries(summaries: list[dict[str, Any]], config: ForecastConfig) -> None:
+    """The all-sets table, then the two headline lines."""
+    print()
+    header = (
+        f"{'set':<12} {'series':>6} {'fits':>5} {'MAE ratio':>9} "
+        + " ".join(f"{d:>5}" for d in WEEKDAYS)
+        + f" {'worst sensor':>12} {'cover':>6} {'fit s':>6} {'warned':>8} {'lead':>6}"
+    )
+    print(header)
+    for s in summaries:
+        weekdays = " ".join(f"{s['weekday_ratio'].get(d, float('nan')):>5.2f}" for d in WEEKDAYS)
+        print(
+            f"{s['set']:<12} {s['series']:>6} {s['fits']:>5} {s['mae_ratio']:>9.3f} {weekdays} "
+            f"{s['worst_sensor_ratio']:>12.3f} {100 * s['coverage']:>5.1f}% "
+            f"{s['median_fit_s']:>6.2f} {s['warned']:>3}/{s['big_crowds']:<4} "
+            f"{s['median_lead_min']:>5.0f}m"
+        )
+    for s in summaries:
+        print(
+            f"{s['set']}: worst sensor {s['worst_sensor']} ({s['worst_sensor_ratio']:.3f}), "
+            f"median sensor {s['median_sensor_ratio']:.3f}, Prophet blend in "
+            f"{100 * s['prophet_share']:.0f} % of fits, naive coverage "
+            f"{100 * s['naive_coverage']:.1f} %"
+        )
+    print(
+        f"settings: history_weeks={config.history_weeks} prophet_weight={config.prophet_weight} "
+        f"baseline_weeks={config.baseline_weeks} calibration_days={config.calibration_days}"
+    )
+    worst = max(summaries, key=lambda s: s["worst_weekday_ratio"])
+    worst_ratio = max(max(s["mae_ratio"], s["worst_weekday_ratio"]) for s in summaries)
+    print(
+        f"worst MAE ratio (set, weekday): {worst_ratio:.3f} "
+        f"({worst['set']}, {worst['worst_weekday']})"
+    )
+    low = min(s["coverage"] for s in summaries)
+    high = max(s["coverage"] for s in summaries)
+    print(f"80% coverage range: {100 * low:.1f}-{100 * high:.1f} %")
+
+
+def run_backtest(
+    data: BacktestSet, config: ForecastConfig, *, processes: int, progress: Any
+) -> pd.DataFrame:
+    """`backtest` of one set with a progress bar that advances per series."""
+    keys = sorted(data.series)
+    task = progress.add_task(f"{data.name}: {len(keys)} series", total=len(keys))
+    rows: list[dict[str, Any]] = []
+    with process_pool(processes) as pool:
+        futures = [
+            pool.submit(_backtest_key, key, data.series[key], config, data.origins, 24)
+            for key in keys
+        ]
+        for future in as_completed(futures):
+            rows += future.result()
+            progress.advance(task)
+    columns = ["key", "origin", "train_hours", "method", "error", "seconds", "n"]
+    columns += [*METRICS, *(f"naive_{m}" for m in METRICS)]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Backtest the forecasts on the shared data sets and print the tables."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    defaults = ForecastConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", dest="sets", action="append", choices=SETS, help="repeatable")
+    parser.add_argument("--all", action="store_true", help="every shared set (the default)")
+    parser.add_argument("--sensors", type=int, default=None, help="the first N series per set")
+    parser.add_argument("--origins", type=int, default=21, help="origins per footfall set")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--history-weeks", type=int, default=defaults.history_weeks)
+    parser.add_argument("--prophet-weight", type=float, default=defaults.prophet_weight)
+    parser.add_argument("--baseline-weeks", type=int, default=defaults.baseline_weeks)
+    parser.add_argument("--calibration-days", type=int, default=defaults.calibration_days)
+    parser.add_argument("--transform", choices=get_args(Transform), default=defaults.transform)
+    parser.add_argument("--day-types", choices=sorted(DAY_TYPES), default=defaults.day_types)
+    parser.add_argument("--per-sensor", action="store_true", help="print every sensor's row")
+    args = parser.parse_args(argv)
+    quiet_prophet_logging()
+    changes = {
+        "history_weeks": args.history_weeks,
+        "prophet_weight": args.prophet_weight,
+        "baseline_weeks": args.baseline_weeks,
+        "calibration_days": args.calibration_days,
+        "transform": args.transform,
+        "day_types": args.day_types,
+    }
+    names = args.sets or list(SETS)
+    summaries = []
+    start = time.perf_counter()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    with Progress(*columns, TimeElapsedColumn()) as progress:
+        for name in names:
+            data = load_set(name, sensors=args.sensors, origins=args.origins)
+            config = replace(data.config, **changes)
+            results = run_backtest(data, config, processes=args.processes, progress=progress)
+            leads = event_lead_times(replace(data, config=config), args.processes)
+            summaries.append(set_summary(name, results, leads))
+            if args.per_sensor:
+                per_key, _ = summarise(results)
+                progress.console.print(per_key[["mae_ratio", "coverage"]].round(3).to_string())
+            if len(leads):
+                progress.console.print(leads.round(1).to_string(index=False))
+    print(
+        f"{sum(s['fits'] for s in summaries)} fits in {time.perf_counter() - start:.0f} s "
+        f"with {args.processes} processes"
+    )
+    print_summaries(summaries, config)
 
 
 if __name__ == "__main__":

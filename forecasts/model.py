@@ -1,25 +1,35 @@
-"""Hourly crowd forecasts: Prophet on a transformed scale with a weekly seasonal-naive fallback.
+"""Hourly crowd forecasts: recent history, the site's calendar, calibrated bands.
 
-Why the model looks like this (gate inflow of a metro station, hourly): a single additive daily
-pattern cannot shrink a whole weekend day and forecasts negative crowds, so Prophet with its
-defaults does far worse than repeating last week. Here
+A forecast on the transformed scale (``sqrt`` by default) is a blend of two forecasts of the
+ordinary crowd, plus the effect of the site's event windows:
 
-- ``y`` is fitted on a ``sqrt`` (or ``log1p``) scale, so seasonal effects grow with the level
-  and the back-transformed forecast and interval are never negative (they are clipped at 0).
-  ``sqrt`` backtested far better than ``log1p`` on Hangzhou metro inflow (MAE 0.96 against
-  1.29 of the naive's on 20 stations): on a log scale the many zero-count night hours pull
-  the fit, and its errors are exponentiated back at the peaks;
-- the daily pattern is a conditional seasonality per day type (with a level per day type):
-  workdays, working Fridays, plain Saturdays and other days off (Sundays and public holidays
-  of ``config.country``, from the ``holidays`` package). Adjusted working days (a weekend day
-  that is worked) count as workdays;
-- the public holidays and the site's special days are Prophet holidays (a level per holiday);
-- yearly seasonality is off (weeks of history, not years), weekly seasonality is on.
+- **Prophet** fitted on the last ``history_weeks`` weeks: a daily pattern per day type
+  (workdays, working Fridays, plain Saturdays, other days off — Sundays and the public holidays
+  of the site's ``country``/``subdivision``, from the ``holidays`` package; adjusted working days
+  count as workdays), a level per day type, weekly seasonality and the public holidays as Prophet
+  holidays. A year-long history averages commuter peaks away; twelve weeks keep them (backtest
+  in the README).
+- **A robust seasonal baseline**: the median of the last ``baseline_weeks`` same-weekday values
+  at the same hour, skipping hours in event windows and days whose day type differs from their
+  weekday's usual one (a holiday Monday). On such a day itself the blend uses Prophet alone.
+- **Event windows** (start and end in local time, a kind, an optional expected attendance) are
+  hour-level regressors with one coefficient per kind, fitted on the whole history given (not
+  only the recent weeks: a New Year's Eve comes once a year) against the baseline's residuals.
+  A window's regressor is its attendance over the kind's median attendance (1 without one).
+  Hours inside event windows are left out of Prophet's and the baseline's fit.
 
-A series with too little history or long gaps, or one Prophet fails on, gets the weekly
-seasonal-naive forecast instead (`method` says which, `fallback_reason` why).
+``yhat`` is the blend ``prophet_weight * prophet + (1 - prophet_weight) * baseline`` + event
+effects, transformed back and clipped at 0. The 80 % band is split-conformal: a second Prophet
+is fitted on the history before the last ``calibration_days``, the blend forecasts those days
+out of sample, and the band is ``yhat`` plus the empirical quantiles of those errors (on the
+transformed scale, so it widens with the level). There is no fixed widening factor.
 
-Models are saved as JSON: Prophet's ``model_to_json`` plus the config, never pickled.
+A series with too little recent history or a long gap in its recent history (gaps further back
+do not matter), or one Prophet fails on, gets the weekly seasonal-naive forecast instead
+(`method` says which, `fallback_reason` why).
+
+Models are saved as JSON: Prophet's ``model_to_json`` plus the config, the baseline's tail and
+the calibrated errors, never pickled.
 """
 
 from __future__ import annotations
@@ -29,11 +39,13 @@ import logging
 import multiprocessing
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from functools import cache
 from typing import Any, Literal
 
 import holidays  # type: ignore[import-untyped, unused-ignore]
@@ -47,9 +59,49 @@ Method = Literal["prophet", "seasonal_naive"]
 WEEK = pd.Timedelta(days=7)
 #: Past weeks the seasonal-naive forecast and its interval look back on.
 NAIVE_WEEKS = 4
-#: Fixed seed for Prophet's interval sampling, so a model predicts the same interval every time.
-INTERVAL_SEED = 20190101
-JSON_VERSION = 1
+JSON_VERSION = 2
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """A known event at the site: from ``start`` to ``end`` (naive local time), of a ``kind``.
+
+    ``attendance`` is the expected number of people, when known; windows of one kind with a
+    larger attendance get a proportionally larger effect.
+    """
+
+    start: datetime
+    end: datetime
+    kind: str
+    attendance: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (times as ISO strings)."""
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "kind": self.kind,
+            "attendance": self.attendance,
+        }
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> EventWindow:
+        """Inverse of `to_dict`."""
+        return cls(
+            datetime.fromisoformat(fields["start"]),
+            datetime.fromisoformat(fields["end"]),
+            str(fields["kind"]),
+            fields.get("attendance"),
+        )
+
+
+def day_windows(days: Sequence[date], kind: str = "event_day") -> tuple[EventWindow, ...]:
+    """Whole-day event windows (00:00 to 24:00) of ``kind`` for ``days``."""
+    return tuple(
+        EventWindow(datetime.combine(day, dtime()), datetime.combine(day, dtime()) + DAY, kind)
+        for day in sorted(set(days))
+    )
 
 
 @dataclass(frozen=True)
@@ -60,33 +112,49 @@ class ForecastConfig:
         freq: Step of the series (``ds`` is on this grid; missing steps count as gaps).
         interval_width: Nominal coverage of ``yhat_lower``..``yhat_upper``.
         transform: Scale ``y`` is fitted on; forecasts are transformed back and clipped at 0.
-        min_history_days: Less history than this gets the seasonal-naive forecast.
-        special_days: Site event days, added to the public holidays as one extra holiday.
-        country: ``holidays`` country code for public holidays and adjusted working days.
-        max_gap_hours: A longer run of missing steps in the history gets the seasonal-naive
-            forecast (Prophet would interpolate the trend across it).
-        changepoint_prior_scale: Prophet's trend flexibility (0.01: three weeks of history
-            leave little to tell a trend change from noise; 0.2 backtested worse).
+        min_history_days: Less recent history than this gets the seasonal-naive forecast.
+        country: ``holidays`` country code for public holidays and adjusted working days
+            (None: no public holidays, weekends off).
+        subdivision: ``holidays`` subdivision code (a state, province or region) or None.
+        events: The site's event windows (`EventWindow`), past and coming.
+        history_weeks: Weeks of recent history Prophet and the gap check see (0: all). Longer
+            histories average the daily pattern over seasons and smooth commuter peaks away;
+            shorter ones leave Prophet too little to tell day types apart.
+        baseline_weeks: Same-weekday values the baseline takes the median of.
+        prophet_weight: Prophet's share of the blend (the baseline has the rest).
+        calibration_days: Recent days forecast out of sample to calibrate the band. More days
+            give steadier quantiles but a calibration model further from the present.
+        refit: Fit Prophet a second time on the whole recent history for the forecast. Off,
+            the calibration model (fitted before the last ``calibration_days``) forecasts
+            too: one fit instead of two, and the band is calibrated on exactly the model that
+            forecasts.
+        level_days: The baseline is scaled to the level of the last this many days against
+            their own baseline (0: off), so that it follows a season ramping up or down.
+        max_gap_hours: History before a longer run of missing steps is left out (Prophet
+            would interpolate the trend across it); when too little is left after it, the
+            seasonal-naive forecast is used.
+        changepoint_prior_scale: Prophet's trend flexibility.
         daily_fourier_order: Fourier order of each daily seasonality.
         weekly_fourier_order: Fourier order of the weekly seasonality.
-        day_types: The day types that each get a daily seasonality (`DAY_TYPES`). Two is the
-            workday/day-off split; four also separates working Fridays and plain Saturdays,
-            whose daily shapes differ (backtest MAE 0.96 instead of 0.98 of the naive's).
+        day_types: The day types that each get a daily seasonality (`DAY_TYPES`).
         day_levels: Also fit a level per day type (a 0/1 regressor), as daily Fourier terms
             average 0 over a day and the smooth weekly term cannot move one day alone.
         seasonality_prior_scale: Prophet's prior on seasonality and holiday effects.
-        interval_scale: Widens the interval around ``yhat`` on the transformed scale. Prophet's
-            in-sample noise underestimates the out-of-sample error: 1.0 covered 66 % of the
-            backtest actuals at a nominal 80 % (20 stations), 1.4 covered 82 %; 1.3 covers
-            79 % on all 80 stations. Chosen on the same backtest days it is scored on.
     """
 
     freq: str = "1h"
     interval_width: float = 0.8
     transform: Transform = "sqrt"
     min_history_days: int = 14
-    special_days: tuple[date, ...] = ()
-    country: str = "CN"
+    country: str | None = "CN"
+    subdivision: str | None = None
+    events: tuple[EventWindow, ...] = ()
+    history_weeks: int = 12
+    baseline_weeks: int = 4
+    prophet_weight: float = 0.7
+    calibration_days: int = 7
+    level_days: int = 7
+    refit: bool = True
     max_gap_hours: int = 24
     changepoint_prior_scale: float = 0.01
     daily_fourier_order: int = 10
@@ -96,19 +164,18 @@ class ForecastConfig:
     )
     day_levels: bool = True
     seasonality_prior_scale: float = 10.0
-    interval_scale: float = 1.3
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (dates as ISO strings)."""
+        """JSON-ready fields (event windows as dicts)."""
         fields = asdict(self)
-        fields["special_days"] = [day.isoformat() for day in self.special_days]
+        fields["events"] = [event.to_dict() for event in self.events]
         return fields
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> ForecastConfig:
         """Inverse of `to_dict`."""
         values = dict(fields)
-        values["special_days"] = tuple(date.fromisoformat(d) for d in values["special_days"])
+        values["events"] = tuple(EventWindow.from_dict(e) for e in values["events"])
         return cls(**values)
 
 
@@ -168,28 +235,31 @@ def _inverse(v: FloatArray, kind: Transform) -> FloatArray:
     return np.clip(out, 0.0, None)
 
 
-def _calendar(country: str, years: range) -> Any:
-    return holidays.country_holidays(country, years=list(years))
+def _calendar(country: str | None, subdivision: str | None, years: range) -> Any:
+    if country is None:
+        return holidays.HolidayBase(years=list(years))
+    return holidays.country_holidays(country, subdiv=subdivision, years=list(years))
 
 
-def workdays(ds: pd.Series, country: str) -> npt.NDArray[np.bool_]:
-    """True where ``ds`` falls on a working day of ``country``.
+def workdays(
+    ds: pd.Series, country: str | None, subdivision: str | None = None
+) -> npt.NDArray[np.bool_]:
+    """True where ``ds`` falls on a working day of ``country`` (and ``subdivision``).
 
     Weekends and public holidays are days off; adjusted working days (a weekend day worked in
-    exchange for a longer holiday) are workdays.
+    exchange for a longer holiday) are workdays. Without a country only weekends are off.
     """
     dates = pd.to_datetime(ds).dt.normalize()
     unique = dates.drop_duplicates()
-    calendar = _calendar(country, range(unique.min().year, unique.max().year + 1))
+    calendar = _calendar(country, subdivision, range(unique.min().year, unique.max().year + 1))
     working = {day: calendar.is_working_day(day.date()) for day in unique}
     return np.asarray(dates.map(working), dtype=bool)
 
 
 def holiday_frame(config: ForecastConfig, first_year: int, last_year: int) -> pd.DataFrame:
-    """Prophet's ``holidays`` frame: public holidays of the years, then the special days."""
-    calendar = _calendar(config.country, range(first_year, last_year + 1))
+    """Prophet's ``holidays`` frame: the public holidays of the years."""
+    calendar = _calendar(config.country, config.subdivision, range(first_year, last_year + 1))
     rows = [(str(name), pd.Timestamp(day)) for day, name in sorted(calendar.items())]
-    rows += [("special_day", pd.Timestamp(day)) for day in config.special_days]
     return pd.DataFrame(rows, columns=["holiday", "ds"])
 
 
@@ -197,6 +267,11 @@ def holiday_frame(config: ForecastConfig, first_year: int, last_year: int) -> pd
 DAY_TYPES: dict[str, tuple[str, ...]] = {
     "workday_offday": ("workday", "offday"),
     "workday_friday_saturday_offday": ("workday", "friday", "saturday", "offday"),
+}
+#: The usual day type of each weekday (Monday first), without holidays.
+USUAL_DAY_TYPES: dict[str, tuple[str, ...]] = {
+    "workday_offday": ("workday",) * 5 + ("offday",) * 2,
+    "workday_friday_saturday_offday": ("workday",) * 4 + ("friday", "saturday", "offday"),
 }
 
 
@@ -208,15 +283,50 @@ def day_types(ds: pd.Series, config: ForecastConfig) -> pd.Series:
     no public holiday is ``saturday`` (some people work: a morning peak a Sunday has not).
     """
     times = pd.to_datetime(ds).reset_index(drop=True)
-    working = workdays(times, config.country)
+    working = workdays(times, config.country, config.subdivision)
     labels = np.where(working, "workday", "offday").astype(object)
     if config.day_types == "workday_friday_saturday_offday":
         weekday = times.dt.day_of_week.to_numpy()
-        calendar = _calendar(config.country, range(times.min().year, times.max().year + 1))
-        holiday = np.asarray(times.dt.date.map(lambda d: d in calendar), dtype=bool)
+        calendar = _calendar(
+            config.country, config.subdivision, range(times.min().year, times.max().year + 1)
+        )
+        dates = times.dt.normalize()
+        unique = dates.drop_duplicates()
+        holiday = np.asarray(dates.map({d: d.date() in calendar for d in unique}), dtype=bool)
         labels[working & (weekday == 4)] = "friday"
         labels[~working & (weekday == 5) & ~holiday] = "saturday"
     return pd.Series(labels, index=pd.RangeIndex(len(times)), dtype=object)
+
+
+def usual_days(index: pd.DatetimeIndex, config: ForecastConfig) -> npt.NDArray[np.bool_]:
+    """True where a time's day type is its weekday's usual one (not a holiday or swapped day)."""
+    labels = day_types(pd.Series(index), config).to_numpy()
+    usual = np.asarray(USUAL_DAY_TYPES[config.day_types], dtype=object)[index.day_of_week]
+    return np.asarray(labels == usual, dtype=bool)
+
+
+def event_regressors(
+    index: pd.DatetimeIndex, events: Sequence[EventWindow], freq: str = "1h"
+) -> dict[str, FloatArray]:
+    """One regressor per event kind on ``index``: a window's scale in the steps it overlaps.
+
+    A window's scale is its attendance over the median attendance of its kind's windows that
+    have one (1 when it or its kind has none). Overlapping windows of one kind add up.
+    """
+    step = pd.Timedelta(freq)
+    reference: dict[str, float] = {}
+    for kind in {e.kind for e in events}:
+        given = [e.attendance for e in events if e.kind == kind and e.attendance]
+        reference[kind] = float(np.median(given)) if given else 1.0
+    columns: dict[str, FloatArray] = {}
+    for event in events:
+        column = columns.setdefault(event.kind, np.zeros(len(index)))
+        # steps [t, t + step) that overlap [start, end)
+        lo = int(index.searchsorted(pd.Timestamp(event.start) - step, side="right"))
+        hi = int(index.searchsorted(pd.Timestamp(event.end), side="left"))
+        scale = event.attendance / reference[event.kind] if event.attendance else 1.0
+        column[lo:hi] += scale
+    return columns
 
 
 def _with_conditions(frame: pd.DataFrame, config: ForecastConfig) -> pd.DataFrame:
@@ -250,13 +360,22 @@ def regular_y(history: pd.DataFrame, freq: str) -> pd.Series:
     return y.reindex(grid)
 
 
-def _longest_gap(y: pd.Series) -> int:
-    """Longest run of missing steps."""
-    longest = run = 0
-    for missing in y.isna().to_numpy():
-        run = run + 1 if missing else 0
-        longest = max(longest, run)
-    return longest
+def _after_last_gap(y: pd.Series, longest: pd.Timedelta) -> tuple[pd.Series, pd.Timedelta | None]:
+    """``y`` from its first observation after the last run of missing steps over ``longest``.
+
+    Prophet would draw its trend across a long gap; the history before it is left out instead
+    (a gap far back costs nothing). Returns the rest and that gap (None when there is none).
+    """
+    observed = y.index[y.notna().to_numpy()]
+    if len(observed) == 0:
+        return y.iloc[:0], None
+    step = y.index.freq or pd.Timedelta(hours=1)
+    jumps = observed[1:] - observed[:-1] - pd.Timedelta(step)
+    long = np.flatnonzero(jumps > longest)
+    if len(long) == 0:
+        return y[observed[0] :], None
+    last = long[-1]
+    return y[observed[last + 1] :], jumps[last]
 
 
 def seasonal_naive(
@@ -312,16 +431,82 @@ def seasonal_naive(
     )
 
 
+def _seasonal_baseline(
+    z: pd.Series, times: pd.DatetimeIndex, origin: pd.Timestamp | pd.DatetimeIndex, weeks: int
+) -> FloatArray:
+    """Median of the latest ``weeks`` same-weekday values of ``z`` at each of ``times``.
+
+    Only values before ``origin`` (one per time, or one for all) count: the lags are the whole
+    weeks that reach back before it. NaN where none of those values is known.
+    """
+    if len(times) == 0:
+        return np.empty(0)
+    first = np.floor((times - origin) / WEEK).to_numpy(float).astype(int) + 1
+    first = np.maximum(first, 1)
+    lagged = np.full((len(times), weeks), np.nan)
+    for j in range(weeks):
+        lagged[:, j] = z.reindex(times - pd.to_timedelta((first + j) * 7, unit="D")).to_numpy()
+    known = np.isfinite(lagged).any(axis=1)
+    out = np.full(len(times), np.nan)
+    out[known] = np.nanmedian(lagged[known], axis=1)
+    return out
+
+
+def _usual_level(z: pd.Series, times: pd.DatetimeIndex, weeks: int) -> FloatArray:
+    """What ``z`` usually is at ``times`` (each from the values before it), for event effects.
+
+    The seasonal baseline; where an event recurs every week at the same hour (no same-weekday
+    value is left), the median of the same hour on the 7 days before.
+    """
+    level = _seasonal_baseline(z, times, times, weeks)
+    missing = ~np.isfinite(level)
+    if missing.any():
+        at = times[missing]
+        days = np.column_stack(
+            [z.reindex(at - pd.Timedelta(days=d)).to_numpy() for d in range(1, 8)]
+        )
+        known = np.isfinite(days).any(axis=1)
+        fallback = np.full(len(at), np.nan)
+        fallback[known] = np.nanmedian(days[known], axis=1)
+        level[missing] = fallback
+    return level
+
+
+@dataclass(frozen=True)
+class _Blend:
+    """What the blend adds to Prophet: event effects and the calibrated error quantiles."""
+
+    effects: dict[str, float]
+    lower: float
+    upper: float
+    calibration_points: int
+
+
+def _conformal(residuals: FloatArray, width: float) -> tuple[float, float]:
+    """Split-conformal quantiles of the out-of-sample errors for a two-sided ``width`` band."""
+    n = len(residuals)
+    tail = (1.0 - width) / 2.0
+    # the finite-sample correction: the (1 - tail)(n + 1)-th smallest error
+    hi = min(1.0, np.ceil((1.0 - tail) * (n + 1)) / n)
+    lo = max(0.0, np.floor(tail * (n + 1)) / n)
+    upper = float(np.quantile(residuals, hi, method="higher"))
+    lower = float(np.quantile(residuals, lo, method="lower"))
+    return min(lower, 0.0), max(upper, 0.0)
+
+
 class Forecaster:
-    """A forecast model for one series: a fitted Prophet or the weekly seasonal-naive fallback.
+    """A forecast model for one series: the Prophet/baseline blend or the seasonal-naive fallback.
 
     Build one with `fit` (or `from_json`); it is fitted once and only predicts afterwards.
 
     Attributes:
         config: How it was fitted.
-        method: ``"prophet"`` or ``"seasonal_naive"``.
-        fallback_reason: Why Prophet was not used, ``None`` when it was.
+        method: ``"prophet"`` (the blend) or ``"seasonal_naive"``.
+        fallback_reason: Why the blend was not used, ``None`` when it was.
         last_ds: The last step of the history.
+        effects: Fitted effect of each event kind on the transformed scale (per unit of
+            attendance scale); empty for the seasonal-naive forecast.
+        band: The calibrated error quantiles ``(lower, upper)`` on the transformed scale.
     """
 
     def __init__(
@@ -329,29 +514,40 @@ class Forecaster:
         config: ForecastConfig,
         method: Method,
         last_ds: pd.Timestamp,
+        tail: pd.Series,
         *,
         fallback_reason: str | None = None,
         prophet: Any = None,
-        tail: pd.Series | None = None,
+        blend: _Blend | None = None,
     ) -> None:
-        if method == "prophet" and prophet is None:
-            raise ValueError("a prophet Forecaster needs its fitted Prophet model")
-        if method == "seasonal_naive" and tail is None:
-            raise ValueError("a seasonal_naive Forecaster needs the history tail")
+        if method == "prophet" and (prophet is None or blend is None):
+            raise ValueError("a prophet Forecaster needs its fitted Prophet model and blend")
         self.config = config
         self.method: Method = method
         self.last_ds = pd.Timestamp(last_ds)
         self.fallback_reason = fallback_reason
         self._prophet = prophet
         self._tail = tail
+        self._blend = blend
+
+    @property
+    def effects(self) -> dict[str, float]:
+        """Event effect per kind (transformed scale); empty for the seasonal-naive forecast."""
+        return dict(self._blend.effects) if self._blend else {}
+
+    @property
+    def band(self) -> tuple[float, float] | None:
+        """Calibrated error quantiles on the transformed scale; None for the naive forecast."""
+        return (self._blend.lower, self._blend.upper) if self._blend else None
 
     @classmethod
     def fit(cls, history: pd.DataFrame, config: ForecastConfig | None = None) -> Forecaster:
-        """Fit Prophet to ``history``, or fall back to the seasonal-naive forecast.
+        """Fit the blend to ``history``, or fall back to the seasonal-naive forecast.
 
         Args:
             history: ``ds`` (naive local time on the ``config.freq`` grid) and ``y`` (counts);
-                rows with a missing ``y`` are gaps.
+                rows with a missing ``y`` are gaps. Give all of it: event effects are fitted on
+                the whole history, the rest on the last ``config.history_weeks``.
             config: Defaults to ``ForecastConfig()``.
 
         Returns:
@@ -364,27 +560,34 @@ class Forecaster:
         config = config or ForecastConfig()
         y = regular_y(history, config.freq)
         last_ds = y.index[-1]
-        span = y.index[-1] - y.index[0] + pd.Timedelta(config.freq)
-        if span < WEEK:
+        step = pd.Timedelta(config.freq)
+        if y.index[-1] - y.index[0] + step < WEEK:
             raise ValueError(
-                f"history covers {span}, the seasonal-naive forecast needs at least a week"
+                f"history covers {y.index[-1] - y.index[0] + step}, the seasonal-naive "
+                "forecast needs at least a week"
             )
         tail = y[y.index > last_ds - (NAIVE_WEEKS + 1) * WEEK]
+        recent = (
+            y if config.history_weeks <= 0 else y[y.index > last_ds - config.history_weeks * WEEK]
+        )
+        recent, gap = _after_last_gap(recent, config.max_gap_hours * step)
+        span = recent.index[-1] - recent.index[0] + step if len(recent) else pd.Timedelta(0)
         reason: str | None = None
-        gap_steps = _longest_gap(y)
-        gap = gap_steps * pd.Timedelta(config.freq)
         if span < pd.Timedelta(days=config.min_history_days):
             reason = f"history covers {span}, less than {config.min_history_days} days"
-        elif gap > pd.Timedelta(hours=config.max_gap_hours):
-            reason = f"history has a gap of {gap}, more than {config.max_gap_hours} h"
+            if gap is not None:
+                reason = (
+                    f"history after a gap of {gap} (more than {config.max_gap_hours} h) covers "
+                    f"{span}, less than {config.min_history_days} days"
+                )
         if reason is None:
             try:
-                model = _fit_prophet(y.dropna(), config)
+                prophet, blend = _fit_blend(y, recent, config)
             except Exception as exc:  # Stan or Prophet failing on one series is data, not a bug
                 reason = f"prophet failed: {type(exc).__name__}: {exc}"
             else:
-                return cls(config, "prophet", last_ds, prophet=model)
-        return cls(config, "seasonal_naive", last_ds, fallback_reason=reason, tail=tail)
+                return cls(config, "prophet", last_ds, tail, prophet=prophet, blend=blend)
+        return cls(config, "seasonal_naive", last_ds, tail, fallback_reason=reason)
 
     def predict(self, future: pd.DatetimeIndex | int) -> pd.DataFrame:
         """Forecast at the times of ``future`` or for the ``future`` steps after the history.
@@ -401,38 +604,34 @@ class Forecaster:
         if index.tz is not None:
             raise ValueError("future must be naive local time like the history")
         if self.method == "prophet":
-            frame = self._predict_prophet(index)
+            frame = self._predict_blend(index)
         else:
-            assert self._tail is not None
             frame = seasonal_naive(self._tail, index, self.config.interval_width)
         frame["method"] = self.method
         return frame.reset_index(drop=True)
 
-    def _predict_prophet(self, index: pd.DatetimeIndex) -> pd.DataFrame:
-        future = _with_conditions(pd.DataFrame({"ds": index}), self.config)
-        # Prophet samples its interval from numpy's global generator: seed it for the call only.
-        state = np.random.get_state()
-        np.random.seed(INTERVAL_SEED)
-        try:
-            with _prophet_warnings_ignored():
-                raw = self._prophet.predict(future)
-        finally:
-            np.random.set_state(state)
-        kind, scale = self.config.transform, self.config.interval_scale
-        mid = raw["yhat"].to_numpy(float)
-        lower = mid - scale * (mid - raw["yhat_lower"].to_numpy(float))
-        upper = mid + scale * (raw["yhat_upper"].to_numpy(float) - mid)
+    def _predict_blend(self, index: pd.DatetimeIndex) -> pd.DataFrame:
+        assert self._blend is not None
+        config = self.config
+        order = np.argsort(index.asi8, kind="stable")
+        times = index[order]
+        clean = _clean(self._tail, config)
+        origin = self.last_ds + pd.Timedelta(config.freq)
+        mid = _blend_mid(self._prophet, clean, times, origin, self._blend.effects, config)
+        back = np.empty_like(mid)
+        back[order] = mid
+        kind = config.transform
         return pd.DataFrame(
             {
                 "ds": index,
-                "yhat": _inverse(mid, kind),
-                "yhat_lower": _inverse(lower, kind),
-                "yhat_upper": _inverse(upper, kind),
+                "yhat": _inverse(back, kind),
+                "yhat_lower": _inverse(back + self._blend.lower, kind),
+                "yhat_upper": _inverse(back + self._blend.upper, kind),
             }
         )
 
     def to_json(self) -> str:
-        """The model as JSON: Prophet's ``model_to_json``, or the naive history tail, + config."""
+        """The model as JSON: Prophet's ``model_to_json``, the history tail, blend, config."""
         payload: dict[str, Any] = {
             "version": JSON_VERSION,
             "config": self.config.to_dict(),
@@ -440,17 +639,16 @@ class Forecaster:
             "fallback_reason": self.fallback_reason,
             "last_ds": self.last_ds.isoformat(),
             "prophet": None,
-            "tail": None,
+            "blend": asdict(self._blend) if self._blend else None,
+            "tail": {
+                "start": self._tail.index[0].isoformat(),
+                "y": [None if np.isnan(v) else float(v) for v in self._tail.to_numpy()],
+            },
         }
         if self._prophet is not None:
             from prophet.serialize import model_to_json  # type: ignore[import-untyped, unused-ignore]
 
             payload["prophet"] = model_to_json(self._prophet)
-        if self._tail is not None:
-            payload["tail"] = {
-                "start": self._tail.index[0].isoformat(),
-                "y": [None if np.isnan(v) else float(v) for v in self._tail.to_numpy()],
-            }
         return json.dumps(payload)
 
     @classmethod
@@ -460,7 +658,7 @@ class Forecaster:
         if payload.get("version") != JSON_VERSION:
             raise ValueError(
                 f"model JSON version {payload.get('version')!r}, expected {JSON_VERSION}; "
-                "refit the model"
+                "refit the model (crowdwatch forecast train)"
             )
         config = ForecastConfig.from_dict(payload["config"])
         prophet = None
@@ -470,39 +668,161 @@ class Forecaster:
 
             with _prophet_warnings_ignored():
                 prophet = model_from_json(payload["prophet"])
-        tail = None
-        if payload["tail"] is not None:
-            values = np.array([np.nan if v is None else v for v in payload["tail"]["y"]], float)
-            index = pd.date_range(payload["tail"]["start"], periods=len(values), freq=config.freq)
-            tail = pd.Series(values, index=index)
+        values = np.array([np.nan if v is None else v for v in payload["tail"]["y"]], float)
+        index = pd.date_range(payload["tail"]["start"], periods=len(values), freq=config.freq)
         return cls(
             config,
             payload["method"],
             pd.Timestamp(payload["last_ds"]),
+            pd.Series(values, index=index),
             fallback_reason=payload["fallback_reason"],
             prophet=prophet,
-            tail=tail,
+            blend=_Blend(**payload["blend"]) if payload["blend"] else None,
         )
 
 
-def _fit_prophet(y: pd.Series, config: ForecastConfig) -> Any:
+def _clean(y: pd.Series, config: ForecastConfig) -> pd.Series:
+    """``y`` on the transformed scale, NaN in event windows and on unusual days."""
+    z = pd.Series(_transform(y.to_numpy(float), config.transform), index=y.index)
+    keep = usual_days(y.index, config)
+    for column in event_regressors(y.index, config.events, config.freq).values():
+        keep &= column == 0
+    return z.where(keep)
+
+
+def _recent_level(clean: pd.Series, origin: pd.Timestamp, config: ForecastConfig) -> float:
+    """How the last ``level_days`` before ``origin`` compare with their own baseline.
+
+    The sum of the observed values over the sum of what the seasonal baseline said for the
+    same hours (usual, non-event hours only), within 0.5..2; 1 when switched off or unknown.
+    A month's median lags a season that is ramping up or down (school holidays, December);
+    this scales the baseline to the latest week's level.
+    """
+    if config.level_days <= 0:
+        return 1.0
+    times = clean.index[
+        (clean.index >= origin - pd.Timedelta(days=config.level_days)) & (clean.index < origin)
+    ]
+    z = clean.reindex(times).to_numpy()
+    base = _seasonal_baseline(clean, times, times, config.baseline_weeks)
+    known = np.isfinite(z) & np.isfinite(base)
+    if known.sum() < 24:
+        return 1.0
+    expected = float(_inverse(base[known], config.transform).sum())
+    if expected <= 0:
+        return 1.0
+    seen = float(_inverse(z[known], config.transform).sum())
+    return float(np.clip(seen / expected, 0.5, 2.0))
+
+
+def _blend_mid(
+    prophet: Any,
+    clean: pd.Series,
+    times: pd.DatetimeIndex,
+    origin: pd.Timestamp,
+    effects: dict[str, float],
+    config: ForecastConfig,
+) -> FloatArray:
+    """The blend on the transformed scale at sorted ``times``, from history before ``origin``."""
+    future = _with_conditions(pd.DataFrame({"ds": times}), config)
+    with _prophet_warnings_ignored():
+        trend = prophet.predict(future)["yhat"].to_numpy(float)
+    base = _seasonal_baseline(clean, times, origin, config.baseline_weeks)
+    ratio = _recent_level(clean, origin, config)
+    if ratio != 1.0:
+        raw = _inverse(np.where(np.isfinite(base), base, 0.0), config.transform)
+        base = np.where(np.isfinite(base), _transform(raw * ratio, config.transform), np.nan)
+    usual = usual_days(times, config) & np.isfinite(base)
+    w = config.prophet_weight
+    mid = np.where(usual, w * trend + (1.0 - w) * np.where(usual, base, 0.0), trend)
+    for kind, column in event_regressors(times, config.events, config.freq).items():
+        mid = mid + effects.get(kind, 0.0) * column
+    return np.asarray(mid, dtype=float)
+
+
+def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple[Any, _Blend]:
+    """Fit the event effects (whole history), Prophet (recent weeks) and the band."""
+    clean = _clean(y, config)
+    z = pd.Series(_transform(y.to_numpy(float), config.transform), index=y.index)
+    effects: dict[str, float] = {}
+    for kind, column in event_regressors(y.index, config.events, config.freq).items():
+        hit = (column > 0) & np.isfinite(z.to_numpy())
+        if not hit.any():
+            continue
+        times = y.index[hit]
+        residual = z.to_numpy()[hit] - _usual_level(clean, times, config.baseline_weeks)
+        x = column[hit]
+        known = np.isfinite(residual)
+        if known.any():
+            effects[kind] = float((x[known] * residual[known]).sum() / (x[known] ** 2).sum())
+    train = clean[recent.index].dropna()
+    step = pd.Timedelta(config.freq)
+    origin = recent.index[-1] + step
+    cal_origin = origin - pd.Timedelta(days=config.calibration_days)
+    early = train[train.index < cal_origin]
+    if len(early) == 0 or early.index[-1] - early.index[0] + step < WEEK:
+        raise ValueError(
+            f"less than a week of history before the last {config.calibration_days} days, "
+            "which calibrate the band"
+        )
+    calibration = _fit_prophet(early, config)
+    cal_times = recent.index[recent.index >= cal_origin]
+    cal_mid = _blend_mid(calibration, clean, cal_times, cal_origin, effects, config)
+    # every observed hour counts, holidays and event hours too: they are forecast the same way
+    cal_seen = z.reindex(cal_times).to_numpy()
+    residuals = (cal_seen - cal_mid)[np.isfinite(cal_seen)]
+    if len(residuals) < 24:
+        raise ValueError(f"only {len(residuals)} observed hours to calibrate the band")
+    lower, upper = _conformal(residuals, config.interval_width)
+    model = _fit_prophet(train, config) if config.refit else calibration
+    return model, _Blend(effects, lower, upper, len(residuals))
+
+
+@cache
+def _fast_backend_class() -> Any:
+    from prophet.models import CmdStanPyBackend  # type: ignore[import-untyped, unused-ignore]
+
+    class FastBackend(CmdStanPyBackend):  # type: ignore[misc, unused-ignore]
+        """Prophet's cmdstanpy backend, handing Stan its data as arrays instead of lists.
+
+        Prophet turns the feature matrix into nested lists, which stanio then walks value by
+        value to write Stan's JSON input: 60-70 % of a fit's time on 12 weeks of hourly data.
+        Arrays go through stanio's one-call fast path (and ujson) instead; the JSON is equal.
+        """
+
+        @staticmethod
+        def prepare_data(init: dict[str, Any], data: dict[str, Any]) -> tuple[Any, Any]:
+            inits, lists = CmdStanPyBackend.prepare_data(init, data)
+            stan_data: dict[str, Any] = dict(lists)
+            for name in ("y", "t", "cap", "t_change", "s_a", "s_m"):
+                stan_data[name] = np.asarray(data[name])
+            stan_data["X"] = data["X"].to_numpy()
+            return inits, stan_data
+
+    return FastBackend
+
+
+def _fast_backend() -> Any:
+    return _fast_backend_class()()
+
+
+def _fit_prophet(z: pd.Series, config: ForecastConfig) -> Any:
+    """Prophet fitted to ``z`` (already on the transformed scale), without interval sampling."""
     quiet_prophet_logging()
     from prophet import Prophet  # type: ignore[import-untyped, unused-ignore]
 
-    history = _with_conditions(
-        pd.DataFrame({"ds": y.index, "y": _transform(y.to_numpy(float), config.transform)}),
-        config,
-    )
+    history = _with_conditions(pd.DataFrame({"ds": z.index, "y": z.to_numpy(float)}), config)
     model = Prophet(
         yearly_seasonality=False,
         weekly_seasonality=config.weekly_fourier_order,
         daily_seasonality=False,
-        holidays=holiday_frame(config, y.index[0].year, y.index[-1].year + 1),
-        interval_width=config.interval_width,
+        holidays=holiday_frame(config, z.index[0].year, z.index[-1].year + 1),
+        uncertainty_samples=0,
         changepoint_prior_scale=config.changepoint_prior_scale,
         seasonality_prior_scale=config.seasonality_prior_scale,
         holidays_prior_scale=config.seasonality_prior_scale,
     )
+    model.stan_backend = _fast_backend()
     order = config.daily_fourier_order
     for kind in DAY_TYPES[config.day_types]:
         model.add_seasonality(f"daily_{kind}", period=1, fourier_order=order, condition_name=kind)

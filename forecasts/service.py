@@ -1,7 +1,10 @@
 """Training, forecasting and early warning against the warehouse, fit for a scheduler.
 
 - `train`: hourly history per zone from ClickHouse (the fused headcount of ``zone_state``, or
-  the gate inflow of ``zone_metrics``), fitted in parallel processes; each model is saved as
+  where a zone has none — a gate-only pipeline such as ``gate_flow`` — the occupancy of
+  ``zone_metrics``; or the gate inflow of ``zone_metrics``), fitted with the site's calendar
+  (`forecast_config`: country, subdivision, event days and event windows) in parallel
+  processes; each model is saved as
   Prophet JSON under ``<data_dir>/models/<database>/<target>/<zone>.json`` with a small
   metadata file.
   Incremental: a zone is refitted only when it has no model or its history has grown by
@@ -17,10 +20,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -32,40 +38,91 @@ from crowdwatch.settings import Settings
 from crowdwatch.site import Site
 from crowdwatch.warehouse.client import Warehouse
 from forecasts.early_warning import early_warnings
-from forecasts.model import ForecastConfig, Forecaster, fit_many
+from forecasts.model import WEEK, EventWindow, ForecastConfig, Forecaster, day_windows, fit_many
 
+GATE_HOURS_SQL = """
+    SELECT zone_id, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS hour, {y} AS y
+    FROM zone_metrics FINAL
+    WHERE scope = 'zone'
+    GROUP BY zone_id, hour
+    ORDER BY zone_id, hour
+"""
 HISTORY_SQL = {
+    # the peak headcount of each hour: warnings compare it with the zone's capacity
     "headcount": """
-        SELECT zone_id, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS hour, avg(headcount) AS y
+        SELECT zone_id, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS hour, max(headcount) AS y
         FROM zone_state FINAL
         WHERE headcount IS NOT NULL
         GROUP BY zone_id, hour
         ORDER BY zone_id, hour
     """,
-    "inflow": """
-        SELECT zone_id, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS hour,
-            toFloat64(sum(entries)) AS y
-        FROM zone_metrics FINAL
-        WHERE scope = 'zone'
-        GROUP BY zone_id, hour
-        ORDER BY zone_id, hour
-    """,
+    # hours of a zone without zone state: the peak occupancy of the gate metrics
+    "occupancy": GATE_HOURS_SQL.format(y="toFloat64(max(occupancy))"),
+    "inflow": GATE_HOURS_SQL.format(y="toFloat64(sum(entries))"),
 }
 
 
 @dataclass(frozen=True)
 class Trained:
-    """One zone's training outcome."""
+    """One zone's training outcome: fitted (``method``), failed (``error``) or ``skipped``."""
 
     zone_id: str
     method: str | None
     seconds: float
     error: str | None
+    skipped: str | None = None
 
 
-def history(warehouse: Warehouse, site: Site, target: str) -> dict[str, pd.DataFrame]:
-    """Hourly ``ds`` (local time, naive) and ``y`` per zone of the site."""
+def forecast_config(site: Site, **changes: Any) -> ForecastConfig:
+    """The forecast settings for ``site``: its calendar, and ``changes`` to the defaults.
+
+    The site's country and subdivision give the public holidays and working days (none without
+    a country); its event windows and event days (whole days, kind ``event_day``) are the
+    forecasts' event windows.
+    """
+    info = site.site
+    events = tuple(
+        EventWindow(e.start, e.end, e.kind, float(e.attendance) if e.attendance else None)
+        for e in info.events
+    )
+    return replace(
+        ForecastConfig(),
+        country=info.country,
+        subdivision=info.subdivision,
+        events=events + day_windows(info.event_days),
+        **changes,
+    )
+
+
+def history(
+    warehouse: Warehouse, site: Site, target: str, *, until: datetime | None = None
+) -> dict[str, pd.DataFrame]:
+    """Hourly ``ds`` (local time, naive) and ``y`` per zone of the site, before ``until``.
+
+    ``headcount`` is the hour's peak fused headcount of ``zone_state``; hours without zone
+    state take the peak occupancy of ``zone_metrics`` (gate-only pipelines write no zone
+    state). ``inflow`` is the hour's gate entries.
+    """
     rows = warehouse.query(HISTORY_SQL[target])
+    if target == "headcount":
+        # hours without zone state (a gate-only pipeline, or history loaded as gate metrics)
+        # take the occupancy of the gate metrics
+        occupancy = warehouse.query(HISTORY_SQL["occupancy"])
+        rows = pl.concat(
+            [
+                rows.with_columns(pl.lit(0).alias("source")),
+                occupancy.with_columns(pl.lit(1).alias("source")),
+            ],
+            how="vertical_relaxed",
+        )
+        rows = (
+            rows.sort("zone_id", "hour", "source")
+            .unique(["zone_id", "hour"], keep="first", maintain_order=True)
+            .drop("source")
+        )
+    if until is not None:
+        cut = pl.lit(until.astimezone(UTC)).cast(pl.Datetime("ms", "UTC"))
+        rows = rows.filter(pl.col("hour").cast(pl.Datetime("ms", "UTC")) < cut)
     series = {}
     for (zone_id,), frame in rows.partition_by("zone_id", as_dict=True).items():
         if zone_id not in site.zone_by_id:
@@ -95,21 +152,42 @@ def train(
     retrain_after_h: int = 24,
     processes: int = 2,
     config: ForecastConfig | None = None,
+    until: datetime | None = None,
 ) -> list[Trained]:
-    """Fit the zones whose model is missing or stale; save their models as JSON."""
+    """Fit the zones whose model is missing or stale; save their models as JSON.
+
+    A model is stale when the zone's history has grown by ``retrain_after_h`` hours since it
+    was fitted, or it was fitted with other settings or an older model format. ``config``
+    defaults to `forecast_config` of the site. Zones with less than a week of history are
+    skipped (not even the seasonal-naive forecast is possible), with the reason.
+    """
+    config = config or forecast_config(site)
+    fingerprint = hashlib.sha256(
+        json.dumps(config.to_dict(), sort_keys=True).encode("utf-8")
+    ).hexdigest()[:16]
     folder = _model_dir(settings, target)
     folder.mkdir(parents=True, exist_ok=True)
     stale = {}
-    for zone_id, frame in history(warehouse, site, target).items():
+    trained = []
+    for zone_id, frame in history(warehouse, site, target, until=until).items():
+        span = frame["ds"].max() - frame["ds"].min() + pd.Timedelta(config.freq)
+        if span < WEEK:
+            reason = f"history covers {span}, at least a week is needed"
+            trained.append(Trained(zone_id, None, 0.0, None, skipped=reason))
+            continue
         meta_file = folder / f"{zone_id}.meta.json"
         last = str(frame["ds"].max())
         if meta_file.exists():
-            fitted_to = pd.Timestamp(json.loads(meta_file.read_text(encoding="utf-8"))["last_ds"])
-            if pd.Timestamp(last) < fitted_to + pd.Timedelta(hours=retrain_after_h):
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            fitted_to = pd.Timestamp(meta["last_ds"])
+            if (
+                meta.get("config") == fingerprint
+                and pd.Timestamp(last) >= fitted_to
+                and pd.Timestamp(last) < fitted_to + pd.Timedelta(hours=retrain_after_h)
+            ):
                 continue
         stale[zone_id] = frame
-    results = fit_many(stale, config or ForecastConfig(), processes=processes) if stale else {}
-    trained = []
+    results = fit_many(stale, config, processes=processes) if stale else {}
     for zone_id, result in results.items():
         if result.model_json is not None:
             (folder / f"{zone_id}.json").write_text(result.model_json, encoding="utf-8")
@@ -117,10 +195,11 @@ def train(
                 "last_ds": str(stale[zone_id]["ds"].max()),
                 "trained_at_ms": int(time.time() * 1000),
                 "method": result.method,
+                "config": fingerprint,
             }
             (folder / f"{zone_id}.meta.json").write_text(json.dumps(meta), encoding="utf-8")
         trained.append(Trained(zone_id, result.method, result.seconds, result.error))
-    return trained
+    return sorted(trained, key=lambda t: t.zone_id)
 
 
 def predict(

@@ -7,9 +7,10 @@ and inflow, video headcount, call bursts. Per station a `RiskState` advances in 
 ``risk_tick_s`` seconds: anomaly scores per zone (a seasonal robust baseline on the headcount,
 EWMA/CUSUM on the inflow's seasonal residual; ``detectors.anomaly``), then
 `crowdwatch.risk.engine.StationRisk` decides each zone's state and level. ``zone_state`` gets one
-row per zone and tick, ``alerts`` the lifecycle events, and the `OutboxSink` writes each event to
-the durable alert outbox, from where it goes at once to the roles the site file routes it to
-(`crowdwatch.risk.outbox`).
+row per zone and tick, ``alerts`` the lifecycle events, and the `WorkflowSink` records each event in
+the workflow store (who must acknowledge by when; `crowdwatch.workflow`) and writes it to the
+durable alert outbox, from where it goes at once to the roles the site file routes it to
+(`crowdwatch.risk.outbox`), with the zone's plan and each role's acknowledge link.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import bytewax.operators as op
 import polars as pl
@@ -31,12 +32,12 @@ from bytewax.outputs import Sink
 from crowdwatch.batches import RawBatch
 from crowdwatch.flow import default_sink, default_source, now_ms
 from crowdwatch.risk.engine import StationRisk, ZoneState, alert_rows
-from crowdwatch.risk.levels import Thresholds
+from crowdwatch.risk.levels import RANK, Thresholds
 from crowdwatch.risk.notify import AlertEvent
-from crowdwatch.risk.outbox import OutboxSink
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site, load_site
 from crowdwatch.warehouse.client import TableRows
+from crowdwatch.workflow.loop import WorkflowSink
 from detectors.anomaly import (
     AlertEpisodes,
     Observation,
@@ -149,8 +150,8 @@ class RiskState:
     source stops holding the others back (it is *stale*) when it has been idle: live, no
     reading for ``idle_ms`` of wall-clock time; in a replay, its event time more than
     ``replay_idle_ms`` behind the station's newest (its input ended or has a gap). A reading
-    behind the watermark (a stale source back, a window corrected) is applied at once and the
-    zones decided again at the watermark.
+    behind the last decided tick (a stale source back, a window corrected) re-decides the ticks
+    it belongs to, within ``redecide_ms`` (`_redecide`).
     """
 
     risk: StationRisk
@@ -168,6 +169,10 @@ class RiskState:
     replay_idle_ms: int = 900_000
     clocks: dict[Source, SourceClock] = field(default_factory=dict)
     held: list[Reading] = field(default_factory=list)
+    redecide_ms: int = 600_000
+    checkpoints: list[tuple[int, Any]] = field(default_factory=list)
+    applied: list[Reading] = field(default_factory=list)
+    scores: dict[int, dict[str, tuple[float, bool, float]]] = field(default_factory=dict)
 
     def receive(
         self, readings: list[Reading], now_ms: int
@@ -224,41 +229,123 @@ class RiskState:
     def advance(self, readings: list[Reading]) -> tuple[list[ZoneState], list[AlertEvent]]:
         """Run every tick up to the readings' newest time, each seeing the readings up to it.
 
-        Then decide once more at the newest reading's time, so that a level change is not held
-        back until the next tick. Readings before the last tick (late) are applied at once.
+        Readings at or before the last tick are late: they re-decide the ticks they belong to
+        (`_redecide`). Then decide once more at the newest reading's time, so that a level
+        change is not held back until the next tick.
         """
-        states: list[ZoneState] = []
-        events: list[AlertEvent] = []
         if not readings:
-            return states, events
+            return [], []
         ordered = sorted(readings, key=lambda r: r.ts_ms)
-        newest = ordered[-1].ts_ms // self.tick_ms * self.tick_ms
-        late = self.last_tick_ms is not None and ordered[0].ts_ms <= self.last_tick_ms
+        last = self.last_tick_ms
+        late = [] if last is None else [r for r in ordered if r.ts_ms <= last]
+        states, events = self._redecide(late) if late else ([], [])
+        fresh = ordered[len(late) :]
+        if not fresh:
+            return states, events
+        self.applied += fresh
         if self.last_tick_ms is None:
-            self.last_tick_ms = ordered[0].ts_ms // self.tick_ms * self.tick_ms - self.tick_ms
+            self.last_tick_ms = fresh[0].ts_ms // self.tick_ms * self.tick_ms - self.tick_ms
+        newest = fresh[-1].ts_ms // self.tick_ms * self.tick_ms
         # a long gap is skipped, not ticked through (at most max_ticks per advance)
         self.last_tick_ms = max(self.last_tick_ms, newest - self.max_ticks * self.tick_ms)
-        pending = iter(ordered)
+        pending = iter(fresh)
         reading = next(pending, None)
         for tick in range(self.last_tick_ms + self.tick_ms, newest + 1, self.tick_ms):
             while reading is not None and reading.ts_ms <= tick:
                 self.risk.observe(reading.zone_id, reading.ts_ms, **reading.values)
                 reading = next(pending, None)
             self._score_anomalies(tick)
+            self.scores[tick] = {
+                zone_id: (r.anomaly_score, r.anomaly_alert, r.surge_score)
+                for zone_id, r in self.risk.readings.items()
+            }
             tick_states, tick_events = self.risk.tick(tick)
             states += tick_states
             events += tick_events
             self.last_tick_ms = tick
+            self._checkpoint(tick)
         while reading is not None:  # readings since the last tick
             self.risk.observe(reading.zone_id, reading.ts_ms, **reading.values)
             reading = next(pending, None)
         # decide at once on what came after the last tick: an escalation does not wait for the
         # next tick (its zone state row does)
-        if ordered[-1].ts_ms > (self.last_tick_ms or 0):
-            events += self.risk.tick(ordered[-1].ts_ms)[1]
-        elif late and not states:  # only late readings: decide again at the last tick
-            events += self.risk.tick(self.last_tick_ms or 0)[1]
+        if fresh[-1].ts_ms > self.last_tick_ms:
+            events += self.risk.tick(fresh[-1].ts_ms)[1]
         return states, events
+
+    def _checkpoint(self, tick: int) -> None:
+        """Keep the zones' decisions every half re-decide window, and what came since.
+
+        The oldest kept checkpoint is the newest one at least ``redecide_ms`` behind ``tick``,
+        so a late reading that recent always has a checkpoint before it.
+        """
+        if self.checkpoints and tick - self.checkpoints[-1][0] < self.redecide_ms // 2:
+            return
+        risk = self.risk
+        self.checkpoints.append(
+            (tick, copy.deepcopy((risk.readings, risk.levels, risk.open_alerts)))
+        )
+        behind = [i for i, (at, _) in enumerate(self.checkpoints) if at <= tick - self.redecide_ms]
+        if behind:
+            del self.checkpoints[: behind[-1]]
+        oldest = self.checkpoints[0][0]
+        self.applied = [r for r in self.applied if r.ts_ms > oldest]
+        self.scores = {at: s for at, s in self.scores.items() if at > oldest}
+
+    def _redecide(self, late: list[Reading]) -> tuple[list[ZoneState], list[AlertEvent]]:
+        """Apply late readings to the ticks they belong to and decide those ticks again.
+
+        From the last checkpoint before the earliest late reading, the ticks up to the last
+        one are run again on a copy with every reading in time order (anomaly scores as they
+        were computed). Their zone states replace the earlier ones; the zones keep the
+        corrected readings. What people were told stands: a zone whose re-decided ticks
+        reached a higher level than it has now is raised (`StationRisk.raise_late`), and every
+        zone is decided again at the last tick. A late reading older than every checkpoint
+        (more than ``redecide_ms`` behind) is applied at the last tick only.
+        """
+        last = self.last_tick_ms
+        assert last is not None
+        first = late[0].ts_ms
+        base = next((cp for cp in reversed(self.checkpoints) if cp[0] < first), None)
+        if base is None:
+            for old in late:
+                self.risk.observe(old.zone_id, old.ts_ms, **old.values)
+            return [], self.risk.tick(last)[1]
+        self.applied = sorted(self.applied + late, key=lambda r: r.ts_ms)
+        base_tick, saved = base
+        scratch = copy.copy(self.risk)
+        scratch.readings, scratch.levels, scratch.open_alerts = copy.deepcopy(saved)
+        from_tick = -(-first // self.tick_ms) * self.tick_ms
+        states: list[ZoneState] = []
+        raised: dict[str, AlertEvent] = {}
+        pending = iter([r for r in self.applied if r.ts_ms > base_tick])
+        reading: Reading | None = next(pending, None)
+        for tick in range(base_tick + self.tick_ms, last + 1, self.tick_ms):
+            while reading is not None and reading.ts_ms <= tick:
+                scratch.observe(reading.zone_id, reading.ts_ms, **reading.values)
+                reading = next(pending, None)
+            for zone_id, (score, alert, surge) in self.scores.get(tick, {}).items():
+                zone = scratch.readings[zone_id]
+                zone.anomaly_score, zone.anomaly_alert, zone.surge_score = score, alert, surge
+            tick_states, tick_events = scratch.tick(tick)
+            if tick < from_tick:
+                continue
+            states += tick_states
+            for event in (e for e in tick_events if e.event in ("opened", "escalated")):
+                top = raised.get(event.zone_id)
+                now = self.risk.levels[event.zone_id].level
+                if RANK[event.level] > RANK[top.level if top else now]:
+                    raised[event.zone_id] = event
+        while reading is not None:
+            scratch.observe(reading.zone_id, reading.ts_ms, **reading.values)
+            reading = next(pending, None)
+        self.risk.readings = scratch.readings
+        self.checkpoints = [cp for cp in self.checkpoints if cp[0] < from_tick]
+        events = [
+            self.risk.raise_late(event, last)
+            for event in sorted(raised.values(), key=lambda e: e.ts_ms)
+        ]
+        return states, events + self.risk.tick(last)[1]
 
     def _score_anomalies(self, ts_ms: int) -> None:
         """Score, then learn, each zone's headcount and inflow at this tick.
@@ -449,8 +536,8 @@ def build(
         settings: defaults to ``Settings()`` from the environment.
         source: `RawBatch` items of any kind; defaults to replaying ``settings.input_path``.
         sink: ``(table, frame)`` items; defaults to the warehouse of ``settings``.
-        alert_sink: alert events; defaults to the durable outbox, delivered to the site's
-            contacts as ``config.notify_mode`` says.
+        alert_sink: alert events; defaults to the workflow and its durable outbox, delivered
+            to the site's contacts as ``config.notify_mode`` says.
     """
     config = settings or Settings()
     site = load_site(config.site_file)
@@ -467,6 +554,7 @@ def build(
             live=config.live,
             idle_ms=config.source_idle_s * 1000,
             replay_idle_ms=config.replay_idle_s * 1000,
+            redecide_ms=config.risk_redecide_s * 1000,
         )
 
     flow = Dataflow("zone_risk")
@@ -503,5 +591,5 @@ def build(
     alerts = op.map("alert_rows", events, lambda event: ("alerts", alert_rows([event])))
     # ("alerts", frame)
     op.output("warehouse", op.merge("rows", rows, states, alerts), sink or default_sink(config))
-    op.output("notify", events, alert_sink or OutboxSink(config, site))
+    op.output("notify", events, alert_sink or WorkflowSink(config, site))
     return flow

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from crowdwatch.settings import REPO_ROOT, Settings
 from crowdwatch.warehouse.client import Warehouse
@@ -22,6 +23,11 @@ HANGZHOU_SITE = REPO_ROOT / "infra" / "sites" / "hangzhou_metro.yaml"
 EXAMPLE_SITE = REPO_ROOT / "infra" / "sites" / "example_interchange.yaml"
 
 _databases = itertools.count()
+
+# No timed assertions: Hypothesis's per-example deadline (200 ms) fails examples on a busy
+# machine without saying anything about the code under test.
+hypothesis_settings.register_profile("crowdwatch", deadline=None)
+hypothesis_settings.load_profile("crowdwatch")
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from app.report.queries import (
 from dashboards.overview import UID as OVERVIEW_UID
 from dashboards.panels import LEVELS, SHARE_THRESHOLDS
 from dashboards.pipeline import UID as PIPELINE_UID
+from dashboards.response import UID as RESPONSE_UID
 from dashboards.zone import UID as ZONE_UID
 
 COLORS: dict[str, str] = {
@@ -856,13 +857,8 @@ def render_page(report: Report) -> str:
     end_at = f"{local_time(report.end, report.tz):%H:%M}"
     zone = "".join(render_panel(r, report) for r in report.zone_panels)
     deliveries = "".join(render_panel(r, report) for r in report.deliveries)
-    missing = len(
-        {
-            (r.pick.uid, r.pick.title)
-            for r in (*report.snapshot, *report.overview, *report.zone_panels, *report.deliveries)
-            if r.panel is None
-        }
-    )
+    response = "".join(render_panel(r, report) for r in report.response)
+    missing = len({(r.pick.uid, r.pick.title) for r in _results(report) if r.panel is None})
     others = ""
     if report.only_in_grafana:
         others = (
@@ -897,13 +893,18 @@ def render_page(report: Report) -> str:
 <p class="lead">Each alert event in the range, to each role the site routes it to: the roles that
 were not reached and why (no contact, not sent, still trying), and how long delivery took.</p>
 <div class="grid">{deliveries}</div>
+<h2>How they responded</h2>
+<p class="lead">Acknowledgement and sign-off per role, station and level (p50 and p90 seconds), the
+deadlines missed and escalated, and who has not acknowledged an open alert yet. Drills are left
+out.</p>
+<div class="grid">{response}</div>
 <h2>The network at the end of the range ({esc(end_at)})</h2>
 <p class="lead">The overview's stat tiles and tables: the newest state of each zone, the alerts
 still open.</p>
 <div class="grid">{overview}</div>
 <footer>
 <p>Same queries as the Grafana dashboards {esc(OVERVIEW_UID)}, {esc(ZONE_UID)}{esc(variables)} and
-{esc(PIPELINE_UID)},
+{esc(PIPELINE_UID)}, {esc(RESPONSE_UID)},
 run on {esc(report.source)}. Times in {esc(tz_name)}.
 {missing} picked panel(s) missing. Generated {report.generated:%Y-%m-%d %H:%M:%S} UTC.</p>
 {others}
@@ -912,6 +913,16 @@ run on {esc(report.source)}. Times in {esc(tz_name)}.
 </body>
 </html>
 """
+
+
+def _results(report: Report) -> list[PanelResult]:
+    return [
+        *report.snapshot,
+        *report.overview,
+        *report.zone_panels,
+        *report.deliveries,
+        *report.response,
+    ]
 
 
 def write_report(report: Report, path: Path) -> Path:
@@ -923,7 +934,7 @@ def write_report(report: Report, path: Path) -> Path:
 
 def summary(report: Report) -> str:
     """One line: the zone, its worst level, the range and how many panels were drawn."""
-    results = [*report.snapshot, *report.overview, *report.zone_panels, *report.deliveries]
+    results = _results(report)
     drawn = sum(1 for r in results if r.panel is not None and r.frames)
     notes = sum(len(r.notes) for r in results)
     first = worst_alert(report.zone_panels)

@@ -5,7 +5,8 @@ A look without Grafana. The report takes the panels of the Grafana dashboards as
 (`dashboards.macros.expand`) and runs it on the warehouse. `build_report` returns a `Report`:
 the overview's key panels, one zone's (the one with the worst alert, by default), a zoom on
 its alerts, a snapshot of the overview a minute into the worst one, and who was told of the
-alerts (the pipeline health dashboard's delivery panels). `app.report.page` draws it.
+alerts (the pipeline health dashboard's delivery panels) and how they responded (the response
+dashboard's KPIs). `app.report.page` draws it.
 
 Panels are picked by dashboard uid and title. A panel that is missing, or whose query fails,
 becomes a note on the page; the report is still written.
@@ -27,6 +28,7 @@ from dashboards.macros import expand
 from dashboards.overview import UID as OVERVIEW_UID
 from dashboards.panels import LEVELS
 from dashboards.pipeline import UID as PIPELINE_UID
+from dashboards.response import UID as RESPONSE_UID
 from dashboards.zone import UID as ZONE_UID
 
 
@@ -69,6 +71,16 @@ DELIVERIES: tuple[Pick, ...] = (
     Pick(PIPELINE_UID, "Alert delivery latency"),
 )
 """Who was told of the alerts in the range: the pipeline health dashboard's delivery panels."""
+
+RESPONSE: tuple[Pick, ...] = (
+    Pick(RESPONSE_UID, "Unacknowledged now", 6),
+    Pick(RESPONSE_UID, "Escalations", 6),
+    Pick(RESPONSE_UID, "Alerts signed off", 12),
+    Pick(RESPONSE_UID, "Time to acknowledge", 12),
+    Pick(RESPONSE_UID, "Time to sign off", 12),
+    Pick(RESPONSE_UID, "Who has not acknowledged"),
+)
+"""How people responded: the response dashboard's KPIs (drills left out)."""
 
 ZOOM: tuple[Pick, ...] = ZONE[:2]
 """Shown again over the zone's alerts and half an hour either side, after ``ZONE[:2]``."""
@@ -118,6 +130,7 @@ class Report:
     source: str
     generated: datetime
     deliveries: list[PanelResult] = field(default_factory=list)
+    response: list[PanelResult] = field(default_factory=list)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -307,7 +320,8 @@ def build_report(
         else:
             at = None
     deliveries = collect(warehouse, DELIVERIES, boards, start=start, end=end, variables=variables)
-    picked = {(p.uid, p.title) for p in (*OVERVIEW, *ZONE, *DELIVERIES)}
+    response = collect(warehouse, RESPONSE, boards, start=start, end=end, variables=variables)
+    picked = {(p.uid, p.title) for p in (*OVERVIEW, *ZONE, *DELIVERIES, *RESPONSE)}
     others = [f"{uid}: {title}" for uid, title in panel_index(boards) if (uid, title) not in picked]
     return Report(
         title=title,
@@ -323,6 +337,7 @@ def build_report(
         source=f"{describe_dsn(warehouse.dsn)}, database {warehouse.database}",
         generated=now,
         deliveries=deliveries,
+        response=response,
     )
 
 

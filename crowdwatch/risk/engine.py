@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -174,6 +174,30 @@ class StationRisk:
                     self._event(zone, change.previous, change.level, ts_ms, inputs, headcount)
                 )
         return states, events
+
+    def raise_late(self, decided: AlertEvent, at_ms: int) -> AlertEvent:
+        """Raise a zone to the level a re-decided past tick reached (late readings).
+
+        ``decided`` is the escalation that the tick would have made had its readings come on
+        time. What people were told stays: the zone's open alert (if any) is escalated, else
+        one opens at the tick the readings belong to. The hold starts at ``at_ms``, when it is
+        decided.
+        """
+        state = self.levels[decided.zone_id]
+        previous = state.level
+        ts_ms = max(decided.ts_ms, state.since_ms) if previous else decided.ts_ms
+        if previous is None:
+            self.open_alerts[decided.zone_id] = f"{decided.zone_id}@{ts_ms}"
+        state.level, state.since_ms = decided.level, at_ms
+        state.calm_since_ms, state.calm_peak = None, None
+        return replace(
+            decided,
+            alert_id=self.open_alerts[decided.zone_id],
+            event="opened" if previous is None else "escalated",
+            previous_level=previous,
+            ts_ms=ts_ms,
+            reason=f"{decided.reason} (decided on late readings)",
+        )
 
     def _event(
         self,

@@ -26,6 +26,8 @@ of a process that died is released when the next dispatcher on the host starts.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -33,21 +35,21 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import polars as pl
 import sqlalchemy as sa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from sqlalchemy.engine import make_url
 
 from crowdwatch.risk.engine import ALERT_SCHEMA
 from crowdwatch.risk.notify import AlertEvent, Attempt, WebhookPoster
 from crowdwatch.settings import Settings
-from crowdwatch.site import Site
+from crowdwatch.site import Contact, Role, Site
+from crowdwatch.store import Store, StoreError, wall_ms
+from crowdwatch.store.tables import attempts_table, outbox_table
 from crowdwatch.warehouse.client import Warehouse
 
 log = logging.getLogger(__name__)
@@ -59,52 +61,6 @@ RowStatus = Literal["pending", "delivered", "failed", "expired", "no_contact", "
 """Where one event's delivery to one role stands; all but ``pending`` are final."""
 
 CHANNEL = "webhook"
-
-metadata = sa.MetaData()
-
-outbox_table = sa.Table(
-    "alert_outbox",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True, comment="the Idempotency-Key"),
-    sa.Column("channel", sa.String(16), primary_key=True),
-    sa.Column("seq", sa.BigInteger, nullable=False, comment="write order"),
-    sa.Column("alert_id", sa.String(200), nullable=False, index=True),
-    sa.Column("event", sa.String(16), nullable=False),
-    sa.Column("kind", sa.String(64), nullable=False),
-    sa.Column("zone_id", sa.String(200), nullable=False),
-    sa.Column("station_id", sa.String(200), nullable=False),
-    sa.Column("level", sa.String(16), nullable=False),
-    sa.Column("ts_ms", sa.BigInteger, nullable=False, comment="the event's time"),
-    sa.Column("role", sa.String(32), nullable=False),
-    sa.Column("recipient", sa.String(200), nullable=True, comment="the contact's name"),
-    sa.Column("target", sa.Text, nullable=True, comment="the webhook URL"),
-    sa.Column("body", sa.LargeBinary, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("enqueued_ms", sa.BigInteger, nullable=False),
-    sa.Column("next_attempt_ms", sa.BigInteger, nullable=False),
-    sa.Column("done_ms", sa.BigInteger, nullable=True),
-    sa.Column("last_error", sa.Text, nullable=True),
-    sa.Column("http_status", sa.Integer, nullable=True),
-    sa.Column("claimed_by", sa.String(200), nullable=True),
-    sa.Column("claimed_until_ms", sa.BigInteger, nullable=True),
-    sa.Index("alert_outbox_due", "status", "target", "seq"),
-)
-
-attempts_table = sa.Table(
-    "alert_attempts",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("channel", sa.String(16), primary_key=True),
-    sa.Column("attempt", sa.Integer, primary_key=True, comment="0: decided without sending"),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("http_status", sa.Integer, nullable=True),
-    sa.Column("latency_ms", sa.Float, nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("attempted_ms", sa.BigInteger, nullable=False),
-    sa.Column("queued_ms", sa.BigInteger, nullable=False, comment="since the row was written"),
-    sa.Column("exported", sa.Boolean, nullable=False, default=False, index=True),
-)
 
 DELIVERY_SCHEMA = pl.Schema(
     {
@@ -128,9 +84,81 @@ DELIVERY_SCHEMA = pl.Schema(
 """``alert_deliveries`` rows: one per attempt, or per row decided without one (attempt 0)."""
 
 
-def wall_ms() -> int:
-    """The wall clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
+NoticeKind = Literal["alert", "reminder", "escalation"]
+"""What a message is: the alert event itself, a reminder to acknowledge, or an escalation."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What the workflow adds to one role's message about an alert event.
+
+    ``notice`` says what the message is; ``measures`` are the zone's plan at the level, each
+    ``{"id": …, "text": {lang: text}}``; ``ack_url`` the role's signed one-time acknowledge
+    link; ``drill`` marks an exercise (【演练】); ``escalated_to`` names the role called
+    because ``missed_by`` did not acknowledge in time; ``number`` tells reminders apart.
+    These are what the message renderer takes (`context`); the generic webhook's JSON
+    carries them under ``response``.
+    """
+
+    notice: NoticeKind = "alert"
+    measures: tuple[dict[str, Any], ...] = ()
+    ack_url: str | None = None
+    drill: bool = False
+    escalated_to: Role | None = None
+    missed_by: tuple[Role, ...] = ()
+    number: int = 0
+
+    def key(self, event: AlertEvent, role: Role) -> str:
+        """The row's Idempotency-Key: the event's for the alert itself, else one of its own."""
+        base = event.idempotency_key(role)
+        if self.notice == "alert":
+            return base
+        material = json.dumps([base, self.notice, self.number, self.escalated_to])
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+    def context(self) -> dict[str, Any]:
+        """The fields for the renderer and the webhook's ``response`` object."""
+        return {
+            "notice": self.notice,
+            "measures": list(self.measures),
+            "ack_url": self.ack_url,
+            "drill": self.drill,
+            "escalated_to": self.escalated_to,
+            "missed_by": list(self.missed_by),
+            "number": self.number,
+        }
+
+    def render_args(self, lang: str) -> dict[str, Any]:
+        """The message renderer's keyword arguments, the plan's measures in ``lang``.
+
+        ``measures`` (texts), ``ack_url``, ``drill``, ``escalated_to``, ``escalated_from``
+        (the roles that missed the deadline) and ``reminder`` (its number; 0: not one).
+        """
+        return {
+            "measures": [
+                m["text"].get(lang) or next(iter(m["text"].values())) for m in self.measures
+            ],
+            "ack_url": self.ack_url,
+            "drill": self.drill,
+            "escalated_to": self.escalated_to,
+            "escalated_from": list(self.missed_by),
+            "reminder": self.number if self.notice == "reminder" else 0,
+        }
+
+    def body(self, event: AlertEvent, role: Role, contact: Contact) -> bytes:
+        """The generic webhook's JSON: the event's, with ``response`` (and ``drill``) added."""
+        body = event.to_json(role, contact)
+        if self == ALERT:
+            return body
+        payload = json.loads(body)
+        payload["idempotency_key"] = self.key(event, role)
+        payload["response"] = self.context()
+        payload["drill"] = self.drill
+        return json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+ALERT = Notice()
+"""The alert event alone, as it was sent before the workflow."""
 
 
 @dataclass(frozen=True)
@@ -164,77 +192,29 @@ class OutboxRow:
     next_attempt_ms: int
 
 
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    cursor = connection.cursor()
-    # WAL: readers never block the writer; NORMAL in WAL mode loses nothing when the process
-    # is killed (only an OS crash can lose the last commits).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
 class Outbox:
-    """The outbox tables at a SQLAlchemy URL (created when missing).
+    """The outbox tables of the workflow store (`crowdwatch.store`).
 
     Args:
-        url: ``sqlite:///path`` (the folder is created) or any SQLAlchemy URL, e.g.
-            ``postgresql+psycopg://user@host/db``.
-        clock: The wall clock in epoch ms (tests pass their own).
+        store: The workflow store, or its SQLAlchemy URL (``sqlite:///path``, the folder
+            created, or e.g. ``postgresql+psycopg://user@host/db``); opened and migrated.
+        clock: The wall clock in epoch ms (tests pass their own); with a store, the store's.
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], int] = wall_ms) -> None:
-        try:
-            parsed = make_url(url)
-        except sa.exc.ArgumentError as exc:
-            raise OutboxError(
-                "the alert outbox URL is not a SQLAlchemy URL (sqlite:///path, "
-                "postgresql+psycopg://user@host/db): check CROWDWATCH_OUTBOX_URL"
-            ) from exc
-        self.url = url
-        self.clock = clock
-        where = parsed.render_as_string(hide_password=True)
-        try:
-            if parsed.get_backend_name() == "sqlite":
-                self.engine = sa.create_engine(url, connect_args={"timeout": 30})
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            else:
-                self.engine = sa.create_engine(url, pool_pre_ping=True)
-        except ImportError as exc:
-            raise OutboxError(
-                f"the alert outbox at {where} needs a database driver that is not installed "
-                f"({exc.name or exc}): install crowdwatch[postgres] for PostgreSQL, or unset "
-                "CROWDWATCH_OUTBOX_URL for SQLite"
-            ) from exc
-        try:
-            if parsed.get_backend_name() == "sqlite" and parsed.database not in (
-                None,
-                "",
-                ":memory:",
-            ):
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            metadata.create_all(self.engine)
-        except (OSError, sa.exc.SQLAlchemyError) as exc:
-            raise OutboxError(
-                f"cannot open the alert outbox at {where}: "
-                f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}; check "
-                "CROWDWATCH_OUTBOX_URL (or that data_dir is writable)"
-            ) from exc
-        self._insert = _insert_ignoring_repeats(self.engine.dialect.name)
-        self._writing = threading.Lock()
+    def __init__(self, store: Store | str, *, clock: Callable[[], int] | None = None) -> None:
+        self.store = store if isinstance(store, Store) else Store(store, clock=clock or wall_ms)
+        self.url = self.store.url
+        self.engine = self.store.engine
+        self.clock = clock or self.store.clock
+        self._insert = self.store.insert_ignoring_repeats
 
     def close(self) -> None:
         """Close every pooled connection."""
-        self.engine.dispose()
+        self.store.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        """A write transaction; this process's writers take turns at a lock.
-
-        SQLite lets one writer in at a time and makes the others sleep and poll; queueing
-        here hands the turn over at once (the poll is left to other processes).
-        """
-        with self._writing, self.engine.begin() as db:
-            yield db
+    def _write(self) -> AbstractContextManager[sa.Connection]:
+        """A write transaction of the store (this process's writers take turns)."""
+        return self.store.write()
 
     def enqueue(
         self,
@@ -243,54 +223,84 @@ class Outbox:
         *,
         mode: NotifyMode,
         max_age_s: float,
+        notices: Callable[[AlertEvent, Role], Notice] | None = None,
     ) -> set[str]:
         """Write one row per event and routed role; return the webhook URLs with new work.
 
         An event written before (a resume replays the events since the last snapshot) is
         left as it is. Roles without a webhook are ``no_contact``; in ``log`` mode every
         row is ``logged``; events older than ``max_age_s`` are ``stale``. Nothing is written
-        in ``off`` mode.
+        in ``off`` mode. ``notices`` gives what the workflow adds to each role's message (the
+        plan's measures, the acknowledge link, the drill mark).
         """
-        if mode == "off" or not events:
+        return self.enqueue_to(
+            [
+                (event, role, notices(event, role) if notices else ALERT)
+                for event in events
+                for role, _ in site.routes(event.station_id, event.routing_level)
+            ],
+            site,
+            mode=mode,
+            max_age_s=max_age_s,
+        )
+
+    def enqueue_to(
+        self,
+        items: Sequence[tuple[AlertEvent, Role, Notice]],
+        site: Site,
+        *,
+        mode: NotifyMode,
+        max_age_s: float,
+    ) -> set[str]:
+        """Write one row per event, role and notice; return the webhook URLs with new work.
+
+        As `enqueue`, for the roles given (reminders, the next tier of an escalation); a
+        role's contact is the station's, else the site's (`Site.contact_for`).
+        """
+        if mode == "off" or not items:
             return set()
         now = self.clock()
         seq = time.time_ns()
         rows: list[dict[str, Any]] = []
-        for event in events:
-            first = len(rows)
-            for role, contact in site.routes(event.station_id, event.routing_level):
-                target = contact.webhook if contact is not None else None
-                status: RowStatus = "pending"
-                if target is None or contact is None:
-                    status = "no_contact"
-                elif mode == "log":
-                    status = "logged"
-                elif now - event.ts_ms > max_age_s * 1000:
-                    status = "stale"
-                rows.append(
-                    {
-                        "key": event.idempotency_key(role),
-                        "channel": CHANNEL,
-                        "seq": seq + len(rows),
-                        "alert_id": event.alert_id,
-                        "event": event.event,
-                        "kind": event.kind,
-                        "zone_id": event.zone_id,
-                        "station_id": event.station_id,
-                        "level": event.level,
-                        "ts_ms": event.ts_ms,
-                        "role": role,
-                        "recipient": contact.name if contact is not None else None,
-                        "target": target,
-                        "body": event.to_json(role, contact) if contact is not None else b"{}",
-                        "status": status,
-                        "attempts": 0,
-                        "enqueued_ms": now,
-                        "next_attempt_ms": now,
-                        "done_ms": None if status == "pending" else now,
-                    }
-                )
-            _log_unsent(event, rows[first:], mode)
+        by_event: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for event, role, notice in items:
+            contact = site.contact_for(event.station_id, role)
+            target = contact.webhook if contact is not None else None
+            status: RowStatus = "pending"
+            if target is None or contact is None:
+                status = "no_contact"
+            elif mode == "log":
+                status = "logged"
+            elif now - event.ts_ms > max_age_s * 1000 and notice.notice == "alert":
+                status = "stale"
+            row = {
+                "key": notice.key(event, role),
+                "channel": CHANNEL,
+                "seq": seq + len(rows),
+                "alert_id": event.alert_id,
+                "event": event.event,
+                "kind": event.kind,
+                "zone_id": event.zone_id,
+                "station_id": event.station_id,
+                "level": event.level,
+                "ts_ms": event.ts_ms,
+                "role": role,
+                "recipient": contact.name if contact is not None else None,
+                "target": target,
+                "body": notice.body(event, role, contact) if contact is not None else b"{}",
+                "status": status,
+                "attempts": 0,
+                "enqueued_ms": now,
+                "next_attempt_ms": now,
+                "done_ms": None if status == "pending" else now,
+                "context": None if notice == ALERT else json.dumps(notice.context()),
+            }
+            rows.append(row)
+            by_event.setdefault((event.alert_id, event.event, event.ts_ms), []).append(row)
+        for event, _, _ in items:
+            unsent = by_event.pop((event.alert_id, event.event, event.ts_ms), None)
+            if unsent is not None:
+                _log_unsent(event, unsent, mode)
         decided = [
             {
                 "key": r["key"],
@@ -556,21 +566,8 @@ class Outbox:
             return {status: int(n) for status, n in found}
 
 
-class OutboxError(RuntimeError):
-    """The outbox cannot be opened; the message says what to check."""
-
-
-def _insert_ignoring_repeats(dialect: str) -> Callable[[sa.Table], Any]:
-    """``INSERT … ON CONFLICT DO NOTHING`` for SQLite and PostgreSQL, plain INSERT otherwise."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return lambda table: sqlite_insert(table).on_conflict_do_nothing()
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return lambda table: pg_insert(table).on_conflict_do_nothing()
-    return sa.insert
+OutboxError = StoreError
+"""The outbox (the workflow store) cannot be opened; the message says what to check."""
 
 
 def _alive(pid: int) -> bool:
@@ -792,14 +789,15 @@ class Dispatcher:
 
 
 class WarehouseDeliveryLog:
-    """Writes delivery attempts to the warehouse's ``alert_deliveries`` table.
+    """Writes delivery attempts to the warehouse's ``alert_deliveries`` table (or ``table``).
 
     Connects on the first write and again after a failed one; `close` disconnects.
     """
 
-    def __init__(self, dsn: str, database: str) -> None:
+    def __init__(self, dsn: str, database: str, table: str = "alert_deliveries") -> None:
         self.dsn = dsn
         self.database = database
+        self.table = table
         self._warehouse: Warehouse | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
@@ -807,7 +805,7 @@ class WarehouseDeliveryLog:
         if self._warehouse is None:
             self._warehouse = Warehouse.connect(self.dsn, self.database)
         try:
-            self._warehouse.insert("alert_deliveries", frame)
+            self._warehouse.insert(self.table, frame)
         except Exception:
             self.close()
             raise

@@ -153,5 +153,5 @@ def test_a_bad_outbox_url_is_one_line_that_names_the_setting(tmp_path: Path) -> 
     crowdwatch("db", "migrate", env=env)
     bad = crowdwatch("replay", str(gates), "--pipeline", "zone_risk", env=env, check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines()[-1].startswith("error: the alert outbox URL")
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: the workflow store URL")
     assert "CROWDWATCH_OUTBOX_URL" in bad.stderr

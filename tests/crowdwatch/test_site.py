@@ -18,6 +18,11 @@ def write(tmp_path: Path, data: object) -> Path:
     return path
 
 
+def match(start: str, end: str) -> dict[str, str]:
+    """An event window of the site file, kind ``match``."""
+    return {"name": "match", "start": start, "end": end, "kind": "match"}
+
+
 def example() -> dict:  # type: ignore[type-arg]
     return yaml.safe_load(EXAMPLE_SITE.read_text(encoding="utf-8"))
 
@@ -42,7 +47,31 @@ def test_the_site_calendar(tmp_path: Path) -> None:
     assert date(2026, 1, 26).toordinal() in site.days_off()  # Auckland Anniversary Day
     assert date(2026, 2, 5).toordinal() not in site.days_off()
     assert site.event_ordinals() == frozenset({date(2026, 11, 21).toordinal()})
-    assert load_site(EXAMPLE_SITE).site.days_off() == frozenset()  # no country: none
+    assert date(2026, 10, 1).toordinal() in load_site(EXAMPLE_SITE).site.days_off()  # CN
+    data["site"].pop("country")
+    data["site"].pop("subdivision")
+    assert load_site(write(tmp_path, data)).site.days_off() == frozenset()  # no country: none
+
+
+def test_event_windows_add_their_days_to_the_event_days(tmp_path: Path) -> None:
+    data = example()
+    data["site"]["events"] = [
+        {
+            "name": "New Year's Eve",
+            "start": "2026-12-31T20:00",
+            "end": "2027-01-01T02:00",
+            "kind": "new_year",
+            "attendance": 50_000,
+        },
+        match("2026-11-21T19:00", "2026-11-21T22:00"),
+    ]
+    site = load_site(write(tmp_path, data)).site
+    assert site.events[0].attendance == 50_000
+    assert site.event_ordinals() == {
+        date(2026, 12, 31).toordinal(),
+        date(2027, 1, 1).toordinal(),
+        date(2026, 11, 21).toordinal(),
+    }
 
 
 @pytest.mark.parametrize(
@@ -79,6 +108,16 @@ def test_the_site_calendar(tmp_path: Path) -> None:
         (lambda d: d["zones"][0].update(id="CTR"), "ids ['CTR'] are also station ids"),
         (lambda d: d["site"].update(country="XX"), "site: unknown country or subdivision 'XX'"),
         (lambda d: d["site"].update(event_days=["2026-13-01"]), "site.event_days.0"),
+        (
+            lambda d: d["site"].update(events=[match("2026-11-21T22:00", "2026-11-21T19:00")]),
+            "site.events.0: end 2026-11-21 19:00:00 is not after start",
+        ),
+        (
+            lambda d: d["site"].update(
+                events=[match("2026-11-21T19:00+08:00", "2026-11-21T22:00+08:00")]
+            ),
+            "site.events.0: start and end are local times",
+        ),
     ],
 )
 def test_errors_name_the_file_and_the_field(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]

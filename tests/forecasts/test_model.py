@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forecasts.backtest import backtest, forecast_metrics, hangzhou_series
-from forecasts.model import ForecastConfig, Forecaster, fit_many, workdays
+from forecasts.model import (
+    EventWindow,
+    ForecastConfig,
+    Forecaster,
+    _conformal,
+    day_windows,
+    fit_many,
+    workdays,
+)
 from tests.conftest import HANGZHOU
 
 # Monday 4 March 2024: three weeks without a Chinese public holiday or adjusted working day.
 START = pd.Timestamp("2024-03-04")
 CONFIG = ForecastConfig()
+# Event windows are naive local times of the site, like ``ds``.
+LOCAL_19H = pd.Timestamp("2024-03-30 19:00").to_pydatetime()
+LOCAL_23H = pd.Timestamp("2024-03-30 23:00").to_pydatetime()
 
 
 def synthetic(days: int, *, start: pd.Timestamp = START, seed: int = 1) -> pd.DataFrame:
@@ -174,9 +189,131 @@ def test_backtest_on_a_hand_made_series_scores_as_computed_by_hand() -> None:
         assert row[f"{prefix}coverage"] == pytest.approx(0.5)
 
 
-def test_special_days_survive_the_json_round_trip() -> None:
-    config = ForecastConfig(special_days=(date(2024, 3, 30),), transform="log1p")
+def test_the_calendar_survives_the_json_round_trip() -> None:
+    config = ForecastConfig(
+        country="AU",
+        subdivision="NSW",
+        events=(
+            EventWindow(LOCAL_19H, LOCAL_23H, "match", 40_000.0),
+            *day_windows([date(2024, 4, 2)]),
+        ),
+        transform="log1p",
+    )
     assert ForecastConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_a_gap_far_back_does_not_force_the_naive_forecast() -> None:
+    frame = synthetic(35)
+    gappy = frame[(frame["ds"] < "2024-03-06") | (frame["ds"] >= "2024-03-09")]  # 3 days
+    for weeks in (3, 0):  # the gap outside the recent weeks, or inside with 30 days after it
+        model = Forecaster.fit(gappy, replace(CONFIG, history_weeks=weeks))
+        assert model.method == "prophet"
+    late = frame[(frame["ds"] < "2024-03-28") | (frame["ds"] >= "2024-03-30")]
+    model = Forecaster.fit(late, CONFIG)  # 10 days after the gap: too few
+    assert model.method == "seasonal_naive"
+    assert model.fallback_reason is not None and "after a gap of 2 days" in model.fallback_reason
+
+
+def test_the_baseline_is_the_median_of_the_last_same_weekday_hours() -> None:
+    frame = synthetic(28)
+    y = frame.set_index("ds")["y"]
+    model = Forecaster.fit(frame, replace(CONFIG, prophet_weight=0.0, country=None, level_days=0))
+    forecast = model.predict(24).set_index("ds")["yhat"]
+    for t in forecast.index:
+        same = [y[t - pd.Timedelta(weeks=k)] for k in range(1, 5)]
+        # the median is taken on the square-root scale the model works on
+        assert forecast[t] == pytest.approx(float(np.median(np.sqrt(same))) ** 2, rel=1e-9)
+
+
+def test_the_baseline_follows_the_level_of_the_last_week() -> None:
+    frame = synthetic(28)
+    frame.loc[frame["ds"] >= frame["ds"].iloc[-1] - pd.Timedelta(days=7), "y"] *= 1.5
+    config = replace(CONFIG, prophet_weight=0.0, country=None)
+    flat = Forecaster.fit(frame, replace(config, level_days=0)).predict(24)["yhat"].sum()
+    level = Forecaster.fit(frame, config).predict(24)["yhat"].sum()
+    # the last week is 1.5x its own baseline (a median of 4 weeks, 3 of them at 1x)
+    assert level == pytest.approx(1.5 * flat, rel=0.05)
+
+
+MATCH_WEEKS = (0, 2, 4)  # past matches on these Saturdays; the coming one is in week 5
+
+
+def with_matches(days: int, *, boost: float, weeks: Sequence[int] = MATCH_WEEKS) -> pd.DataFrame:
+    """`synthetic` with a match on the Saturdays of ``weeks``, 19:00-22:00, ``boost`` people."""
+    frame = synthetic(days)
+    week = (frame["ds"] - START) // pd.Timedelta(weeks=1)
+    saturday = frame["ds"].dt.day_of_week == 5
+    hours = frame["ds"].dt.hour.between(19, 21)
+    frame.loc[saturday & hours & week.isin(weeks), "y"] += boost
+    return frame
+
+
+def match_windows(weeks: Sequence[int], attendance: float | None = None) -> list[EventWindow]:
+    saturdays = [START + pd.Timedelta(days=5 + 7 * k) for k in weeks]
+    return [
+        EventWindow(
+            (day + pd.Timedelta(hours=19)).to_pydatetime(),
+            (day + pd.Timedelta(hours=22)).to_pydatetime(),
+            "match",
+            attendance,
+        )
+        for day in saturdays
+    ]
+
+
+def test_event_windows_forecast_the_next_event_and_the_band_covers_it() -> None:
+    frame = with_matches(35, boost=2000.0)
+    events = tuple(match_windows([*MATCH_WEEKS, 5]))
+    model = Forecaster.fit(frame, replace(CONFIG, events=events))
+    assert model.method == "prophet"
+    assert model.effects["match"] > 30  # sqrt(2040) - sqrt(40) = 38.8 on the square-root scale
+    forecast = model.predict(24 * 7).set_index("ds")
+    match = pd.date_range(events[-1].start, events[-1].end, freq="1h", inclusive="left")
+    assert (forecast.loc[match, "yhat"] > 1500).all()
+    assert (forecast.loc[match, "yhat_upper"] >= 0.9 * 2040).all()  # a past match: 2040
+    # the hours around the match stay ordinary
+    assert forecast.loc[match[0] - pd.Timedelta(hours=2), "yhat"] < 300
+    # the same history without the calendar: the median of 4 Saturdays, 2 with a match
+    blind = Forecaster.fit(frame, CONFIG).predict(24 * 7).set_index("ds")
+    assert (blind.loc[match, "yhat"] < 0.6 * forecast.loc[match, "yhat"]).all()
+
+
+def test_attendance_scales_the_event_effect() -> None:
+    frame = with_matches(35, boost=1000.0)
+    events = (*match_windows(MATCH_WEEKS, 10_000.0), *match_windows([5], 30_000.0))
+    model = Forecaster.fit(frame, replace(CONFIG, events=events))
+    forecast = model.predict(24 * 7).set_index("ds")
+    at = pd.Timestamp(events[-1].start) + pd.Timedelta(hours=1)
+    last_match = frame.set_index("ds")["y"][at - pd.Timedelta(weeks=1)]  # week 4: 10,000
+    assert forecast.loc[at, "yhat"] > 2 * last_match
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    residuals=st.lists(st.floats(-50, 50, allow_nan=False), min_size=24, max_size=400),
+    width=st.sampled_from([0.5, 0.8, 0.9]),
+)
+def test_the_conformal_band_holds_at_least_its_share_of_the_calibration_errors(
+    residuals: list[float], width: float
+) -> None:
+    errors = np.asarray(residuals)
+    lower, upper = _conformal(errors, width)
+    assert lower <= 0.0 <= upper
+    inside = ((errors >= lower) & (errors <= upper)).mean()
+    assert inside >= width - 1e-9
+    # and no wider than the quantiles need (when neither side is clipped at 0)
+    if lower < 0 < upper:
+        strictly = ((errors > lower) & (errors < upper)).mean()
+        assert strictly <= width + 3 / len(errors) + 1e-9
+
+
+def test_days_off_follow_the_site_country() -> None:
+    # Anzac Day, Thursday 25 April 2024: a public holiday in Australia, a workday in China.
+    frame = synthetic(35, start=pd.Timestamp("2024-03-18"))
+    au = Forecaster.fit(frame, replace(CONFIG, country="AU", subdivision="NSW"))
+    cn = Forecaster.fit(frame, replace(CONFIG, country="CN"))
+    anzac = pd.date_range("2024-04-25", periods=24, freq="1h")
+    assert au.predict(anzac)["yhat"].sum() < 0.5 * cn.predict(anzac)["yhat"].sum()
 
 
 @pytest.mark.skipif(not HANGZHOU.exists(), reason=f"Hangzhou metro data not found at {HANGZHOU}")

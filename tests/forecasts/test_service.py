@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import polars as pl
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from app.simulate import simulate_day
+from app.demo_forecast import history_rows
+from app.simulate import default_surge, simulate_day
 from crowdwatch.batches import RawBatch
 from crowdwatch.risk.notify import AlertEvent, AlertReceiver
 from crowdwatch.settings import Settings
@@ -16,6 +17,7 @@ from crowdwatch.site import Contact, load_site
 from crowdwatch.warehouse.client import Warehouse
 from dashboards.macros import expand
 from forecasts import service
+from forecasts.model import Forecaster
 from pipelines import zone_risk
 from tests.conftest import EXAMPLE_SITE
 from tests.crowdwatch.risk.test_notify import ALL_ROLES as ROLES
@@ -144,3 +146,28 @@ def test_warnings_are_stored_sent_once_and_not_repeated(engine_dir: Path) -> Non
         assert got["local_police"] == got["street_office"] == []
         stored = warehouse.query("SELECT kind, level FROM alerts FINAL")
         assert stored.rows() == [("predicted_big_crowd", "orange")]
+
+
+def test_a_site_in_australia_trains_with_its_calendar_from_gate_history_alone(
+    engine_dir: Path,
+) -> None:
+    """Gate counts only (no zone state, as gate_flow writes): headcount from occupancy."""
+    info = SITE.site.model_copy(update={"country": "AU", "timezone": "Australia/Sydney"})
+    site = SITE.model_copy(update={"site": info})
+    settings = Settings(data_dir=engine_dir, clickhouse_database="forecast_au")
+    australia_day = date(2026, 1, 26)  # a Monday; a public holiday in every state
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.migrate()
+        warehouse.insert("zone_metrics", history_rows(site, australia_day, default_surge()))
+        midnight = datetime.combine(australia_day, time(0), tzinfo=site.tz)
+        trained = service.train(settings, warehouse, site, "headcount", until=midnight)
+        assert {t.zone_id for t in trained if t.method == "prophet"} == set(site.gate_fed_zones)
+        model_file = settings.data_dir / "models" / "forecast_au" / "headcount"
+        model = Forecaster.from_json((model_file / "CTR-concourse.json").read_text("utf-8"))
+        assert (model.config.country, model.config.subdivision) == ("AU", None)
+        rows = service.predict(settings, warehouse, site, "headcount", horizon_h=48)
+        ctr = rows.filter(pl.col("zone_id") == "CTR-concourse").sort("ts")
+        monday, tuesday = ctr["yhat"][:24].sum(), ctr["yhat"][24:].sum()
+        # Australia Day is a day off: forecast like a Sunday, well below the Tuesday after
+        assert monday < 0.8 * tuesday
+        assert ctr["ts"][0] == midnight

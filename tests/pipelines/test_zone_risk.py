@@ -250,3 +250,58 @@ def test_a_day_after_today_replays_with_its_alerts() -> None:
     red = next(e for e in alerts if e.level == "red")
     local = datetime.fromtimestamp(red.ts_ms / 1000, UTC).astimezone(ZoneInfo("Asia/Shanghai"))
     assert local.date() == future and local.time() >= time(21, 30)
+
+
+def plaza(at_s: float, headcount: float) -> Reading:
+    return Reading("STD-plaza", int(at_s * 1000), {"video_headcount": headcount}, "video")
+
+
+def camera_back_late(redecide_ms: int) -> tuple[RiskState, list[Any], list[AlertEvent]]:
+    """The cameras stop at 0 s, the gates go on to 200 s, then the cameras' 150–190 s arrive.
+
+    The plaza was full (12,600 of 12,000) at 150 s and nearly empty again by 190 s.
+    """
+    state = std_state(replay_idle_ms=30_000, redecide_ms=redecide_ms)
+    state.receive([plaza(0, 10.0), gates(0, 100.0)], now_ms=0)
+    for at_s in range(10, 201, 10):
+        state.receive([gates(at_s, 100.0)], now_ms=0)
+    assert state.stale(0) == ["video"] and state.last_tick_ms == 200_000
+    states, events = state.receive([plaza(150, 12_600.0), plaza(190, 10.0)], now_ms=0)
+    return state, states, events
+
+
+def test_a_late_reading_re_decides_the_ticks_it_belongs_to() -> None:
+    state, states, events = camera_back_late(redecide_ms=60_000)
+    # the peak the cameras saw at 150 s is raised at its own time, though it is over by now
+    assert [(e.event, e.zone_id, e.level, e.ts_ms) for e in events] == [
+        ("opened", "STD-plaza", "red", 150_000)
+    ]
+    assert "late readings" in events[0].reason
+    # the ticks from 150 s on are decided again with the cameras' readings
+    plaza_rows = {s.ts_ms: s.headcount for s in states if s.zone_id == "STD-plaza"}
+    assert plaza_rows == {
+        150_000: 12_600.0,
+        160_000: 12_600.0,
+        170_000: 12_600.0,
+        180_000: 12_600.0,
+        190_000: 10.0,
+        200_000: 10.0,
+    }
+    # the zone keeps the newest reading, and the red alert stays open until a calm hold
+    assert state.risk.headcount_of("STD-plaza") == (10.0, "video")
+    assert state.risk.levels["STD-plaza"].level == "red"
+
+
+def test_a_reading_later_than_the_re_decide_window_is_applied_at_the_last_tick_only() -> None:
+    _, states, events = camera_back_late(redecide_ms=20_000)
+    # 50 s behind, older than every checkpoint: decided at 200 s, where the plaza is calm
+    assert states == [] and events == []
+
+
+def test_re_decide_state_stays_bounded_over_a_long_run() -> None:
+    state = std_state(redecide_ms=60_000)
+    for at_s in range(0, 3_600, 10):
+        state.receive([plaza(at_s, 10.0), gates(at_s, 100.0)], now_ms=0)
+    assert len(state.checkpoints) <= 3
+    assert min(state.scores) > state.last_tick_ms - 2 * 60_000
+    assert min(r.ts_ms for r in state.applied) > state.last_tick_ms - 2 * 60_000

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import polars as pl
 import pytest
-import sqlalchemy as sa
 
 from crowdwatch.risk.notify import AlertReceiver
 from crowdwatch.risk.outbox import Dispatcher, Outbox, OutboxError, wall_ms
 from crowdwatch.site import Contact, Role, Site
 from tests.crowdwatch.risk.test_notify import ALL_ROLES, event, full_site, path, site_with
+from tests.stores import store_url
 
 AGE_S = 1e9
 """The age limit in most tests: their events are from 2026-05-01, sent however old."""
@@ -40,40 +38,11 @@ class Log:
         return pl.concat(self.frames) if self.frames else pl.DataFrame()
 
 
-POSTGRES = os.environ.get(
-    "CROWDWATCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-"""A PostgreSQL server the outbox tests may create throwaway databases on."""
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh database on `POSTGRES`, dropped afterwards; skips without a server."""
-    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    name = f"crowdwatch_outbox_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as db:
-            db.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL at {POSTGRES} (set CROWDWATCH_TEST_POSTGRES_URL): {exc}")
-    try:
-        yield sa.make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as db:
-            db.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
     """The outbox on a SQLite file (the default) and on PostgreSQL (the workflow store)."""
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'outbox' / 'alerts.sqlite3'}"
-        else:
-            url = stack.enter_context(postgres_database())
-        box = Outbox(url)
+        box = Outbox(stack.enter_context(store_url(request.param, tmp_path)))
         stack.callback(box.close)
         yield box
 

@@ -1,0 +1,1 @@
+"""Alert handling: acknowledgement, escalation, notes, measures, sign-off, drills."""

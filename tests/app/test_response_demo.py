@@ -1,0 +1,74 @@
+"""The demo's response loop on the demo day's red alert, in Chinese and in English."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from rich.console import Console
+
+from app.demo import ALERTS_SQL, local_day_bounds
+from app.report.queries import build_report
+from app.response_demo import run_response_loop
+from crowdwatch.settings import Settings
+from crowdwatch.warehouse.client import Warehouse
+from dashboards.macros import expand
+from tests.dashboards.test_dashboards import EXPECTED, RESPONSE, targets
+from tests.demo_day import DAY, ZONE, DemoWarehouse
+
+
+@pytest.mark.parametrize(
+    ("lang", "escalated", "tapped"),
+    [("zh-CN", "【升级】", "消息链接"), ("en", "ESCALATED", "link")],
+)
+def test_duty_staff_acknowledge_one_misses_and_the_duty_chief_is_called(
+    demo_day: DemoWarehouse,
+    settings: Settings,
+    warehouse: Warehouse,
+    lang: str,
+    escalated: str,
+    tapped: str,
+) -> None:
+    start, end = local_day_bounds(demo_day.site, DAY)
+    alerts = demo_day.warehouse.query(ALERTS_SQL, {"start": start, "end": end})
+    out = io.StringIO()
+    summary = run_response_loop(
+        settings, demo_day.site, alerts, Console(file=out, width=200), lang=lang
+    )
+    assert summary is not None
+    assert summary.alert_id.startswith(f"{ZONE}@")
+    assert summary.acknowledged == (
+        "station_master",
+        "transit_police",
+        "local_police",
+        "duty_chief",
+    )
+    assert summary.escalated_to == ("duty_chief",)
+    assert sorted(summary.kpis["role"]) == sorted(summary.acknowledged)
+    text = out.getvalue()
+    assert escalated in text and tapped in text
+    # the actions are in the warehouse the settings name, not only in the store
+    n = warehouse.query("SELECT count() AS n FROM alert_actions FINAL")["n"][0]
+    assert n == summary.audit_rows
+    # every panel of the response dashboard runs on them; the alert is closed: nobody waits
+    actions = warehouse.query("SELECT min(ts) AS a, max(ts) AS b FROM alert_actions").row(0)
+    for (uid, title, ref_id), raw in targets():
+        if uid != RESPONSE:
+            continue
+        sql = expand(raw, start=actions[0], end=actions[1] + timedelta(seconds=1), variables={})
+        frame = warehouse.query(sql)
+        assert frame.columns == EXPECTED[(uid, title, ref_id)]
+        if title in ("Who has not acknowledged", "Drills (演练)"):
+            assert frame.height == 0, title  # signed off, and no drill: nobody, nothing
+        elif title == "Unacknowledged now":
+            assert frame.rows() == [(0,)]
+        else:
+            assert frame.height > 0 and any(v not in (None, 0) for v in frame.row(0)), title
+    # the report's response section draws the same panels
+    report = build_report(
+        warehouse, now=actions[1], start=actions[0], end=actions[1] + timedelta(seconds=1)
+    )
+    assert [r.pick.title for r in report.response if r.notes] == []
+    acked = next(r for r in report.response if r.pick.title == "Time to acknowledge")
+    assert sorted(acked.frames["A"]["role"]) == sorted(summary.acknowledged)
