@@ -346,6 +346,27 @@ class Settings(BaseSettings):
             "Default: a SQLite file per warehouse database under data_dir/outbox."
         ),
     )
+    language: Literal["zh-CN", "en"] | None = Field(
+        default=None,
+        description="The language of alert messages, over the site file's (zh-CN or en).",
+    )
+    mail_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The SMTP server of email channels, as an Apprise mailto:// or mailtos:// URL "
+            "(mailtos://user:password@smtp.example.cn:465?from=crowdwatch@example.cn)."
+        ),
+    )
+    sms_gateway: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The SMS gateway of sms channels: an http(s):// URL of a JSON gateway, or an Apprise "
+            "URL of an SMS service with {to} where the numbers go."
+        ),
+    )
+    sms_token: SecretStr | None = Field(
+        default=None, description="The bearer token of a JSON SMS gateway."
+    )
     notify_timeout_s: float = Field(
         default=2.0, gt=0, description="Connect and read timeout of one webhook request."
     )

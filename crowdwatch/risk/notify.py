@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
@@ -67,6 +68,10 @@ class AlertEvent:
     reason: str
     values: dict[str, float] = field(hash=False)
     lead_time_s: float | None = None
+    causes: tuple[str, ...] = ()
+    """What put the zone at ``level``, as codes the messages put in words (`reason` is the
+    English log line): ``capacity``, ``density``, ``los_f``, ``anomaly``, ``burst``, ``held``
+    and ``calm`` (resolved)."""
 
     @property
     def routing_level(self) -> Level:
@@ -84,8 +89,14 @@ class AlertEvent:
         material = json.dumps([self.alert_id, self.event, self.level, self.ts_ms, role])
         return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
-    def to_json(self, role: Role, contact: Contact) -> bytes:
-        """The JSON body sent to ``role``: the event, its key and the recipient."""
+    def to_json(
+        self, role: Role, contact: Contact, message: Mapping[str, str] | None = None
+    ) -> bytes:
+        """The JSON body sent to ``role``: the event, its key, the recipient and the message.
+
+        ``message`` (the rendered `crowdwatch.risk.messages.Message` as a mapping: ``lang``,
+        ``title``, ``text``, ``markdown``, ``short``) is sent as ``message`` when given.
+        """
         payload: dict[str, Any] = {
             "schema": SCHEMA,
             "idempotency_key": self.idempotency_key(role),
@@ -104,7 +115,10 @@ class AlertEvent:
             "reason": self.reason,
             "values": {k: (v if math.isfinite(v) else None) for k, v in self.values.items()},
             "lead_time_s": self.lead_time_s,
+            "causes": list(self.causes),
         }
+        if message is not None:
+            payload["message"] = dict(message)
         return json.dumps(payload, sort_keys=True, allow_nan=False).encode("utf-8")
 
 
