@@ -79,7 +79,12 @@ def alert_events(alerts: pl.DataFrame) -> list[AlertEvent]:
                 previous_level=row["previous_level"],
                 ts_ms=int(row["ts"].timestamp() * 1000),
                 reason=row["reason"],
-                values={},
+                # the numbers behind it: the message says the share of capacity in words
+                values={
+                    k: float(v)
+                    for k, v in json.loads(row.get("values") or "{}").items()
+                    if isinstance(v, int | float)
+                },
             )
         )
         if row["level"] == "red":
@@ -151,6 +156,7 @@ def run_response_loop(
                 "notify": "on",
                 "notify_max_age_s": 1e12,  # the day replayed is in the past: tell them anyway
                 "outbox_url": SecretStr(f"sqlite:///{store.resolve()}"),
+                "language": lang,  # the messages people read, in the demo's language
             }
         )
         responder = Responder(live, people, escalate=False, clock=clock)
@@ -189,6 +195,12 @@ def run_response_loop(
                 ),
                 highlight=False,
             )
+            # the message itself, as the station master's phone shows it (the link shortened)
+            shown = messages[red_roles[0]]["message"]["text"].replace(
+                sample["ack_url"], sample["ack_url"].split("?")[0] + "?t=…"
+            )
+            for line in shown.splitlines():
+                console.print(f"    │ {line}", style="dim", highlight=False, markup=False)
             acked: list[str] = []
 
             def ack_line(name: str, channel: str) -> None:
