@@ -7,8 +7,9 @@ and on real PostgreSQL: the outbox's dispatcher posts each role's message to a r
 receiver, two roles acknowledge through the link in their message (POSTed to the real API
 server), one with ``crowdwatch alerts ack``, one never; the clock, moved by hand, passes the
 deadline and the escalator calls the duty chief; the station master takes a measure of the plan
-and signs off through the API. Messages today are the generic webhook's JSON on one channel;
-the rendered Chinese text on DingTalk, WeCom, Feishu, e-mail and SMS comes with the channels.
+and signs off through the API. Here every role is on the generic webhook (its JSON carries the
+rendered message); `test_response_channels` runs the red alert on DingTalk, WeCom, Feishu, SMS
+and e-mail.
 """
 
 from __future__ import annotations
