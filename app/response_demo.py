@@ -322,7 +322,7 @@ def _show_message(
     if link:
         text = text.replace(link, link.split("?")[0] + "?t=…")
     for line in text.splitlines():
-        console.print(f"          │ {line}", highlight=False, soft_wrap=True)
+        console.print(f"          │ {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _red_message(receiver: AlertReceiver, path: str) -> dict[str, Any]:

@@ -134,12 +134,12 @@ class Settings(BaseSettings):
         description="Burst windows in minutes of a zone, station or district, e.g. 15,60.",
     )
     burst_site_windows: Minutes = Field(
-        default=(15, 60, 180, 360, 720),
+        default=(15, 60, 180, 360, 720, 1440),
         min_length=1,
         description="Burst windows in minutes of the site-wide series (storms last hours).",
     )
     burst_site_threshold: float = Field(
-        default=3.0, gt=0, description="Site-wide call burst alert: -log10 of the Poisson tail."
+        default=3.5, gt=0, description="Site-wide call burst alert: -log10 of the Poisson tail."
     )
     burst_dispersion: float = Field(
         default=1.0,
@@ -148,6 +148,20 @@ class Settings(BaseSettings):
     )
     burst_floor_per_hour: float = Field(
         default=0.2, gt=0, description="Least expected calls per hour of a burst series."
+    )
+    burst_quiet_minutes: int = Field(
+        default=10,
+        gt=0,
+        le=1440,
+        description="A call burst ends once this many minutes pass without a call in its series.",
+    )
+    burst_parent_calls: float = Field(
+        default=4.0,
+        gt=0,
+        description=(
+            "How many calls of a series' own the rate borrowed from its parent area weighs as "
+            "(zone from station, station from district, district from site)."
+        ),
     )
     input_path: Path | None = Field(
         default=None,

@@ -61,6 +61,7 @@ from crowdwatch.site import (
     DingTalkChannel,
     EmailChannel,
     FeishuChannel,
+    Site,
     SmsChannel,
     WebhookChannel,
     WeComChannel,
@@ -426,17 +427,11 @@ class Channels:
             self._senders.setdefault(channel.target, self._sender(channel))
 
     @classmethod
-    def for_site(cls, site: Any, settings: ChannelSettings) -> Channels:
-        """The channels of every contact of ``site`` (a `crowdwatch.site.Site`)."""
-        return cls(
-            (
-                channel
-                for station in site.stations
-                for contact in station.contacts.values()
-                for channel in contact.all_channels
-            ),
-            settings,
-        )
+    def for_site(cls, site: Site, settings: ChannelSettings) -> Channels:
+        """The channels of every contact of ``site``: the stations' and the site-wide ones."""
+        contacts = [c for station in site.stations for c in station.contacts.values()]
+        contacts += site.response.contacts.values()
+        return cls((channel for c in contacts for channel in c.all_channels), settings)
 
     def _sender(self, channel: Channel) -> Any:
         if isinstance(channel, DingTalkChannel):

@@ -21,9 +21,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_datetime
@@ -41,7 +42,7 @@ LOCALES = Path(__file__).parent / "locales"
 
 DOMAIN = "crowdwatch"
 
-PARTS = ("title", "text", "markdown", "short")
+PARTS = ("text", "markdown", "short")
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,13 @@ class Renderer:
 
     def local_time(self, ts_ms: int, site: Site) -> str:
         """An epoch-ms time as the site's local date and time, in this language."""
-        when = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).astimezone(site.tz)
-        text = format_datetime(when, format="medium", tzinfo=site.tz, locale=self.locale)
+        return self._local_time(ts_ms, site.site.timezone)
+
+    @lru_cache(maxsize=1024)  # noqa: B019 - one Renderer per language, for the process
+    def _local_time(self, ts_ms: int, timezone: str) -> str:
+        tz = ZoneInfo(timezone)
+        when = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).astimezone(tz)
+        text = format_datetime(when, format="medium", tzinfo=tz, locale=self.locale)
         # CLDR puts a narrow no-break space before AM/PM, which some SMS gateways garble
         return text.replace("\u202f", " ")
 
@@ -124,7 +130,7 @@ class Renderer:
         station = site.station_by_id.get(event.station_id)
         zone = site.zone_by_id.get(event.zone_id)
         contact = site.contact_for(event.station_id, role) if station is not None else None
-        m = {
+        m: dict[str, Any] = {
             "kind": event.kind,
             "event": event.event,
             "level": event.level,
@@ -147,8 +153,13 @@ class Renderer:
             "escalated_from": [self.site_role_name(r, site) for r in escalated_from],
             "reminder": reminder,
         }
+        # the pieces every part shows, rendered once (the macros of names.j2)
+        m["title"] = str(self.names.title(m))
+        m["reason_text"] = str(self.names.reason(m))
+        m["escalation"] = str(self.names.escalation(m)) if m["escalated_to"] else ""
+        m["to"] = str(self.names.to(m))
         parts = {part: self.templates[part].render(m=m).strip() for part in PARTS}
-        return Message(lang=self.lang, **parts)
+        return Message(lang=self.lang, title=m["title"], **parts)
 
 
 @cache

@@ -1,18 +1,20 @@
 """The durable alert outbox: an alert event is written down before anyone is told.
 
-`Outbox.enqueue` writes one row per alert event, role and channel (today: ``webhook``) to a
-SQL table — a SQLite file in the data directory by default, or PostgreSQL — before anything is
-sent. The `Dispatcher` then delivers the pending rows: one thread per receiver (webhook URL),
-so a hung or failing receiver delays only the roles it serves. A receiver's rows go out in the
-order they were written, each retried with exponential backoff and jitter for as long as its
-alert is open (and ``after_close_s`` after it resolved), across restarts: a row is marked done
-(``delivered``, ``failed`` on a refusal such as 404, ``expired``) only after the attempt that
-decided it. Every attempt keeps the event's ``Idempotency-Key``, so after ``kill -9`` at any
-point a row is sent again at most once more, and a receiver that drops repeats sees each event
-once.
+`Outbox.enqueue` writes one row per alert event, role and channel (the contact's channels:
+webhook, DingTalk, WeCom, Feishu/Lark, email, SMS, Apprise; the role's message rendered once,
+in each channel's form) to a SQL table — a SQLite file in the data directory by default, or
+PostgreSQL — before anything is sent. The `Dispatcher` then delivers the pending rows through
+`crowdwatch.risk.channels.Channels`: one thread per target (a webhook or robot URL, a list of
+addresses or numbers), so a hung or failing channel delays only the rows it serves. A
+target's rows go out in the order they were written, each retried with exponential backoff and
+jitter for as long as its alert is open (and ``after_close_s`` after it resolved), across
+restarts: a row is marked done (``delivered``, ``failed`` on a refusal such as 404,
+``expired``) only after the attempt that decided it. Every attempt keeps the row's
+``Idempotency-Key``, so after ``kill -9`` at any point a row is sent again at most once more,
+and a receiver that drops repeats sees each event once.
 
 Rows that are not sent are written down too, with why: ``no_contact`` (the role has no contact
-or webhook at that station), ``logged`` (notifications are in ``log`` mode, as for a replay) and
+or channel at that station), ``logged`` (notifications are in ``log`` mode, as for a replay) and
 ``stale`` (the event is older than the age limit: catching up after an outage does not page
 people about the past).
 
