@@ -272,6 +272,12 @@ def burst_scores(
     unusual (a longer window can open a burst with any call, never hold one after the calls).
     """
     chain = [np.bincount(m // 60 - first_hour, minlength=1) for m in (*reversed(parents), minutes)]
+    # every hour from the longest window's start to the newest point, each rated once
+    # (windows overlap and points share hours)
+    newest, oldest = (int(points.max()), int(points.min())) if points.size else (0, 0)
+    first = (oldest - max(15, *params.windows) + 1) // 60
+    hours = np.arange(first, newest // 60 + 2)
+    rates = expected_rate(chain, hours - first_hour, params)
     best = np.zeros(points.size)
     observed_15 = np.zeros(points.size, dtype=np.int64)
     expected_15 = np.zeros(points.size)
@@ -286,7 +292,7 @@ def burst_scores(
             overlap = np.clip(
                 np.minimum(points, hour * 60 + 59) - np.maximum(start, hour * 60) + 1, 0, 60
             )
-            rate = expected_rate(chain, hour - first_hour, params)
+            rate = rates[np.clip(hour - first, 0, hours.size - 1)]
             expected += np.where(overlap > 0, rate * overlap / 60, 0.0)
         expected = np.maximum(expected, params.floor_per_hour * window / 60)
         score = poisson_surprise(

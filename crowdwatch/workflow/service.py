@@ -108,7 +108,9 @@ def event_to_json(event: AlertEvent) -> str:
 
 def event_from_json(text: str) -> AlertEvent:
     """The alert event `event_to_json` wrote."""
-    return AlertEvent(**json.loads(text))
+    fields = json.loads(text)
+    fields["causes"] = tuple(fields.get("causes") or ())
+    return AlertEvent(**fields)
 
 
 class Workflow:

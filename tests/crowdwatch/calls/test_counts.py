@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import poisson
@@ -179,3 +180,32 @@ def test_a_zones_parent_is_the_station_of_most_of_its_calls() -> None:
         ("site", "site"),
     ]
     assert area_chain(("mass_incident", "site"), parents) == []
+
+
+def test_a_quiet_zone_expects_more_calls_in_its_stations_rush_hour() -> None:
+    windows = CallWindows("UTC")
+    day0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+    def at(day: int, hour: int, minute: int) -> float:
+        moment = day0 + timedelta(days=day, hours=hour, minutes=minute)
+        return (moment - T0).total_seconds() / 60
+
+    # four weeks: the concourse (station STD) has 20 calls every evening from 18:00, the plaza
+    # one call every third night at 03:00
+    rush = [at(d, 18, 3 * i) for d in range(28) for i in range(20)]
+    nights = [at(d, 3, 0) for d in range(0, 28, 3)]
+    windows.update(pl.concat([calls(rush, zone="STD-concourse"), calls(nights)]), 1)
+    # then one plaza call at 18:30 and one at 10:00 of the next days
+    evening = windows.update(calls([at(28, 18, 30)]), 2)["call_bursts"]
+    morning = windows.update(calls([at(29, 10, 0)]), 3)["call_bursts"]
+
+    def expected(rows: pl.DataFrame, minute: float) -> float:
+        at_call = rows.filter(
+            (pl.col("key") == "STD-plaza")
+            & (pl.col("ts") == T0.replace(second=0) + timedelta(minutes=minute))
+        )
+        return float(at_call["expected_15m"][0])
+
+    # its own evenings never saw a call; its station's share of them does
+    assert expected(evening, at(28, 18, 30)) > 0.06
+    assert expected(morning, at(29, 10, 0)) == pytest.approx(0.05)  # the floor
