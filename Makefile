@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint imports typecheck pytest bench lock clean browser
+.PHONY: install demo test lint imports typecheck pytest bench lock clean browser messages
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "crowdwatch needs Python 3.11, found " + sys.version'
@@ -54,6 +54,16 @@ test: lint imports typecheck pytest
 
 bench: install
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# The message catalogues: extract the texts of the templates, update each language's .po (then
+# translate what is new), compile the .mo files (committed; a test fails when they are stale).
+MESSAGES := crowdwatch/risk
+messages: install
+	cd $(MESSAGES) && ../../$(BIN)/pybabel extract -F locales/babel.cfg -o locales/crowdwatch.pot \
+		--no-location --sort-output --omit-header -k _ .
+	$(BIN)/pybabel update -i $(MESSAGES)/locales/crowdwatch.pot -d $(MESSAGES)/locales -D crowdwatch \
+		--ignore-obsolete --no-fuzzy-matching --ignore-pot-creation-date
+	$(BIN)/pybabel compile -d $(MESSAGES)/locales -D crowdwatch --statistics
 
 # Re-resolve the pinned versions from pyproject.toml in a scratch environment.
 lock:

@@ -92,7 +92,7 @@ ORDER BY records DESC, reason
 
 
 ALERTS_SQL = """
-SELECT alert_id, ts, zone_id, station_id, kind, event, level, previous_level, reason
+SELECT alert_id, ts, zone_id, station_id, kind, event, level, previous_level, reason, values
 FROM alerts FINAL
 WHERE ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)}
 ORDER BY ts, zone_id

@@ -79,12 +79,35 @@ def alert_events(alerts: pl.DataFrame) -> list[AlertEvent]:
                 previous_level=row["previous_level"],
                 ts_ms=int(row["ts"].timestamp() * 1000),
                 reason=row["reason"],
-                values={},
+                values={
+                    k: float(v)
+                    for k, v in json.loads(row.get("values") or "{}").items()
+                    if isinstance(v, int | float)
+                },
+                causes=causes_of(row["reason"]),
             )
         )
         if row["level"] == "red":
             break
     return events
+
+
+CAUSES = (
+    ("of capacity", "capacity"),
+    ("persons/m² ≥", "density"),
+    ("level of service F", "los_f"),
+    ("strong anomaly", "anomaly"),
+    ("burst of crowd-related", "burst"),
+    ("held while", "held"),
+)
+"""The parts of an alert's English reason (`crowdwatch.risk.engine.reason`) and their codes."""
+
+
+def causes_of(reason: str) -> tuple[str, ...]:
+    """The cause codes of a stored reason, so the messages say it in their language."""
+    if reason.startswith("calm:"):
+        return ("calm",)
+    return tuple(code for part in reason.split("; ") for text, code in CAUSES if text in part)
 
 
 def duty_site(site: Site, station_id: str, receiver: AlertReceiver) -> Site:
@@ -151,6 +174,7 @@ def run_response_loop(
                 "notify": "on",
                 "notify_max_age_s": 1e12,  # the day replayed is in the past: tell them anyway
                 "outbox_url": SecretStr(f"sqlite:///{store.resolve()}"),
+                "language": lang,
             }
         )
         responder = Responder(live, people, escalate=False, clock=clock)
@@ -172,7 +196,7 @@ def run_response_loop(
             console.print(
                 texts["alert"].format(
                     time=at(),
-                    zone=zone.name,
+                    zone=zone.name_in(lang),
                     level=texts["level"]["red"],
                     roles="、".join(role(r) for r in red_roles)
                     if lang == "zh-CN"
@@ -180,15 +204,7 @@ def run_response_loop(
                 ),
                 highlight=False,
             )
-            sample = messages[red_roles[0]]["response"]
-            console.print(
-                texts["message"].format(
-                    role=role(red_roles[0]),
-                    measures=" / ".join(m["text"].get(lang, m["id"]) for m in sample["measures"]),
-                    link=sample["ack_url"].split("?")[0] + "?t=…",
-                ),
-                highlight=False,
-            )
+            _show_message(console, texts, role(red_roles[0]), messages[red_roles[0]])
             acked: list[str] = []
 
             def ack_line(name: str, channel: str) -> None:
@@ -224,6 +240,7 @@ def run_response_loop(
             escalated = _remind(responder, texts, at, role, console)
             clock.now += 40 * SECOND  # the duty chief answers the escalation's link
             escalation = _wait_json(receiver, "/duty_chief")
+            _show_message(console, texts, role("duty_chief"), escalation)
             _post(escalation["response"]["ack_url"])
             ack_line("duty_chief", "link")
             master = workflow.issue_token("station_master", "王站长")
@@ -293,6 +310,19 @@ def _remind(
         console.print(line, style="bold red", highlight=False)
         escalated.append(name)
     return escalated
+
+
+def _show_message(
+    console: Console, texts: dict[str, Any], role: str, received: dict[str, Any]
+) -> None:
+    """The message ``role`` received, as rendered for its channels, the link's token cut."""
+    console.print(texts["message"].format(role=role), highlight=False)
+    text = received["message"]["text"]
+    link = received["response"]["ack_url"]
+    if link:
+        text = text.replace(link, link.split("?")[0] + "?t=…")
+    for line in text.splitlines():
+        console.print(f"          │ {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _red_message(receiver: AlertReceiver, path: str) -> dict[str, Any]:

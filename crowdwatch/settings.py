@@ -134,12 +134,12 @@ class Settings(BaseSettings):
         description="Burst windows in minutes of a zone, station or district, e.g. 15,60.",
     )
     burst_site_windows: Minutes = Field(
-        default=(15, 60, 180, 360, 720),
+        default=(15, 60, 180, 360, 720, 1440),
         min_length=1,
         description="Burst windows in minutes of the site-wide series (storms last hours).",
     )
     burst_site_threshold: float = Field(
-        default=3.0, gt=0, description="Site-wide call burst alert: -log10 of the Poisson tail."
+        default=3.5, gt=0, description="Site-wide call burst alert: -log10 of the Poisson tail."
     )
     burst_dispersion: float = Field(
         default=1.0,
@@ -148,6 +148,20 @@ class Settings(BaseSettings):
     )
     burst_floor_per_hour: float = Field(
         default=0.2, gt=0, description="Least expected calls per hour of a burst series."
+    )
+    burst_quiet_minutes: int = Field(
+        default=10,
+        gt=0,
+        le=1440,
+        description="A call burst ends once this many minutes pass without a call in its series.",
+    )
+    burst_parent_calls: float = Field(
+        default=4.0,
+        gt=0,
+        description=(
+            "How many calls of a series' own the rate borrowed from its parent area weighs as "
+            "(zone from station, station from district, district from site)."
+        ),
     )
     input_path: Path | None = Field(
         default=None,
@@ -331,6 +345,27 @@ class Settings(BaseSettings):
             "SQLAlchemy URL of the alert outbox (sqlite:///path, postgresql+psycopg://…). "
             "Default: a SQLite file per warehouse database under data_dir/outbox."
         ),
+    )
+    language: Literal["zh-CN", "en"] | None = Field(
+        default=None,
+        description="The language of alert messages, over the site file's (zh-CN or en).",
+    )
+    mail_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The SMTP server of email channels, as an Apprise mailto:// or mailtos:// URL "
+            "(mailtos://user:password@smtp.example.cn:465?from=crowdwatch@example.cn)."
+        ),
+    )
+    sms_gateway: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The SMS gateway of sms channels: an http(s):// URL of a JSON gateway, or an Apprise "
+            "URL of an SMS service with {to} where the numbers go."
+        ),
+    )
+    sms_token: SecretStr | None = Field(
+        default=None, description="The bearer token of a JSON SMS gateway."
     )
     notify_timeout_s: float = Field(
         default=2.0, gt=0, description="Connect and read timeout of one webhook request."

@@ -7,6 +7,7 @@ an error names the file and the field.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -21,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -140,11 +142,194 @@ Level = Literal["blue", "yellow", "orange", "red"]
 LEVEL_NAMES: tuple[Level, ...] = ("blue", "yellow", "orange", "red")
 
 
+Language = Literal["zh-CN", "en"]
+"""The languages messages are written in."""
+
+LANGUAGES: tuple[Language, ...] = ("zh-CN", "en")
+
+CHINA_TIMEZONES = frozenset(
+    {"Asia/Shanghai", "Asia/Chongqing", "Asia/Chungking", "Asia/Harbin", "Asia/Urumqi", "PRC"}
+)
+"""Time zones of mainland China: a site in one of them (and no other country) reads zh-CN."""
+
+_URL = r"^https?://\S+$"
+_CHANNEL_ID = r"^[a-z][a-z0-9_-]{0,15}$"
+
+
+class _Channel(_Model):
+    type: str
+    id: str | None = Field(
+        default=None,
+        pattern=_CHANNEL_ID,
+        description="Names the channel in the delivery log (default: its type); unique per contact",
+    )
+
+    @property
+    def channel_id(self) -> str:
+        """The channel's id: as set, else its type."""
+        return self.id or self.type
+
+    @property
+    def target(self) -> str:
+        """Where this channel sends to: the key its deliveries are queued and ordered by."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """The channel for a log line: its type and host, no token or secret."""
+        return f"{self.type} {_host(self.target)}"
+
+
+def _host(target: str) -> str:
+    rest = target.partition("://")[2]
+    return rest.split("/", 1)[0].rsplit("@", 1)[-1] if rest else target.split(":", 1)[0]
+
+
+class WebhookChannel(_Channel):
+    """The generic webhook: the alert event as JSON (schema ``crowdwatch.alert.v1``)."""
+
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=_URL)
+
+    @property
+    def target(self) -> str:
+        """The webhook URL."""
+        return self.url
+
+
+class DingTalkChannel(_Channel):
+    """A DingTalk group robot (自定义机器人): markdown, signed when ``secret`` is set (加签)."""
+
+    type: Literal["dingtalk"]
+    url: str = Field(pattern=_URL, description="…/robot/send?access_token=…")
+    secret: SecretStr | None = Field(default=None, description="the robot's SEC… signing secret")
+    at_mobiles: list[str] = Field(default_factory=list, description="mobiles to @ in the group")
+    at_all: bool = False
+
+    @property
+    def target(self) -> str:
+        """The robot's webhook URL."""
+        return self.url
+
+
+class WeComChannel(_Channel):
+    """A WeCom (企业微信) group robot: markdown."""
+
+    type: Literal["wecom"]
+    url: str = Field(pattern=_URL, description="…/cgi-bin/webhook/send?key=…")
+
+    @property
+    def target(self) -> str:
+        """The robot's webhook URL."""
+        return self.url
+
+
+class FeishuChannel(_Channel):
+    """A Feishu or Lark custom bot: a card, signed when ``secret`` is set (签名校验)."""
+
+    type: Literal["feishu", "lark"]
+    url: str = Field(pattern=_URL, description="…/open-apis/bot/v2/hook/…")
+    secret: SecretStr | None = Field(default=None, description="the bot's signing secret")
+
+    @property
+    def target(self) -> str:
+        """The bot's webhook URL."""
+        return self.url
+
+
+class EmailChannel(_Channel):
+    """Email to one or more addresses, through the SMTP server of the settings."""
+
+    type: Literal["email"]
+    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(min_length=1)
+
+    @property
+    def target(self) -> str:
+        """``mailto:`` and the addresses."""
+        return "mailto:" + ",".join(self.to)
+
+    @property
+    def label(self) -> str:
+        """The channel and how many addresses (not the addresses: personal data)."""
+        return f"email ({len(self.to)} addresses)"
+
+
+class SmsChannel(_Channel):
+    """SMS to one or more mobile numbers, through the SMS gateway of the settings."""
+
+    type: Literal["sms"]
+    to: list[Annotated[str, Field(pattern=r"^\+?[0-9]{5,20}$")]] = Field(min_length=1)
+
+    @property
+    def target(self) -> str:
+        """``sms:`` and the numbers."""
+        return "sms:" + ",".join(self.to)
+
+    @property
+    def label(self) -> str:
+        """The channel and how many numbers (not the numbers: personal data)."""
+        return f"sms ({len(self.to)} numbers)"
+
+
+class AppriseChannel(_Channel):
+    """Any service Apprise knows, by its Apprise URL (kept secret: it holds credentials)."""
+
+    type: Literal["apprise"]
+    url: SecretStr
+
+    @property
+    def target(self) -> str:
+        """``apprise:`` and a hash of the URL (the URL itself holds credentials)."""
+        digest = hashlib.sha256(self.url.get_secret_value().encode("utf-8")).hexdigest()
+        return f"apprise:{digest[:16]}"
+
+    @property
+    def label(self) -> str:
+        """The Apprise service, without its credentials."""
+        return f"apprise {self.url.get_secret_value().split(':', 1)[0]}://"
+
+
+Channel = Annotated[
+    WebhookChannel
+    | DingTalkChannel
+    | WeComChannel
+    | FeishuChannel
+    | EmailChannel
+    | SmsChannel
+    | AppriseChannel,
+    Field(discriminator="type"),
+]
+"""One way of reaching a contact."""
+
+
 class Contact(_Model):
-    """How to reach one role at one station: a name and a webhook for alert events."""
+    """How to reach one role at one station: a name and the channels alert messages go to.
+
+    ``webhook`` is the generic JSON webhook (a shorthand for a ``webhook`` channel); ``channels``
+    lists the others (DingTalk, WeCom, Feishu/Lark robots, email, SMS, any Apprise URL). Each
+    channel is delivered on its own. ``language`` overrides the site's for this contact.
+    """
 
     name: str
-    webhook: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    webhook: str | None = Field(default=None, pattern=_URL)
+    channels: list[Channel] = Field(default_factory=list)
+    language: Language | None = None
+
+    @model_validator(mode="after")
+    def _unique_channel_ids(self) -> Contact:
+        if dup := _duplicates([c.channel_id for c in self.all_channels]):
+            raise ValueError(
+                f"channels: ids {dup} are used twice (give each channel of a type an id)"
+            )
+        return self
+
+    @cached_property
+    def all_channels(self) -> tuple[Channel, ...]:
+        """Every channel: the ``webhook`` first, then ``channels`` in file order."""
+        first: tuple[Channel, ...] = (
+            (WebhookChannel(url=self.webhook),) if self.webhook is not None else ()
+        )
+        return first + tuple(self.channels)
 
 
 _YELLOW: tuple[Role, ...] = ("station_master",)
@@ -166,11 +351,22 @@ class Routing(_Model):
         return roles
 
 
-class Station(_Model):
+class _Named(_Model):
+    name: str
+    names: dict[Language, str] = Field(
+        default_factory=dict, description="The name in other languages, for messages."
+    )
+
+    def name_in(self, language: str) -> str:
+        """The name in ``language``: from ``names``, else ``name``."""
+        name: str = self.names.get(language, self.name)  # type: ignore[call-overload]
+        return name
+
+
+class Station(_Named):
     """A station, transport hub or venue: a group of zones."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    name: str
     lines: list[str] = Field(default_factory=list)
     neighbours: list[str] = Field(
         default_factory=list, description="Adjacent stations on the network."
@@ -187,11 +383,10 @@ class Station(_Model):
     )
 
 
-class Zone(_Model):
+class Zone(_Named):
     """An area with an area in m², a capacity and an occupancy model."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    name: str
     kind: ZoneKind
     station: str
     area_m2: float = Field(gt=0)
@@ -419,6 +614,23 @@ class SiteInfo(_Model):
     subdivision: str | None = Field(default=None, description="ISO 3166-2 subdivision code")
     event_days: list[date] = Field(default_factory=list)
     events: list[EventWindow] = Field(default_factory=list)
+    language: Language | None = Field(
+        default=None,
+        description=(
+            "the language of alert messages; default zh-CN for a site in China (country CN, "
+            "or no country and a Chinese time zone), else en"
+        ),
+    )
+
+    @property
+    def lang(self) -> Language:
+        """The language of the site's messages: ``language``, else by country and time zone."""
+        if self.language is not None:
+            return self.language
+        chinese = self.country == "CN" or (
+            self.country is None and self.timezone in CHINA_TIMEZONES
+        )
+        return "zh-CN" if chinese else "en"
 
     @model_validator(mode="after")
     def _known_calendar(self) -> SiteInfo:

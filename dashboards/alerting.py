@@ -13,8 +13,9 @@ Everything is built from the site file:
   every zone of the site without one reads 0 (level ``''``), so it has a series, not NoData.
 - 110 call bursts, camera online rate below 90 % and working rate below 95 %, and a stalled
   pipeline (no new ``zone_state`` row for 5 minutes, no data, or a failing query).
-- Contact points: one webhook per role, the URL a placeholder that says to set it in the site
-  file; a station whose contact for a role has a webhook gets its own contact point.
+- Contact points: one per role, a placeholder webhook that says to set it in the site file; a
+  station whose contact for a role has channels Grafana can call (webhook, DingTalk as
+  ``dingding``, WeCom as ``wecom``, email) gets its own, one integration per channel.
 - The policy tree mirrors `Site.routes`: an alert with ``level=L`` (and ``station_id=S``) goes to
   exactly the roles the site routes ``L`` to at ``S``; everything else (health, call bursts, a
   level routed to nobody) goes to the operators' contact point at the root.
@@ -39,7 +40,16 @@ from grafana_foundation_sdk.models import alerting as alerting_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 
 from crowdwatch.risk.levels import LEVELS
-from crowdwatch.site import Level, Role, Site
+from crowdwatch.site import (
+    Contact,
+    DingTalkChannel,
+    EmailChannel,
+    Level,
+    Role,
+    Site,
+    WebhookChannel,
+    WeComChannel,
+)
 from dashboards.cameras import ONLINE_TARGET, WORKING_TARGET
 from dashboards.panels import DATASOURCE, sql
 
@@ -349,13 +359,48 @@ def rule_groups(site: Site) -> list[alerting.RuleGroup]:
     return list(groups.values())
 
 
+GrafanaKind = Literal["webhook", "dingding", "wecom", "email"]
+"""The Grafana integrations the site's channels map to."""
+
+
+def grafana_integrations(contact: Contact | None) -> list[tuple[str, GrafanaKind, dict[str, Any]]]:
+    """The contact's channels Grafana can call itself: ``(channel id, type, settings)``.
+
+    The generic webhook (``webhook``), DingTalk robots (``dingding``: Grafana does not sign, so
+    a signed robot refuses it; give Grafana's robot a keyword or IP allow-list instead), WeCom
+    robots (``wecom``) and email (``email``, through Grafana's own SMTP settings). Grafana has
+    no Feishu/Lark, SMS or Apprise integration: those channels are the pipeline's alone.
+    """
+    if contact is None:
+        return []
+    found: list[tuple[str, GrafanaKind, dict[str, Any]]] = []
+    for channel in contact.all_channels:
+        if isinstance(channel, WebhookChannel):
+            found.append(
+                (channel.channel_id, "webhook", {"url": channel.url, "httpMethod": "POST"})
+            )
+        elif isinstance(channel, DingTalkChannel):
+            found.append((channel.channel_id, "dingding", {"url": channel.url, "msgType": "link"}))
+        elif isinstance(channel, WeComChannel):
+            found.append((channel.channel_id, "wecom", {"url": channel.url}))
+        elif isinstance(channel, EmailChannel):
+            found.append(
+                (
+                    channel.channel_id,
+                    "email",
+                    {"addresses": ";".join(channel.to), "singleEmail": False},
+                )
+            )
+    return found
+
+
 def _has_webhook(site: Site, station_id: str, role: Role) -> bool:
-    contact = site.station_by_id[station_id].contacts.get(role)
-    return contact is not None and contact.webhook is not None
+    """Whether the station's contact for ``role`` has a channel Grafana can call."""
+    return bool(grafana_integrations(site.station_by_id[station_id].contacts.get(role)))
 
 
 def receiver_name(site: Site, station_id: str | None, role: Role) -> str:
-    """The contact point for ``role`` at a station: its own if it has a webhook, else the role's."""
+    """The contact point for ``role`` at a station: its own if it has channels, else the role's."""
     if station_id is not None and _has_webhook(site, station_id, role):
         return f"crowdwatch-{station_id}-{role}"
     return f"crowdwatch-{role}"
@@ -366,7 +411,7 @@ def _specific_stations(site: Site) -> list[str]:
     return [
         s.id
         for s in site.stations
-        if s.routing is not None or any(c.webhook for c in s.contacts.values())
+        if s.routing is not None or any(grafana_integrations(c) for c in s.contacts.values())
     ]
 
 
@@ -435,24 +480,32 @@ def contact_point_uid(name: str) -> str:
 
 
 def contact_points(site: Site) -> list[alerting.ContactPoint]:
-    """A webhook contact point for every receiver the policy tree names, operators first."""
+    """The contact points of every receiver the policy tree names, operators first.
+
+    A receiver is one contact point with one integration per channel Grafana can call
+    (`grafana_integrations`): Grafana groups integrations by name. The first keeps the uid of
+    the name; a receiver the site gives no channel gets a placeholder webhook.
+    """
     names = list(dict.fromkeys(_receivers(notification_policy(site).build())))
-    webhooks: dict[str, str] = {}
+    integrations: dict[str, list[tuple[str, GrafanaKind, dict[str, Any]]]] = {}
     for station in site.stations:
         for role, contact in station.contacts.items():
-            if contact.webhook is not None:
-                webhooks[receiver_name(site, station.id, role)] = contact.webhook
+            if found := grafana_integrations(contact):
+                integrations[receiver_name(site, station.id, role)] = found
     points = []
     for name in names:
-        url = webhooks.get(name, PLACEHOLDER_WEBHOOK.format(name=name))
-        points.append(
-            alerting.ContactPoint()
-            .uid(contact_point_uid(name))
-            .name(name)
-            .type("webhook")
-            .settings({"url": url, "httpMethod": "POST"})
-            .disable_resolve_message(False)
-        )
+        placeholder = {"url": PLACEHOLDER_WEBHOOK.format(name=name), "httpMethod": "POST"}
+        for i, (channel_id, kind, settings) in enumerate(
+            integrations.get(name, [("webhook", "webhook", placeholder)])
+        ):
+            points.append(
+                alerting.ContactPoint()
+                .uid(contact_point_uid(name if i == 0 else f"{name}-{channel_id}"))
+                .name(name)
+                .type(kind)
+                .settings(settings)
+                .disable_resolve_message(False)
+            )
     return points
 
 

@@ -191,25 +191,21 @@ def rules_file(site: Site) -> dict[str, Any]:
 
 
 def contact_points_file(site: Site) -> dict[str, Any]:
-    """``alerting/contact_points.yaml``: one contact point with one webhook per receiver."""
-    points = []
+    """``alerting/contact_points.yaml``: a contact point per receiver, an integration a channel."""
+    points: dict[str, dict[str, Any]] = {}
     for point in contact_points(site):
         api = to_json(point)
-        points.append(
+        points.setdefault(api["name"], {"orgId": ORG_ID, "name": api["name"], "receivers": []})[
+            "receivers"
+        ].append(
             {
-                "orgId": ORG_ID,
-                "name": api["name"],
-                "receivers": [
-                    {
-                        "uid": api["uid"],
-                        "type": api["type"],
-                        "settings": api["settings"],
-                        "disableResolveMessage": api["disableResolveMessage"],
-                    }
-                ],
+                "uid": api["uid"],
+                "type": api["type"],
+                "settings": api["settings"],
+                "disableResolveMessage": api["disableResolveMessage"],
             }
         )
-    return {"apiVersion": 1, "contactPoints": points}
+    return {"apiVersion": 1, "contactPoints": list(points.values())}
 
 
 def policies_file(site: Site) -> dict[str, Any]:

@@ -341,9 +341,9 @@ def burst_episodes(minutes: npt.NDArray[np.int64], params: BurstParams) -> list[
     """Start (epoch ms) of each burst alert episode of one series, scored at every arrival."""
     points = np.unique(minutes)
     first_hour = int(minutes[0]) // 60
-    _, _, score = burst_scores(minutes, points, first_hour, params)
+    burst = burst_scores(minutes, points, first_hour, params)
     episodes = AlertEpisodes(BURST_REFRACTORY_MS)
-    alerts = points[score >= params.threshold] * 60_000
+    alerts = points[burst.alert] * 60_000
     return [int(t) for t in alerts.tolist() if episodes.update(int(t), True)]
 
 

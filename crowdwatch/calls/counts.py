@@ -13,21 +13,25 @@ their weight): the observed count over the last minutes against the expected cou
 hours of the week, as the Poisson tail surprise ``score = −log10 P(X ≥ observed | λ)`` (the
 count-surveillance test behind CDC EARS-style Poisson detectors; calls at one place are rare
 events). λ comes from the same hour-of-week slots of the previous weeks — a trimmed mean that
-drops the largest week, so one earlier burst does not raise the baseline — never below
+drops the largest week, so one earlier burst does not raise the baseline — shrunk toward the
+parent area's rate (zone → station → district → site, `expected_rate`), never below
 ``floor_per_hour``. Several windows are scored and the largest score counts, less the log of
 their number (`burst_scores`): 15 and 60 minutes for a zone, station or district (a sudden
-cluster); up to 12 hours site-wide (a storm that doubles a county's calls for hours shows in
-no 15 minutes). An alert needs ``score ≥ threshold`` (4 locally: one chance in 10,000 under
-the background; 3 site-wide, where one series is judged, not hundreds) and at least
-``min_calls`` calls in the window. The score is computed at every minute a crowd-relevant
-call arrives, so a surge is flagged at the call that makes it one, and re-scored when calls
-leave the window. Weeks are counted in hours since the epoch, so a clock change shifts the
-slot by an hour.
+cluster); up to 24 hours site-wide (a storm that doubles a county's calls for hours shows in
+no 15 minutes, a heat wave over days). An alert needs ``score ≥ threshold`` (4 locally: one
+chance in 10,000 under the background; 3.5 site-wide, where one series is judged, not
+hundreds), at least ``min_calls`` calls in the window and a call in the last ``quiet``
+minutes (a burst ends when its calls stop). The score is computed at every minute a
+crowd-relevant call arrives, so a surge is flagged at the call that makes it one, and
+re-scored when the quiet time passes and calls leave the window. Weeks are counted in hours
+since the epoch, so a clock change shifts the slot by an hour.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -118,8 +122,10 @@ class BurstParams:
     windows: tuple[int, ...] = (15, 60)
     dispersion: float = 1.0
     prior_weeks: float = 1.0
-    site_threshold: float = 3.0
-    site_windows: tuple[int, ...] = (15, 60, 180, 360, 720)
+    site_threshold: float = 3.5
+    site_windows: tuple[int, ...] = (15, 60, 180, 360, 720, 1440)
+    quiet: int = 10
+    parent_calls: float = 4.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BurstParams:
@@ -131,11 +137,13 @@ class BurstParams:
             dispersion=settings.burst_dispersion,
             site_threshold=settings.burst_site_threshold,
             site_windows=settings.burst_site_windows,
+            quiet=settings.burst_quiet_minutes,
+            parent_calls=settings.burst_parent_calls,
         )
 
     def offsets(self) -> tuple[int, ...]:
-        """Minutes after a call at which a burst score changes: its arrival, each window's end."""
-        return (0, *sorted({15, *self.windows, *self.site_windows}))
+        """Minutes after a call at which a burst changes: arrival, quiet's end, windows' ends."""
+        return (0, *sorted({15, self.quiet, *self.windows, *self.site_windows}))
 
     def for_level(self, level: str) -> BurstParams:
         """The parameters of one level: site-wide series use the site's windows and threshold."""
@@ -150,6 +158,8 @@ def weekly_rate(
     weeks: int,
     prior: npt.NDArray[np.float64],
     prior_weeks: float = 1.0,
+    *,
+    prior_calls: float | None = None,
 ) -> npt.NDArray[np.float64]:
     """Expected calls per hour at ``hours``: the same hour of the previous ``weeks`` weeks.
 
@@ -157,7 +167,10 @@ def weekly_rate(
     already covers drops the largest week once there are three or more, so one earlier burst
     does not raise the baseline. The mean is shrunk toward ``prior`` (calls per hour), as if
     that were ``prior_weeks`` more weeks: a slot seen in one or two weeks says little (0 or 3
-    calls by chance), and a new site or a quiet zone is not judged against nothing.
+    calls by chance), and a new site or a quiet zone is not judged against nothing. With
+    ``prior_calls``, the prior weighs that many calls instead, at the larger of the slot's own
+    mean and the prior: a slot that sees 30 calls an hour soon rests on its own weeks, a slot
+    that sees one call a month on the prior.
     """
     past = hours[:, None] - WEEK_HOURS * np.arange(1, weeks + 1)[None, :]
     seen = past >= 0
@@ -166,7 +179,10 @@ def weekly_rate(
     trim = n >= 3
     total = counts.sum(axis=1) - np.where(trim, counts.max(axis=1, initial=0), 0)
     kept = n - trim
-    return np.asarray((total + prior_weeks * prior) / (kept + prior_weeks))
+    weight: float | npt.NDArray[np.float64] = prior_weeks
+    if prior_calls is not None:
+        weight = prior_calls / np.maximum(total / np.maximum(kept, 1), prior)
+    return np.asarray((total + weight * prior) / (kept + weight))
 
 
 def mean_rate_before(
@@ -181,31 +197,91 @@ def mean_rate_before(
     return np.asarray(so_far / np.maximum(before, 24))
 
 
+def calls_before(
+    hourly: npt.NDArray[np.int64], hours: npt.NDArray[np.int64], span: int
+) -> npt.NDArray[np.int64]:
+    """Calls in the ``span`` hours before each of ``hours`` (``hourly`` counts from hour 0)."""
+    cumulative = np.concatenate([[0], np.cumsum(hourly)])
+    return np.asarray(
+        cumulative[np.clip(hours, 0, hourly.size)]
+        - cumulative[np.clip(hours - span, 0, hourly.size)]
+    )
+
+
+def expected_rate(
+    chain: Sequence[npt.NDArray[np.int64]], hours: npt.NDArray[np.int64], params: BurstParams
+) -> npt.NDArray[np.float64]:
+    """Expected calls per hour of a series at ``hours``, borrowing from its parent areas.
+
+    ``chain`` holds hourly counts (from the same hour 0), the widest area first and the series
+    last, e.g. site, district, station, zone. The widest is judged on its own: its weekly slots
+    (`weekly_rate`) shrunk toward its mean rate as if that were ``params.prior_weeks`` more
+    weeks. Every narrower area is shrunk toward its parent's expected rate scaled by its share
+    of the parent's calls over the baseline weeks (Laplace-smoothed: a series with no calls yet
+    has share 1 / (parent's calls + 1)) — empirical Bayes with a gamma prior worth
+    ``params.parent_calls`` calls: the prior weighs ``parent_calls / rate`` weeks (the rate the
+    slot's own weeks show, or the prior's if larger), so a sparse zone (0.01 calls an hour)
+    follows its station's hours of the day and week, while a busy district (2 an hour or more)
+    soon rests on its own slots.
+    """
+    root = chain[0]
+    rate = weekly_rate(
+        root, hours, params.baseline_weeks, mean_rate_before(root, hours), params.prior_weeks
+    )
+    span = params.baseline_weeks * WEEK_HOURS
+    for parent, child in itertools.pairwise(chain):
+        share = (calls_before(child, hours, span) + 1) / (calls_before(parent, hours, span) + 1)
+        prior = np.maximum(share * rate, 1e-9)
+        rate = weekly_rate(
+            child, hours, params.baseline_weeks, prior, prior_calls=params.parent_calls
+        )
+    return rate
+
+
+@dataclass(frozen=True)
+class Burst:
+    """A series' burst at some points: calls in and expected over 15 minutes, score, alert."""
+
+    observed_15: npt.NDArray[np.int64]
+    expected_15: npt.NDArray[np.float64]
+    score: npt.NDArray[np.float64]
+    alert: npt.NDArray[np.bool_]
+
+
 def burst_scores(
     minutes: npt.NDArray[np.int64],
     points: npt.NDArray[np.int64],
     first_hour: int,
     params: BurstParams,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Burst score of one series at ``points`` (epoch minutes); ``minutes`` its sorted calls.
+    parents: Sequence[npt.NDArray[np.int64]] = (),
+) -> Burst:
+    """Burst score and alert of one series at ``points`` (epoch minutes); ``minutes`` its calls.
 
-    Each window ``w`` of ``params.windows`` counts the calls in the ``w`` minutes up to a point
-    and scores them against the expected count over the same minutes (`weekly_rate`, never below
-    ``floor_per_hour``) as a Poisson tail surprise, with counts and expectation divided by
-    ``params.dispersion`` (quasi-Poisson: real call counts vary more than Poisson counts). The
-    score is the largest window's, less ``log10(len(windows))`` (Bonferroni: looking at three
-    windows is three chances). A short window catches a sudden cluster, a long one a storm
-    that doubles the calls for hours.
+    ``minutes`` are sorted, as are ``parents``' (the calls of the areas the series lies in,
+    nearest first: for a zone its station, district and the site), whose rates the series'
+    expected rate borrows from (`expected_rate`). Each window ``w`` of ``params.windows``
+    counts the calls in the ``w`` minutes up to a point and scores them against the expected
+    count over the same minutes (never below ``floor_per_hour``) as a Poisson tail surprise,
+    with counts and expectation divided by ``params.dispersion`` (quasi-Poisson: real call
+    counts vary more than Poisson counts). The score is the largest window's, less
+    ``log10(len(windows))`` (Bonferroni: looking at three windows is three chances). A short
+    window catches a sudden cluster, a long one a storm that doubles the calls for hours.
 
-    Returns:
-        Calls in the last 15 minutes, the calls expected in them, and the score.
+    An alert needs the score at the line and a call in the last ``params.quiet`` minutes: a
+    burst ends once its calls stop, although a longer window still finds the last hour
+    unusual (a longer window can open a burst with any call, never hold one after the calls).
     """
-    hourly = np.bincount(minutes // 60 - first_hour, minlength=1)
+    chain = [np.bincount(m // 60 - first_hour, minlength=1) for m in (*reversed(parents), minutes)]
+    # every hour from the longest window's start to the newest point, each rated once
+    # (windows overlap and points share hours)
+    newest, oldest = (int(points.max()), int(points.min())) if points.size else (0, 0)
+    first = (oldest - max(15, *params.windows) + 1) // 60
+    hours = np.arange(first, newest // 60 + 2)
+    rates = expected_rate(chain, hours - first_hour, params)
     best = np.zeros(points.size)
     observed_15 = np.zeros(points.size, dtype=np.int64)
     expected_15 = np.zeros(points.size)
     upto = np.searchsorted(minutes, points, side="right")
-    prior = mean_rate_before(hourly, points // 60 - first_hour)
     for window in sorted({15, *params.windows}):
         observed = upto - np.searchsorted(minutes, points - window, side="right")
         # the window is minutes (p - w, p]; spread each hour's rate over its minutes in it
@@ -216,9 +292,7 @@ def burst_scores(
             overlap = np.clip(
                 np.minimum(points, hour * 60 + 59) - np.maximum(start, hour * 60) + 1, 0, 60
             )
-            rate = weekly_rate(
-                hourly, hour - first_hour, params.baseline_weeks, prior, params.prior_weeks
-            )
+            rate = rates[np.clip(hour - first, 0, hours.size - 1)]
             expected += np.where(overlap > 0, rate * overlap / 60, 0.0)
         expected = np.maximum(expected, params.floor_per_hour * window / 60)
         score = poisson_surprise(
@@ -228,7 +302,60 @@ def burst_scores(
             best = np.maximum(best, np.where(observed >= params.min_calls, score, 0.0))
         if window == 15:
             observed_15, expected_15 = observed, expected
-    return observed_15, expected_15, np.maximum(best - math.log10(len(params.windows)), 0.0)
+    score = np.maximum(best - math.log10(len(params.windows)), 0.0)
+    recent = upto - np.searchsorted(minutes, points - params.quiet, side="right") > 0
+    return Burst(observed_15, expected_15, score, (score >= params.threshold) & recent)
+
+
+PARENT_LEVEL = {"zone": "station", "station": "district", "district": SITE}
+"""The area a series' expected rate borrows from, one level up; site-wide series stand alone."""
+
+
+def parent_areas(
+    crowd: pl.DataFrame, series: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """The parent area of each zone and station of ``series`` (and of those zones' stations).
+
+    ``crowd`` holds one row per call and area (``call``, ``key``, ``level``). A zone's parent
+    is the station most of its calls also belong to, a station's the district most of its
+    calls carry (the site file does not say which district a station lies in).
+    """
+    parents: dict[tuple[str, str], tuple[str, str]] = {}
+    wanted = {key for key, level in series if level == "zone"}
+    for level in ("zone", "station"):
+        if level == "station":
+            wanted = {key for key, lv in series if lv == "station"} | {
+                key for key, lv in parents.values() if lv == "station"
+            }
+        if not wanted:
+            continue
+        up = PARENT_LEVEL[level]
+        best = (
+            crowd.filter((pl.col("level") == level) & pl.col("key").is_in(sorted(wanted)))
+            .select("call", "key")
+            .join(
+                crowd.filter(pl.col("level") == up).select("call", pl.col("key").alias("parent")),
+                on="call",
+            )
+            .group_by("key", "parent")
+            .len()
+            .sort(["key", "len", "parent"], descending=[False, True, False])
+            .unique("key", keep="first", maintain_order=True)
+        )
+        for key, parent in best.select("key", "parent").iter_rows():
+            parents[str(key), level] = (str(parent), up)
+    return parents
+
+
+def area_chain(
+    area: tuple[str, str], parents: dict[tuple[str, str], tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The areas above ``area``, nearest first, up to the site (none for site-wide series)."""
+    chain: list[tuple[str, str]] = []
+    while area[1] != SITE:
+        area = parents.get(area, (SITE, SITE))
+        chain.append(area)
+    return chain
 
 
 class CallWindows:
@@ -356,7 +483,10 @@ class CallWindows:
     @staticmethod
     def _exploded(calls: pl.DataFrame) -> pl.DataFrame:
         return (
-            calls.explode("keys").unnest("keys").select("key", "level", "group", "crowd", "minute")
+            calls.with_row_index("call")
+            .explode("keys")
+            .unnest("keys")
+            .select("key", "level", "group", "crowd", "minute", "call")
         )
 
     def _points(
@@ -422,31 +552,42 @@ class CallWindows:
     def _bursts(self, exploded: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
         """Scores where a burst count changed: at arrivals and as calls leave each window."""
         scored = pl.col("crowd") | (pl.col("key") == MASS_INCIDENT)
-        crowd = exploded.filter(scored).partition_by("key", "level", as_dict=True)
+        rows = exploded.filter(scored)
+        crowd = rows.partition_by("key", "level", as_dict=True)
         points = points.unique()
+        series = {(str(k), str(lv)) for k, lv in points.select("key", "level").unique().iter_rows()}
+        parents = parent_areas(rows.filter(pl.col("crowd")), series)
+        sorted_minutes: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+
+        def minutes_of(key: str, level: str) -> npt.NDArray[np.int64]:
+            if (key, level) not in sorted_minutes:
+                calls = crowd.get((key, level))
+                sorted_minutes[key, level] = (
+                    np.sort(calls["minute"].to_numpy())
+                    if calls is not None
+                    else np.zeros(0, np.int64)
+                )
+            return sorted_minutes[key, level]
+
         out = []
         for (key, level), at in points.group_by("key", "level"):
-            series = crowd.get((key, level))
-            minutes = (
-                np.sort(series["minute"].to_numpy())
-                if series is not None
-                else np.zeros(0, np.int64)
-            )
             p = at["point"].to_numpy()
             assert self.first_hour is not None
-            params = self.params.for_level(level)
-            observed, lam, score = burst_scores(minutes, p, self.first_hour, params)
-            alert = score >= params.threshold
+            params = self.params.for_level(str(level))
+            chain = [minutes_of(*area) for area in area_chain((str(key), str(level)), parents)]
+            burst = burst_scores(
+                minutes_of(str(key), str(level)), p, self.first_hour, params, chain
+            )
             out.append(
                 pl.DataFrame(
                     {
                         "key": key,
                         "level": level,
                         "ts": p * MINUTE_MS,
-                        "observed_15m": observed,
-                        "expected_15m": lam,
-                        "score": score,
-                        "alert": alert.astype(np.uint8),
+                        "observed_15m": burst.observed_15,
+                        "expected_15m": burst.expected_15,
+                        "score": burst.score,
+                        "alert": burst.alert.astype(np.uint8),
                     }
                 )
             )

@@ -238,6 +238,7 @@ class StationRisk:
             ts_ms=ts_ms,
             reason=reason(inputs, self.thresholds, level),
             values=values,
+            causes=causes(inputs, self.thresholds, level),
         )
 
 
@@ -261,6 +262,27 @@ def reason(inputs: ZoneInputs, thresholds: Thresholds, level: Level | None) -> s
     if not parts or RANK[level] > RANK[plain]:
         parts.append("held while calming down")
     return "; ".join(parts)
+
+
+def causes(inputs: ZoneInputs, thresholds: Thresholds, level: Level | None) -> tuple[str, ...]:
+    """`reason` as codes that messages put in words, in the same order (see `AlertEvent`)."""
+    if level is None:
+        return ("calm",)
+    found: list[str] = []
+    if any(inputs.capacity_share >= t for t in thresholds.share):
+        found.append("capacity")
+    if inputs.density > thresholds.red_density:
+        found.append("density")
+    elif inputs.density > thresholds.los_f_density:
+        found.append("los_f")
+    if inputs.strong_anomaly:
+        found.append("anomaly")
+    if inputs.call_burst:
+        found.append("burst")
+    # held: the level is above what the inputs call for now (anomaly and calls included)
+    if not found or RANK[level] > RANK[target_level(inputs, thresholds)]:
+        found.append("held")
+    return tuple(found)
 
 
 ALERT_SCHEMA = pl.Schema(

@@ -1,18 +1,20 @@
 """The durable alert outbox: an alert event is written down before anyone is told.
 
-`Outbox.enqueue` writes one row per alert event, role and channel (today: ``webhook``) to a
-SQL table — a SQLite file in the data directory by default, or PostgreSQL — before anything is
-sent. The `Dispatcher` then delivers the pending rows: one thread per receiver (webhook URL),
-so a hung or failing receiver delays only the roles it serves. A receiver's rows go out in the
-order they were written, each retried with exponential backoff and jitter for as long as its
-alert is open (and ``after_close_s`` after it resolved), across restarts: a row is marked done
-(``delivered``, ``failed`` on a refusal such as 404, ``expired``) only after the attempt that
-decided it. Every attempt keeps the event's ``Idempotency-Key``, so after ``kill -9`` at any
-point a row is sent again at most once more, and a receiver that drops repeats sees each event
-once.
+`Outbox.enqueue` writes one row per alert event, role and channel (the contact's channels:
+webhook, DingTalk, WeCom, Feishu/Lark, email, SMS, Apprise; the role's message rendered once,
+in each channel's form) to a SQL table — a SQLite file in the data directory by default, or
+PostgreSQL — before anything is sent. The `Dispatcher` then delivers the pending rows through
+`crowdwatch.risk.channels.Channels`: one thread per target (a webhook or robot URL, a list of
+addresses or numbers), so a hung or failing channel delays only the rows it serves. A
+target's rows go out in the order they were written, each retried with exponential backoff and
+jitter for as long as its alert is open (and ``after_close_s`` after it resolved), across
+restarts: a row is marked done (``delivered``, ``failed`` on a refusal such as 404,
+``expired``) only after the attempt that decided it. Every attempt keeps the row's
+``Idempotency-Key``, so after ``kill -9`` at any point a row is sent again at most once more,
+and a receiver that drops repeats sees each event once.
 
 Rows that are not sent are written down too, with why: ``no_contact`` (the role has no contact
-or webhook at that station), ``logged`` (notifications are in ``log`` mode, as for a replay) and
+or channel at that station), ``logged`` (notifications are in ``log`` mode, as for a replay) and
 ``stale`` (the event is older than the age limit: catching up after an outage does not page
 people about the past).
 
@@ -34,17 +36,20 @@ import random
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 import polars as pl
 import sqlalchemy as sa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from crowdwatch.risk.channels import Channels, ChannelSettings, payload
 from crowdwatch.risk.engine import ALERT_SCHEMA
+from crowdwatch.risk.messages import Message, language_for, render, warm
 from crowdwatch.risk.notify import AlertEvent, Attempt, WebhookPoster
 from crowdwatch.settings import Settings
 from crowdwatch.site import Contact, Role, Site
@@ -128,9 +133,32 @@ class Notice:
             "number": self.number,
         }
 
-    def body(self, event: AlertEvent, role: Role, contact: Contact) -> bytes:
-        """The generic webhook's JSON: the event's, with ``response`` (and ``drill``) added."""
-        body = event.to_json(role, contact)
+    def render_args(self, lang: str) -> dict[str, Any]:
+        """The message renderer's keyword arguments, the plan's measures in ``lang``.
+
+        ``measures`` (texts), ``ack_url``, ``drill``, ``escalated_to``, ``escalated_from``
+        (the roles that missed the deadline) and ``reminder`` (its number; 0: not one).
+        """
+        return {
+            "measures": [
+                m["text"].get(lang) or next(iter(m["text"].values())) for m in self.measures
+            ],
+            "ack_url": self.ack_url,
+            "drill": self.drill,
+            "escalated_to": self.escalated_to,
+            "escalated_from": list(self.missed_by),
+            "reminder": self.number if self.notice == "reminder" else 0,
+        }
+
+    def body(
+        self,
+        event: AlertEvent,
+        role: Role,
+        contact: Contact,
+        message: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """The generic webhook's JSON: the event's and the message, ``response`` added."""
+        body = event.to_json(role, contact, message)
         if self == ALERT:
             return body
         payload = json.loads(body)
@@ -148,9 +176,10 @@ ALERT = Notice()
 class Delivery:
     """Where the delivery of one event to one role stands.
 
-    ``url`` is the webhook (None without one); ``attempts`` the requests made so far (0 when
-    decided without sending); ``last_error`` why the last failed attempt failed;
-    ``http_status`` the last HTTP status received.
+    ``url`` is the channel's target (the webhook or robot URL, ``mailto:…``, ``sms:…``; None
+    without a channel); ``attempts`` the requests made so far (0 when decided without
+    sending); ``last_error`` why the last failed attempt failed; ``http_status`` the last HTTP
+    status received; ``channel`` the channel's id.
     """
 
     role: str
@@ -159,6 +188,7 @@ class Delivery:
     attempts: int
     last_error: str | None = None
     http_status: int | None = None
+    channel: str = CHANNEL
 
 
 @dataclass(frozen=True)
@@ -207,14 +237,18 @@ class Outbox:
         mode: NotifyMode,
         max_age_s: float,
         notices: Callable[[AlertEvent, Role], Notice] | None = None,
+        language: str | None = None,
     ) -> set[str]:
-        """Write one row per event and routed role; return the webhook URLs with new work.
+        """Write one row per event, routed role and channel; return the targets with new work.
 
-        An event written before (a resume replays the events since the last snapshot) is
-        left as it is. Roles without a webhook are ``no_contact``; in ``log`` mode every
-        row is ``logged``; events older than ``max_age_s`` are ``stale``. Nothing is written
-        in ``off`` mode. ``notices`` gives what the workflow adds to each role's message (the
-        plan's measures, the acknowledge link, the drill mark).
+        Each role's message is rendered once (`crowdwatch.risk.messages.render`, in
+        ``language``, else the contact's or the site's) and put in the form each of the
+        contact's channels takes (`crowdwatch.risk.channels.payload`). An event written before
+        (a resume replays the events since the last snapshot) is left as it is. Roles without
+        a channel are ``no_contact``; in ``log`` mode every row is ``logged``; events older
+        than ``max_age_s`` are ``stale``. Nothing is written in ``off`` mode. ``notices``
+        gives what the workflow adds to each role's message (the plan's measures, the
+        acknowledge link, the drill mark).
         """
         return self.enqueue_to(
             [
@@ -225,6 +259,7 @@ class Outbox:
             site,
             mode=mode,
             max_age_s=max_age_s,
+            language=language,
         )
 
     def enqueue_to(
@@ -234,8 +269,9 @@ class Outbox:
         *,
         mode: NotifyMode,
         max_age_s: float,
+        language: str | None = None,
     ) -> set[str]:
-        """Write one row per event, role and notice; return the webhook URLs with new work.
+        """Write one row per event, role, notice and channel; return the targets with new work.
 
         As `enqueue`, for the roles given (reminders, the next tier of an escalation); a
         role's contact is the station's, else the site's (`Site.contact_for`).
@@ -248,18 +284,16 @@ class Outbox:
         by_event: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         for event, role, notice in items:
             contact = site.contact_for(event.station_id, role)
-            target = contact.webhook if contact is not None else None
+            channels = contact.all_channels if contact is not None else ()
             status: RowStatus = "pending"
-            if target is None or contact is None:
+            if contact is None or not channels:
                 status = "no_contact"
             elif mode == "log":
                 status = "logged"
             elif now - event.ts_ms > max_age_s * 1000 and notice.notice == "alert":
                 status = "stale"
-            row = {
+            common = {
                 "key": notice.key(event, role),
-                "channel": CHANNEL,
-                "seq": seq + len(rows),
                 "alert_id": event.alert_id,
                 "event": event.event,
                 "kind": event.kind,
@@ -269,8 +303,6 @@ class Outbox:
                 "ts_ms": event.ts_ms,
                 "role": role,
                 "recipient": contact.name if contact is not None else None,
-                "target": target,
-                "body": notice.body(event, role, contact) if contact is not None else b"{}",
                 "status": status,
                 "attempts": 0,
                 "enqueued_ms": now,
@@ -278,8 +310,23 @@ class Outbox:
                 "done_ms": None if status == "pending" else now,
                 "context": None if notice == ALERT else json.dumps(notice.context()),
             }
-            rows.append(row)
-            by_event.setdefault((event.alert_id, event.event, event.ts_ms), []).append(row)
+            found = by_event.setdefault((event.alert_id, event.event, event.ts_ms), [])
+            if contact is None or not channels:
+                row = common | {"channel": CHANNEL, "seq": seq + len(rows), "target": None}
+                rows.append(row | {"body": b"{}"})
+                found.append(row)
+                continue
+            message = _message(event, site, role, notice, language)
+            event_json = notice.body(event, role, contact, asdict(message))
+            for channel in channels:
+                row = common | {
+                    "channel": channel.channel_id,
+                    "seq": seq + len(rows),
+                    "target": channel.target,
+                    "body": payload(channel, message, event_json),
+                }
+                rows.append(row)
+                found.append(row)
         for event, _, _ in items:
             unsent = by_event.pop((event.alert_id, event.event, event.ts_ms), None)
             if unsent is not None:
@@ -300,31 +347,44 @@ class Outbox:
         with self._write() as db:
             # a write first (no read to upgrade from, which SQLite may refuse under another
             # process's write); a row written before is left as it is
-            insert = self._insert(outbox_table).returning(outbox_table.c.key)
-            fresh = {row["key"] for row in rows if db.execute(insert, row).first() is not None}
-            decided = [d for d in decided if d["key"] in fresh]
+            t = outbox_table.c
+            insert = self._insert(outbox_table).returning(t.key, t.channel)
+            fresh = {
+                (row["key"], row["channel"])
+                for row in rows
+                if db.execute(insert, row).first() is not None
+            }
+            decided = [d for d in decided if (d["key"], d["channel"]) in fresh]
             if decided:
                 db.execute(self._insert(attempts_table), decided)
-        return {r["target"] for r in rows if r["status"] == "pending" and r["key"] in fresh}
+        return {
+            r["target"]
+            for r in rows
+            if r["status"] == "pending" and (r["key"], r["channel"]) in fresh
+        }
 
     def deliveries(self, event: AlertEvent, site: Site) -> list[Delivery]:
-        """Where each role routed for ``event`` stands, in routing order.
+        """Where each role and channel routed for ``event`` stands, in routing order.
 
-        Roles whose rows were never written (``off`` mode) are left out.
+        A role's channels come in the contact's order. Roles whose rows were never written
+        (``off`` mode) are left out.
         """
         roles = {
             event.idempotency_key(role): role
             for role, _ in site.routes(event.station_id, event.routing_level)
         }
+        order = {key: i for i, key in enumerate(roles)}
         t = outbox_table.c
         with self.engine.connect() as db:
             rows = db.execute(
-                sa.select(t.key, t.target, t.status, t.attempts, t.last_error, t.http_status).where(
-                    t.key.in_(roles), t.channel == CHANNEL
+                sa.select(
+                    t.key, t.target, t.status, t.attempts, t.last_error, t.http_status, t.channel
                 )
+                .where(t.key.in_(roles))
+                .order_by(t.seq)
             ).all()
-        found = {key: Delivery(roles[key], *rest) for key, *rest in rows}
-        return [found[key] for key in roles if key in found]
+        found = sorted(rows, key=lambda row: order[row[0]])
+        return [Delivery(roles[key], *rest) for key, *rest in found]
 
     def pending_targets(self) -> set[str]:
         """The webhook URLs with pending rows."""
@@ -563,6 +623,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _message(
+    event: AlertEvent, site: Site, role: str, notice: Notice, language: str | None
+) -> Message:
+    """The role's message; a template that fails must not lose the alert: then the log line."""
+    try:
+        lang = language or language_for(site, role, event.station_id)
+        return render(event, site, role=role, lang=lang, **notice.render_args(lang))
+    except Exception:
+        log.exception(
+            "alert %s: message for %s not rendered; sending the plain reason", event.alert_id, role
+        )
+        title = f"{event.level.upper()} {event.event}: {event.station_id} {event.zone_id}"
+        text = f"{title}\n{event.reason}"
+        return Message(lang="en", title=title, text=text, markdown=text, short=text)
+
+
 def _log_unsent(event: AlertEvent, rows: Iterable[Mapping[str, Any]], mode: NotifyMode) -> None:
     """One log line per event that someone will not hear of, and why."""
     why = {
@@ -570,7 +646,9 @@ def _log_unsent(event: AlertEvent, rows: Iterable[Mapping[str, Any]], mode: Noti
         "logged": f"not sent, CROWDWATCH_NOTIFY={mode}",
         "stale": "not sent, older than the age limit",
     }
-    unsent = [f"{r['role']} ({why[r['status']]})" for r in rows if r["status"] in why]
+    unsent = list(
+        dict.fromkeys(f"{r['role']} ({why[r['status']]})" for r in rows if r["status"] in why)
+    )
     if unsent:
         log.info(
             "alert %s %s %s at %s: %s",
@@ -604,6 +682,8 @@ class Dispatcher:
         after_close_s: How long rows are retried after their alert resolved.
         export_every_s: How often attempts are exported to ``delivery_log``.
         rng: Draws the jitter (seed it for repeatable waits).
+        channels: Sends a row to its channel (`crowdwatch.risk.channels.Channels`, built from
+            the site file); None: every target is a generic webhook.
 
     `start` picks up every pending row (a restart resumes what the last run left); `wake`
     tells it about new rows; `close` waits up to ``drain_s`` for the pending rows, then stops.
@@ -621,6 +701,7 @@ class Dispatcher:
         after_close_s: float = 3600.0,
         export_every_s: float = 1.0,
         rng: random.Random | None = None,
+        channels: Channels | None = None,
     ) -> None:
         if backoff_s < 0 or backoff_max_s < backoff_s:
             raise ValueError(
@@ -628,7 +709,9 @@ class Dispatcher:
             )
         self.outbox = outbox
         self.delivery_log = delivery_log
-        self.poster = WebhookPoster(timeout_s)
+        self.poster: Channels | WebhookPoster = (
+            channels if channels is not None else WebhookPoster(timeout_s)
+        )
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.after_close_ms = int(after_close_s * 1000)
@@ -736,10 +819,18 @@ class Dispatcher:
             try:
                 wait_s = self._deliver_next(target)
             except Exception:  # the outbox itself failed (disk, database): wait, try again
-                log.exception("alert delivery to %s failed in the outbox; retrying", target)
+                log.exception(
+                    "alert delivery to %s failed in the outbox; retrying", self._label(target)
+                )
                 wait_s = 1.0
             if wait_s > 0:
                 wake.wait(wait_s)
+
+    def _label(self, target: str) -> str:
+        """The target for a log line: a channel's type and host, never its token."""
+        if isinstance(self.poster, Channels):
+            return self.poster.label(target)
+        return urllib.parse.urlsplit(target).netloc or "webhook"
 
     def _deliver_next(self, target: str) -> float:
         """Deliver the head row for ``target`` if it is due; return how long to wait next."""
@@ -763,7 +854,7 @@ class Dispatcher:
             log.warning(
                 "alert delivery %s to %s: attempt %d %s (%s)",
                 row.key,
-                target,
+                self._label(target),
                 row.attempts + 1,
                 "refused for good" if attempt.status == "failed" else "failed, will retry",
                 attempt.error,
@@ -817,18 +908,35 @@ class OutboxSink(DynamicSink[AlertEvent]):
         if self.settings.notify_mode == "off":
             return _OutboxPartition(None, None, self.settings, self.site)
         outbox = Outbox(self.settings.outbox_dsn())
-        dispatcher = dispatcher_for(self.settings, outbox).start()
+        dispatcher = dispatcher_for(self.settings, outbox, self.site).start()
         return _OutboxPartition(outbox, dispatcher, self.settings, self.site)
 
 
-def dispatcher_for(settings: Settings, outbox: Outbox) -> Dispatcher:
-    """A `Dispatcher` of ``outbox`` as the settings say, logging to the settings' warehouse."""
+def channel_settings(settings: Settings) -> ChannelSettings:
+    """What the channels take from the settings: the timeout, SMTP server and SMS gateway."""
+    return ChannelSettings(
+        timeout_s=settings.notify_timeout_s,
+        mail_url=settings.mail_url,
+        sms_gateway=settings.sms_gateway,
+        sms_token=settings.sms_token,
+    )
+
+
+def dispatcher_for(settings: Settings, outbox: Outbox, site: Site | None = None) -> Dispatcher:
+    """A `Dispatcher` of ``outbox`` as the settings say, logging to the settings' warehouse.
+
+    With ``site``, rows go to the channels of its contacts; without, every target is a webhook.
+    The site's message templates are compiled here, not on the first alert.
+    """
+    if site is not None:
+        warm(site, settings.language)
     return Dispatcher(
         outbox,
         delivery_log=WarehouseDeliveryLog(settings.dsn(), settings.clickhouse_database),
         timeout_s=settings.notify_timeout_s,
         backoff_max_s=settings.notify_backoff_max_s,
         after_close_s=settings.notify_after_close_s,
+        channels=(None if site is None else Channels.for_site(site, channel_settings(settings))),
     )
 
 
@@ -844,9 +952,15 @@ def deliver(
         return {}
     outbox = Outbox(settings.outbox_dsn())
     try:
-        dispatcher = dispatcher_for(settings, outbox).start()
+        dispatcher = dispatcher_for(settings, outbox, site).start()
         dispatcher.wake(
-            outbox.enqueue(events, site, mode=mode, max_age_s=settings.notify_max_age_s)
+            outbox.enqueue(
+                events,
+                site,
+                mode=mode,
+                max_age_s=settings.notify_max_age_s,
+                language=settings.language,
+            )
         )
         dispatcher.close(settings.notify_drain_s)
         return outbox.statuses()
@@ -875,6 +989,7 @@ class _OutboxPartition(StatelessSinkPartition[AlertEvent]):
             self.site,
             mode=self.settings.notify_mode,
             max_age_s=self.settings.notify_max_age_s,
+            language=self.settings.language,
         )
         self.dispatcher.wake(targets)
 

@@ -47,6 +47,7 @@ class Escalator:
         action_log: Where the audit log is exported (``alert_actions``); None: not exported.
         poll_s: The longest sleep (requests another process wrote are found this late).
         export_every_s: How often the audit log is exported.
+        language: The language of the messages, over the contacts' and the site's.
     """
 
     def __init__(
@@ -59,8 +60,10 @@ class Escalator:
         action_log: DeliveryLog | None = None,
         poll_s: float = 1.0,
         export_every_s: float = 1.0,
+        language: str | None = None,
     ) -> None:
         self.workflow = workflow
+        self.language = language
         self.outbox = outbox
         self.dispatcher = dispatcher
         self.mode = mode
@@ -86,7 +89,11 @@ class Escalator:
         items = self.workflow.run_due(now)
         if items:
             targets = self.outbox.enqueue_to(
-                items, self.workflow.site, mode=self.mode, max_age_s=float("inf")
+                items,
+                self.workflow.site,
+                mode=self.mode,
+                max_age_s=float("inf"),
+                language=self.language,
             )
             if self.dispatcher is not None:
                 self.dispatcher.wake(targets)
@@ -177,7 +184,7 @@ class Responder:
         self.dispatcher: Dispatcher | None = None
         running = start and self.mode != "off"
         if running:
-            self.dispatcher = dispatcher_for(settings, self.outbox).start()
+            self.dispatcher = dispatcher_for(settings, self.outbox, site).start()
         self.escalator = Escalator(
             self.workflow,
             self.outbox,
@@ -187,6 +194,7 @@ class Responder:
                 settings.dsn(), settings.clickhouse_database, table="alert_actions"
             ),
             poll_s=settings.escalate_every_s,
+            language=settings.language,
         )
         if running and escalate:
             self.escalator.start()
@@ -198,7 +206,12 @@ class Responder:
         max_age = self.settings.notify_max_age_s
         notices = self.workflow.record(events, mode=self.mode, max_age_s=max_age, drill=drill)
         targets = self.outbox.enqueue(
-            events, self.site, mode=self.mode, max_age_s=max_age, notices=notices
+            events,
+            self.site,
+            mode=self.mode,
+            max_age_s=max_age,
+            notices=notices,
+            language=self.settings.language,
         )
         if self.dispatcher is not None:
             self.dispatcher.wake(targets)

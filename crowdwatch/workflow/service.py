@@ -108,7 +108,9 @@ def event_to_json(event: AlertEvent) -> str:
 
 def event_from_json(text: str) -> AlertEvent:
     """The alert event `event_to_json` wrote."""
-    return AlertEvent(**json.loads(text))
+    fields = json.loads(text)
+    fields["causes"] = tuple(fields.get("causes") or ())
+    return AlertEvent(**fields)
 
 
 class Workflow:
@@ -193,12 +195,14 @@ class Workflow:
         if mode == "off" or not events:
             return _notices(notices)
         now = self.clock()
-        for event in events:
-            told = mode == "on" and now - event.ts_ms <= max_age_s * 1000
-            with self.store.write() as db:
+        recorded: list[tuple[AlertEvent, set[Role]]] = []
+        with self.store.write() as db:  # one transaction for the batch
+            for event in events:
+                told = mode == "on" and now - event.ts_ms <= max_age_s * 1000
                 asked = self._record_one(db, event, now, told=told, drill=drill)
-            if asked is None:
-                continue
+                if asked is not None:
+                    recorded.append((event, asked))
+        for event, asked in recorded:
             measures = tuple(
                 {"id": m.id, "text": dict(m.text)}
                 for m in self.site.measures_for(event.zone_id, event.level)
@@ -487,7 +491,9 @@ class Workflow:
             for row in due:
                 event = event_from_json(row.event)
                 if row.next_reminder_ms is not None and row.next_reminder_ms <= now:
-                    out.append(self._remind(db, row, event, now))
+                    reminder = self._remind(db, row, event, now)
+                    if reminder is not None:
+                        out.append(reminder)
                 if row.escalated_ms is None and row.deadline_ms <= now:
                     taken = db.execute(
                         sa.update(acks_table)
@@ -507,17 +513,20 @@ class Workflow:
 
     def _remind(
         self, db: sa.Connection, row: Any, event: AlertEvent, now: int
-    ) -> tuple[AlertEvent, Role, Notice]:
+    ) -> tuple[AlertEvent, Role, Notice] | None:
+        """Count and write down a reminder; None when another process sent this one."""
         rule = self.site.ack_rule(row.level)
         number = row.reminders + 1
         every = int(rule.remind_every_s * 1000) if rule and rule.remind_every_s else None
         more = every is not None and rule is not None and number < rule.remind_max
         k = acks_table.c
-        db.execute(
+        taken = db.execute(
             sa.update(acks_table)
-            .where(k.alert_id == row.alert_id, k.role == row.role)
+            .where(k.alert_id == row.alert_id, k.role == row.role, k.reminders == row.reminders)
             .values(reminders=number, next_reminder_ms=now + every if more and every else None)
         )
+        if taken.rowcount != 1:
+            return None
         self._audit(db, row.alert_id, "reminded", now, role=row.role, note=f"#{number}")
         notice = Notice(
             notice="reminder",
@@ -834,24 +843,26 @@ class Workflow:
         tier: int = 0,
         elapsed_ms: int | None = None,
     ) -> None:
-        alert = self._alert(db, alert_id)
+        # one statement: the alert's incident, zone, station, level and drill mark copied in
+        a = alerts_table.c
+        given: dict[str, sa.ColumnElement[Any]] = {
+            "ts_ms": sa.literal(ts_ms, sa.BigInteger),
+            "action": sa.literal(action, sa.String),
+            "actor": sa.literal(actor, sa.String),
+            "role": sa.literal(role, sa.String),
+            "channel": sa.literal(channel, sa.String),
+            "note": sa.literal(note, sa.Text),
+            "measure": sa.literal(measure, sa.String),
+            "tier": sa.literal(tier, sa.Integer),
+            "elapsed_ms": sa.literal(elapsed_ms, sa.BigInteger),
+        }
+        copied = {name: a[name] for name in ("incident_id", "alert_id", "zone_id", "station_id")}
+        copied |= {"level": a.level, "drill": a.drill}
+        columns: dict[str, sa.ColumnElement[Any]] = {**given, **copied}
         db.execute(
-            sa.insert(audit_table).values(
-                ts_ms=ts_ms,
-                incident_id=alert.incident_id,
-                alert_id=alert_id,
-                zone_id=alert.zone_id,
-                station_id=alert.station_id,
-                level=alert.level,
-                action=action,
-                actor=actor,
-                role=role,
-                channel=channel,
-                note=note,
-                measure=measure,
-                tier=tier,
-                elapsed_ms=elapsed_ms,
-                drill=alert.drill,
+            sa.insert(audit_table).from_select(
+                list(columns),
+                sa.select(*(c.label(n) for n, c in columns.items())).where(a.alert_id == alert_id),
             )
         )
 

@@ -63,7 +63,7 @@ def test_any_order_and_batch_size_gives_the_same_alerts(demo_day: DemoWarehouse)
     assert sorted(got, key=lambda e: (e[2], e[0])) == demo_alerts(demo_day)
 
 
-def test_the_demos_burst_alert_resolves_within_an_hour_of_the_last_call(
+def test_the_demos_burst_alert_resolves_within_15_minutes_of_the_last_call(
     demo_day: DemoWarehouse,
 ) -> None:
     warehouse = demo_day.warehouse
@@ -76,8 +76,10 @@ def test_the_demos_burst_alert_resolves_within_an_hour_of_the_last_call(
     )
     assert plaza["event"].to_list() == ["opened", "resolved"]
     resolved = plaza["ts"][1]
-    # a zone's burst is scored over 15 and 60 minutes: it ends once the calls leave the hour
-    assert last_call + timedelta(minutes=15) < resolved <= last_call + timedelta(minutes=60)
+    # a burst ends 10 quiet minutes after its last call, although the 60-minute window still
+    # finds the hour unusual; the zone's level follows a minute (the row's end) and a 2-minute
+    # calm later
+    assert last_call + timedelta(minutes=10) < resolved <= last_call + timedelta(minutes=15)
     # the score is the exact Poisson tail: 9 calls in 15 minutes against a background of 0.05
     # (17.29), less log10(2) for looking at two windows
     peak = warehouse.query(

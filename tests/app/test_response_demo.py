@@ -48,6 +48,16 @@ def test_duty_staff_acknowledge_one_misses_and_the_duty_chief_is_called(
     assert sorted(summary.kpis["role"]) == sorted(summary.acknowledged)
     text = out.getvalue()
     assert escalated in text and tapped in text
+    # the message the station master reads, rendered in the demo's language
+    shown = [line.split("│ ", 1)[1] for line in text.splitlines() if "    │ " in line]
+    if lang == "zh-CN":
+        assert "红色预警:奥体中心站" in shown[0] and shown[1].startswith("致:站长")
+        assert any(line.startswith("原因:") and "客流已达承载量的" in line for line in shown)
+        assert "处置措施:" in shown
+    else:
+        assert "Red warning" in shown[0] and shown[1].startswith("To: station master")
+        assert any(line.startswith("Reason: ") and "of its capacity" in line for line in shown)
+        assert "Measures to take:" in shown
     # the actions are in the warehouse the settings name, not only in the store
     n = warehouse.query("SELECT count() AS n FROM alert_actions FINAL")["n"][0]
     assert n == summary.audit_rows

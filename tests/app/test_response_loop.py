@@ -7,8 +7,9 @@ and on real PostgreSQL: the outbox's dispatcher posts each role's message to a r
 receiver, two roles acknowledge through the link in their message (POSTed to the real API
 server), one with ``crowdwatch alerts ack``, one never; the clock, moved by hand, passes the
 deadline and the escalator calls the duty chief; the station master takes a measure of the plan
-and signs off through the API. Messages today are the generic webhook's JSON on one channel;
-the rendered Chinese text on DingTalk, WeCom, Feishu, e-mail and SMS comes with the channels.
+and signs off through the API. Here every role is on the generic webhook (its JSON carries the
+rendered message); `test_response_channels` runs the red alert on DingTalk, WeCom, Feishu, SMS
+and e-mail.
 """
 
 from __future__ import annotations
@@ -62,12 +63,18 @@ def site_file(folder: Path, receiver: AlertReceiver) -> Path:
 
 
 @pytest.fixture(scope="module")
-def surge_events(tmp_path_factory: pytest.TempPathFactory) -> list[AlertEvent]:
-    """The alert events zone_risk raises when 9,000 people enter West Lake (capacity 8,000)."""
+def surge_events(tmp_path_factory: pytest.TempPathFactory, engine_dir: Path) -> list[AlertEvent]:
+    """The alert events zone_risk raises when 9,000 people enter West Lake (capacity 8,000).
+
+    On the session's embedded engine (one engine path per process), in a database of its own.
+    """
     folder = tmp_path_factory.mktemp("surge")
     with AlertReceiver() as receiver:
         settings = Settings(
-            data_dir=folder, site_file=site_file(folder, receiver), clickhouse_database="surge"
+            data_dir=engine_dir,
+            site_file=site_file(folder, receiver),
+            clickhouse_database="surge",
+            outbox_url=SecretStr(f"sqlite:///{folder / 'store.sqlite3'}"),
         )
     times = [DAY + timedelta(seconds=i * 0.2) for i in range(9000)]  # 30 min
     frame = pl.DataFrame(

@@ -364,6 +364,75 @@ def test_station_routing_and_webhooks_get_routes_of_their_own(site: Site) -> Non
     )
 
 
+def test_dingtalk_wecom_and_email_contacts_become_grafana_integrations(site: Site) -> None:
+    contact = Contact.model_validate(
+        {
+            "name": "王站长",
+            "webhook": "https://hooks.example/sm",
+            "channels": [
+                {
+                    "type": "dingtalk",
+                    "url": "https://oapi.dingtalk.com/robot/send?access_token=t",
+                    "secret": "SECx",
+                },
+                {"type": "wecom", "url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"},
+                {"type": "feishu", "url": "https://open.feishu.cn/open-apis/bot/v2/hook/h"},
+                {"type": "email", "to": ["a@example.test", "b@example.test"]},
+                {"type": "sms", "to": ["13800000000"]},
+            ],
+        }
+    )
+    lonely = Contact.model_validate(
+        {"name": "轨道公安", "channels": [{"type": "sms", "to": ["13900000000"]}]}
+    )
+    stations = [
+        s.model_copy(update={"contacts": {"station_master": contact, "transit_police": lonely}})
+        if s.id == "CTR"
+        else s
+        for s in site.stations
+    ]
+    custom = Site.model_validate(site.model_copy(update={"stations": stations}).model_dump())
+    check_policy_mirrors_routes(custom)
+    points = [to_json(p) for p in contact_points(custom)]
+    mine = [
+        (p["uid"], p["type"], p["settings"])
+        for p in points
+        if p["name"] == "crowdwatch-CTR-station_master"
+    ]
+
+    assert mine == [
+        (
+            "crowdwatch-CTR-station_master",
+            "webhook",
+            {"url": "https://hooks.example/sm", "httpMethod": "POST"},
+        ),
+        (
+            "crowdwatch-CTR-station_master-dingtalk",
+            "dingding",
+            {"url": "https://oapi.dingtalk.com/robot/send?access_token=t", "msgType": "link"},
+        ),
+        (
+            "crowdwatch-CTR-station_master-wecom",
+            "wecom",
+            {"url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"},
+        ),
+        (
+            "crowdwatch-CTR-station_master-email",
+            "email",
+            {"addresses": "a@example.test;b@example.test", "singleEmail": False},
+        ),
+    ]
+    # SMS only: nothing Grafana can call, so the role's shared placeholder contact point
+    assert "crowdwatch-CTR-transit_police" not in {p["name"] for p in points}
+    assert route(policy_json(notification_policy(custom)), {"level": "red", "station_id": "CTR"})[
+        :2
+    ] == [
+        "crowdwatch-CTR-station_master",
+        "crowdwatch-transit_police",
+    ]
+    assert len({p["uid"] for p in points}) == len(points)
+
+
 def test_route_follows_grafana_matching() -> None:
     tree = {
         "receiver": "root",

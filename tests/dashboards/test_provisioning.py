@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from crowdwatch.settings import DEFAULT_SITE_FILE, REPO_ROOT
-from crowdwatch.site import load_site
+from crowdwatch.site import Contact, Site, load_site
 from dashboards.alerting import OPERATIONS, rule_specs
 from dashboards.build import FOLDER as DASHBOARDS_FOLDER
-from dashboards.provisioning import FOLDER, ClickHouseSource, files
+from dashboards.provisioning import FOLDER, ClickHouseSource, contact_points_file, files
 
 NAMES = [
     "datasources/clickhouse.yaml",
@@ -105,6 +105,30 @@ def test_rules_file_has_grafanas_rule_group_shape() -> None:
 
 def walk(node: dict[str, Any]) -> list[dict[str, Any]]:
     return [node, *(n for child in node.get("routes", []) for n in walk(child))]
+
+
+def test_a_contact_point_holds_an_integration_per_channel() -> None:
+    base = load_site(DEFAULT_SITE_FILE)
+    contact = Contact.model_validate(
+        {
+            "name": "王站长",
+            "webhook": "https://hooks.example/sm",
+            "channels": [{"type": "wecom", "url": "https://wecom.example/send?key=k"}],
+        }
+    )
+    stations = [
+        s.model_copy(update={"contacts": {"station_master": contact}}) if s.id == "CTR" else s
+        for s in base.stations
+    ]
+    site = Site.model_validate(base.model_copy(update={"stations": stations}).model_dump())
+
+    points = {p["name"]: p for p in contact_points_file(site)["contactPoints"]}
+
+    receivers = points["crowdwatch-CTR-station_master"]["receivers"]
+    assert [(r["uid"], r["type"]) for r in receivers] == [
+        ("crowdwatch-CTR-station_master", "webhook"),
+        ("crowdwatch-CTR-station_master-wecom", "wecom"),
+    ]
 
 
 def test_contact_points_and_policies_fit_together() -> None:
