@@ -168,6 +168,27 @@ def renderer(lang: str) -> Renderer:
     return Renderer(lang)
 
 
+def warm(site: Site, override: str | None = None) -> None:
+    """Compile the templates of every language ``site`` sends in, before the first alert.
+
+    The first render of a language loads its catalogue and compiles the templates (tens of
+    milliseconds); a pipeline does it at start, not on its first alert.
+    """
+    contacts = [c for s in site.stations for c in s.contacts.values()]
+    contacts += site.response.contacts.values()
+    languages = (
+        {override}
+        if override
+        else {site.site.lang} | {c.language for c in contacts if c.language is not None}
+    )
+    for lang in languages:
+        renderer(lang).render(
+            AlertEvent("warm", "opened", "big_crowd", "-", "-", "red", None, 0, "", {}),
+            site,
+            role="station_master",
+        )
+
+
 def language_for(site: Site, role: str, station_id: str, override: str | None = None) -> str:
     """The language of messages to ``role`` at a station.
 

@@ -32,7 +32,7 @@ from email.message import Message
 from http.client import HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from crowdwatch.risk.levels import RANK
 from crowdwatch.site import Contact, Level, Role
@@ -193,7 +193,7 @@ class WebhookPoster:
 
 
 class _ReceiverServer(ThreadingHTTPServer):
-    receiver: AlertReceiver
+    receiver: LocalServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A sender that timed out has hung up on a held request; that is expected here.
@@ -206,12 +206,10 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        status, reply = self.server.receiver._handle(
-            self.path, self.headers.get("Idempotency-Key"), body
-        )
-        data = json.dumps(reply).encode("utf-8")
+        status, reply = self.server.receiver._handle(self.path, dict(self.headers), body)
+        data = json.dumps(reply, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -220,7 +218,62 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         pass
 
 
-class AlertReceiver:
+class LocalServer:
+    """A real HTTP server on 127.0.0.1 in a thread of its own; each POST goes to `_handle`.
+
+    The base of the local receivers of the tests and the demo (`AlertReceiver`, and the
+    vendors' stand-ins in `crowdwatch.risk.receivers`). Requests can be held until released
+    (`_hold_event`); closing releases every hold. Use it as a context manager.
+    """
+
+    def __init__(self, name: str, port: int = 0) -> None:
+        self._server = _ReceiverServer(("127.0.0.1", port), _ReceiverHandler)
+        self._server.receiver = self
+        # A short poll interval so that closing the receiver takes milliseconds, not 0.5 s.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=name,
+            daemon=True,
+        )
+        self._changed = threading.Condition()
+        self._all_holds: list[threading.Event] = []
+
+    @property
+    def port(self) -> int:
+        """The port the receiver listens on."""
+        return int(self._server.server_address[1])
+
+    def _hold_event(self) -> threading.Event:
+        """A new hold, released when set or when the server closes."""
+        release = threading.Event()
+        with self._changed:
+            self._all_holds.append(release)
+        return release
+
+    def _handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        """The status and JSON reply of one POST; called from the server's threads."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._changed:
+            for release in self._all_holds:
+                release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class AlertReceiver(LocalServer):
     """A real webhook receiver on 127.0.0.1 for tests and the demo.
 
     It records the JSON events POSTed to each path, once per ``Idempotency-Key`` (a repeat is
@@ -233,28 +286,13 @@ class AlertReceiver:
     """
 
     def __init__(self, port: int = 0) -> None:
-        self._server = _ReceiverServer(("127.0.0.1", port), _ReceiverHandler)
-        self._server.receiver = self
-        # A short poll interval so that closing the receiver takes milliseconds, not 0.5 s.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="alert-receiver",
-            daemon=True,
-        )
-        self._changed = threading.Condition()
+        super().__init__("alert-receiver", port)
         self._received: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._arrived: dict[str, list[float]] = defaultdict(list)
         self._seen: dict[str, set[str]] = defaultdict(set)
         self._keys: dict[str, list[str]] = defaultdict(list)
         self._failures: dict[str, list[int]] = defaultdict(list)
         self._holds: dict[str, list[threading.Event]] = defaultdict(list)
-        self._all_holds: list[threading.Event] = []
-
-    @property
-    def port(self) -> int:
-        """The port the receiver listens on."""
-        return int(self._server.server_address[1])
 
     def url(self, path: str) -> str:
         """The full URL of ``path`` (which starts with ``/``) on this receiver."""
@@ -271,10 +309,9 @@ class AlertReceiver:
         A held request is handled normally once released (recorded unless its key was seen
         meanwhile). Closing the receiver releases every hold.
         """
-        release = threading.Event()
+        release = self._hold_event()
         with self._changed:
             self._holds[path].extend([release] * times)
-            self._all_holds.append(release)
         return release
 
     def received(self, path: str) -> list[dict[str, Any]]:
@@ -297,9 +334,12 @@ class AlertReceiver:
         with self._changed:
             return self._changed.wait_for(lambda: len(self._received[path]) >= count, timeout_s)
 
-    def _handle(self, path: str, key: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+    def _handle(
+        self, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any]]:
         """Decide the answer to one request; called from the server's handler threads."""
         arrived = time.perf_counter()
+        key = headers.get("Idempotency-Key")
         with self._changed:
             self._keys[path].append(key or "")
             release = self._holds[path].pop(0) if self._holds[path] else None
@@ -324,20 +364,3 @@ class AlertReceiver:
             self._arrived[path].append(arrived)
             self._changed.notify_all()
             return 200, {"duplicate": False}
-
-    def __enter__(self) -> AlertReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with self._changed:
-            for release in self._all_holds:
-                release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()

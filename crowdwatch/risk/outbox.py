@@ -49,7 +49,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from crowdwatch.risk.channels import Channels, ChannelSettings, payload
 from crowdwatch.risk.engine import ALERT_SCHEMA
-from crowdwatch.risk.messages import Message, language_for, render
+from crowdwatch.risk.messages import Message, language_for, render, warm
 from crowdwatch.risk.notify import AlertEvent, Attempt, WebhookPoster
 from crowdwatch.settings import Settings
 from crowdwatch.site import Contact, Role, Site
@@ -926,7 +926,10 @@ def dispatcher_for(settings: Settings, outbox: Outbox, site: Site | None = None)
     """A `Dispatcher` of ``outbox`` as the settings say, logging to the settings' warehouse.
 
     With ``site``, rows go to the channels of its contacts; without, every target is a webhook.
+    The site's message templates are compiled here, not on the first alert.
     """
+    if site is not None:
+        warm(site, settings.language)
     return Dispatcher(
         outbox,
         delivery_log=WarehouseDeliveryLog(settings.dsn(), settings.clickhouse_database),

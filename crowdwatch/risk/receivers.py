@@ -24,11 +24,11 @@ import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
 from crowdwatch.risk.channels import WECOM_MAX_BYTES
+from crowdwatch.risk.notify import LocalServer
 
 SIGNATURE_WINDOW_S = 3600
 """DingTalk and Feishu refuse a signature whose timestamp is over an hour from their clock."""
@@ -46,32 +46,7 @@ class Received:
     headers: dict[str, str] = field(hash=False)
 
 
-class _Server(ThreadingHTTPServer):
-    receiver: RobotReceiver
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a sender that timed out hung up on a held request
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        status, reply = self.server.receiver._handle(self.path, dict(self.headers), body)
-        data = json.dumps(reply, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class RobotReceiver:
+class RobotReceiver(LocalServer):
     """Vendor robots and gateways on 127.0.0.1; see the module docstring.
 
     Args:
@@ -85,28 +60,19 @@ class RobotReceiver:
     """
 
     def __init__(self, secrets: dict[str, str] | None = None, sms_token: str | None = None) -> None:
+        super().__init__("robot-receiver")
         self.secrets = dict(secrets or {})
         self.sms_token = sms_token
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.receiver = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="robot-receiver",
-            daemon=True,
-        )
-        self._changed = threading.Condition()
         self._received: dict[str, list[Received]] = defaultdict(list)
         self._rejected: dict[str, list[str]] = defaultdict(list)
         self._seen: dict[str, set[str]] = defaultdict(set)
         self._holds: dict[str, list[threading.Event]] = defaultdict(list)
         self._answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self._all_holds: list[threading.Event] = []
 
     @property
     def base(self) -> str:
         """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def dingtalk_url(self, name: str) -> str:
         """A DingTalk robot's webhook URL (``access_token`` is the name)."""
@@ -126,7 +92,7 @@ class RobotReceiver:
 
     def json_url(self, name: str, scheme: str = "json") -> str:
         """A plain JSON endpoint as an Apprise URL (``json://127.0.0.1:<port>/json/<name>``)."""
-        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/json/{name}"
+        return f"{scheme}://127.0.0.1:{self.port}/json/{name}"
 
     def received(self, name: str) -> list[Received]:
         """The accepted requests to ``name``, each ``Idempotency-Key`` once."""
@@ -145,10 +111,9 @@ class RobotReceiver:
 
     def hold(self, name: str) -> threading.Event:
         """Hold the next request to ``name`` until the returned event is set (or close)."""
-        release = threading.Event()
+        release = self._hold_event()
         with self._changed:
             self._holds[name].append(release)
-            self._all_holds.append(release)
         return release
 
     def answer(self, name: str, reply: dict[str, Any]) -> None:
@@ -282,23 +247,6 @@ class RobotReceiver:
         if not isinstance(to, list) or not to or not isinstance(text, str) or not text:
             return 400, {"error": "need to (a list of numbers) and text"}
         return None
-
-    def __enter__(self) -> RobotReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with self._changed:
-            for release in self._all_holds:
-                release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 # The vendors' documented checks, written out here on their own (not the senders' functions),

@@ -12,7 +12,15 @@ from babel.messages.pofile import read_po
 
 from crowdwatch.risk.engine import causes
 from crowdwatch.risk.levels import Thresholds, ZoneInputs
-from crowdwatch.risk.messages import LOCALES, TEMPLATES, Renderer, language_for, render
+from crowdwatch.risk.messages import (
+    LOCALES,
+    TEMPLATES,
+    Renderer,
+    language_for,
+    render,
+    renderer,
+    warm,
+)
 from crowdwatch.risk.notify import AlertEvent, EventType
 from crowdwatch.site import Contact, Level, Site, load_site
 from tests.conftest import EXAMPLE_SITE
@@ -319,3 +327,11 @@ def test_templates_and_catalogues_are_package_data() -> None:
     pyproject = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
     data = pyproject["tool"]["setuptools"]["package-data"]["crowdwatch.risk"]
     assert {"templates/*.j2", "locales/*/LC_MESSAGES/*.mo"} <= set(data)
+
+
+def test_warming_compiles_the_languages_a_site_sends_in(site: Site) -> None:
+    renderer.cache_clear()
+    warm(site)
+    assert renderer.cache_info().currsize == 1  # zh-CN only: no contact asks for English
+    warm(site, "en")
+    assert renderer.cache_info().currsize == 2
