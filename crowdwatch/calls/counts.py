@@ -267,9 +267,12 @@ def burst_scores(
     ``log10(len(windows))`` (Bonferroni: looking at three windows is three chances). A short
     window catches a sudden cluster, a long one a storm that doubles the calls for hours.
 
-    An alert needs the score at the line and a call in the last ``params.quiet`` minutes: a
-    burst ends once its calls stop, although a longer window still finds the last hour
-    unusual (a longer window can open a burst with any call, never hold one after the calls).
+    A window over an hour is scored only once the series' calls go back as far again before it:
+    on the first day of a stream a 24-hour window would hold all of its history and find the
+    evening busier than the day's mean. An alert needs the score at the line and a call in
+    the last ``params.quiet`` minutes: a burst ends once its calls stop, although a longer
+    window still finds the last hour unusual (a longer window can open a burst with any call,
+    never hold one after the calls).
     """
     chain = [np.bincount(m // 60 - first_hour, minlength=1) for m in (*reversed(parents), minutes)]
     # every hour from the longest window's start to the newest point, each rated once
@@ -299,7 +302,12 @@ def burst_scores(
             np.floor(observed / params.dispersion).astype(np.int64), expected / params.dispersion
         )
         if window in params.windows:
-            best = np.maximum(best, np.where(observed >= params.min_calls, score, 0.0))
+            # a window over an hour counts once the series has been heard for as long before
+            # it: in a young stream a day-long window holds the whole history, daily rhythm
+            # and all (short windows are judged against a day's mean at least)
+            known = (window <= 60) | (points - window - first_hour * 60 >= window)
+            counted = (observed >= params.min_calls) & known
+            best = np.maximum(best, np.where(counted, score, 0.0))
         if window == 15:
             observed_15, expected_15 = observed, expected
     score = np.maximum(best - math.log10(len(params.windows)), 0.0)
