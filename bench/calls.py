@@ -87,7 +87,7 @@ def main() -> None:
         f"batches of {args.batch_rows:,}"
     )
     run.report("read, validate, scrub, categorise, place, count, score, chDB inserts")
-    print(f"throughput: {records.height / run.elapsed_s:,.0f} calls/s")
+    print(f"throughput: {records.height / run.elapsed_s:.0f} calls/s")
 
 
 if __name__ == "__main__":

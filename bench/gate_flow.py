@@ -62,7 +62,7 @@ def main() -> None:
         f"{args.workers} worker(s)"
     )
     run.report("file read, parse, windows, occupancy, chDB inserts")
-    print(f"throughput: {records.height / run.elapsed_s:,.0f} events/s")
+    print(f"throughput: {records.height / run.elapsed_s:.0f} events/s")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def main() -> None:
         f"batches of {args.batch_rows:,}, {args.workers} worker(s)"
     )
     run.report("read, decode, validate, windows, health, chDB inserts")
-    print(f"throughput: {feed.height / run.elapsed_s:,.0f} messages/s")
+    print(f"throughput: {feed.height / run.elapsed_s:.0f} messages/s")
 
 
 if __name__ == "__main__":
