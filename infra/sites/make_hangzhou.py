@@ -16,9 +16,11 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import holidays  # type: ignore[import-untyped, unused-ignore]
 import numpy as np
 import polars as pl
 import yaml
@@ -30,10 +32,14 @@ COUNTS_FILE = "hangzhou_metro_10min_inout.csv"
 GRAPH_FILE = "graph.csv"
 
 BIN_MINUTES = 10
+FIRST_DAY = date(2019, 1, 1)  # the counts start at midnight on 1 January 2019 (checked on read)
 ENTRY_MINUTES = 8
 EXIT_MINUTES = 3
-PERCENTILE = 99.9
-HEADROOM = 1.25  # capacity = observed peak x 1.25
+WORKDAY_PEAK_QUANTILE = 0.9  # the ordinary busy day: 90th percentile of the working-day peaks
+# capacity = that peak x 1.6: it sits at 62.5 % of capacity (blue), and a day-ahead forecast's
+# upper bound must be 28 % above it to reach yellow (80 %), where predicted-big-crowd alerts
+# start; the 80 % bands of the station forecasts are about that wide at the rush hours.
+HEADROOM = 1.6
 PLANNING_DENSITY = 1.25  # persons/m2 in a standing area, Fruin level of service C/D
 CAPACITY_STEP = 50
 MIN_CAPACITY = 200
@@ -70,12 +76,15 @@ HEADER = """\
 # 65 has line B's pattern and station_idx 66 line C's, which fits stationID 66 and 67 only.
 #
 # Capacity and area are ESTIMATES from the counts (the data set has none), for development and
-# tests, not official figures. Per station: spread each 10-minute entry and exit count evenly over
-# its 10 minutes; dwell-model occupancy at minute t = entries in the last 8 minutes + exits in the
-# last 3 minutes (the zone's occupancy model); take its 99.9th percentile over the 25 days
-# (36,000 minutes, numpy's linear interpolation), shown above each zone. capacity = that x 1.25,
-# rounded up to a multiple of 50, at least 200; area_m2 = capacity / 1.25 persons/m2 (a planning
-# density for standing areas, Fruin level of service C/D).
+# tests, not official figures. Per station: the occupancy the replay computes from the data's own
+# 10-minute windows (the zone's dwell model, 8 minutes after an entry and 3 before an exit, both
+# round up to one window: entries + exits of the window); each working day's peak of it (China's
+# calendar: no weekends, no New Year's Day); the 90th percentile of those peaks (numpy's linear
+# interpolation), shown above each zone, is an ordinary busy working day. capacity = that x 1.6,
+# rounded up to a multiple of 50, at least 200, so that an ordinary working-day peak is at about
+# 62 % of capacity (blue) and its forecast is no predicted big crowd (yellow, 80 %) unless the
+# forecast is 28 % above it; area_m2 = capacity / 1.25 persons/m2 (a planning density for standing
+# areas, Fruin level of service C/D).
 """
 
 
@@ -117,6 +126,8 @@ def read_counts(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{last} ({len(stations)} x {n_bins} rows), found {frame.height} rows"
             f" ({unique_keys} distinct station/time pairs)"
         )
+    if not first.startswith(f"{FIRST_DAY.isoformat()} 00:00"):
+        raise DataError(f"{path}: expected the counts to start at {FIRST_DAY} 00:00, found {first}")
     frame = frame.sort("station_idx", "timestamp")
     shape = (len(stations), n_bins)
     return (
@@ -173,25 +184,20 @@ def neighbours(adjacency: np.ndarray, n_stations: int) -> list[list[int]]:
     return [np.flatnonzero(row).tolist() for row in linked]
 
 
-def window_sum(per_minute: np.ndarray, minutes: int) -> np.ndarray:
-    """Sum of each row over the last ``minutes`` minutes, this minute included."""
-    padded = np.pad(per_minute, ((0, 0), (minutes, 0)))
-    totals: np.ndarray = np.cumsum(padded, axis=1)
-    sums: np.ndarray = totals[:, minutes:] - totals[:, :-minutes]
-    return sums
+def workday_peaks(inflow: np.ndarray, outflow: np.ndarray, first_day: date) -> np.ndarray:
+    """Each station's peak occupancy of each working day, ``(stations, working days)``.
 
-
-def dwell_occupancy(inflow: np.ndarray, outflow: np.ndarray) -> np.ndarray:
-    """Per-minute dwell-model occupancy, ``(stations, minutes)``, in persons.
-
-    Each 10-minute count is spread evenly over its minutes. The sums are taken in tenths of a
-    person (a count c gives c tenths in each of its 10 minutes), so they are exact integers.
+    Occupancy per 10-minute window is its entries + exits: the zone's dwell model (8 and 3
+    minutes) at the replay's window of the data's own 10 minutes. Working days follow China's
+    calendar (weekends and public holidays off, adjusted working days on).
     """
-    entries = np.repeat(inflow, BIN_MINUTES, axis=1)  # tenths of a person per minute
-    exits = np.repeat(outflow, BIN_MINUTES, axis=1)
-    tenths = window_sum(entries, ENTRY_MINUTES) + window_sum(exits, EXIT_MINUTES)
-    persons: np.ndarray = tenths / BIN_MINUTES
-    return persons
+    per_day = 24 * 60 // BIN_MINUTES
+    days = inflow.shape[1] // per_day
+    occupancy = (inflow + outflow)[:, : days * per_day].reshape(inflow.shape[0], days, per_day)
+    calendar = holidays.country_holidays("CN", years=[first_day.year, first_day.year + 1])
+    working = [calendar.is_working_day(first_day + timedelta(days=d)) for d in range(days)]
+    peaks: np.ndarray = occupancy.max(axis=2)[:, np.asarray(working, dtype=bool)]
+    return peaks
 
 
 def capacity_for(peak: float) -> int:
@@ -258,7 +264,9 @@ def render(head: dict[str, Any], zones: list[dict[str, Any]], peaks: np.ndarray)
         parts.extend(item(station))
     parts.append("\nzones:\n")
     for zone, peak in zip(zones, peaks.tolist(), strict=True):
-        parts.append(f"  # {zone['station']}: 99.9th percentile occupancy {peak:.1f} persons\n")
+        parts.append(
+            f"  # {zone['station']}: working-day peak (90th percentile) {peak:.0f} persons\n"
+        )
         parts.extend(item(zone))
     return "".join(parts)
 
@@ -287,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     inflow, outflow = read_counts(data / COUNTS_FILE)
     links = neighbours(read_graph(data / GRAPH_FILE), inflow.shape[0])
-    peaks = np.percentile(dwell_occupancy(inflow, outflow), PERCENTILE, axis=1)
+    peaks = np.quantile(workday_peaks(inflow, outflow, FIRST_DAY), WORKDAY_PEAK_QUANTILE, axis=1)
     head, zones = build_site(peaks, links)
     output.write_text(render(head, zones, peaks), encoding="utf-8")
 
