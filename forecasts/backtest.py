@@ -546,7 +546,8 @@ def print_summaries(summaries: list[dict[str, Any]], config: ForecastConfig) -> 
         )
     print(
         f"settings: history_weeks={config.history_weeks} prophet_weight={config.prophet_weight} "
-        f"baseline_weeks={config.baseline_weeks} calibration_days={config.calibration_days} "
+        f"baseline_weeks={config.baseline_weeks} daytype_days={config.daytype_days} "
+        f"level_days={config.level_days} calibration_days={config.calibration_days} "
         f"calibration_level={config.calibration_level}"
     )
     worst = max(summaries, key=lambda s: s["worst_weekday_ratio"])
@@ -594,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--history-weeks", type=int, default=defaults.history_weeks)
     parser.add_argument("--prophet-weight", type=float, default=defaults.prophet_weight)
     parser.add_argument("--baseline-weeks", type=int, default=defaults.baseline_weeks)
+    parser.add_argument("--daytype-days", type=int, default=defaults.daytype_days)
     parser.add_argument("--calibration-days", type=int, default=defaults.calibration_days)
     parser.add_argument("--calibration-level", type=float, default=defaults.calibration_level)
     parser.add_argument("--transform", choices=get_args(Transform), default=defaults.transform)
@@ -605,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "history_weeks": args.history_weeks,
         "prophet_weight": args.prophet_weight,
         "baseline_weeks": args.baseline_weeks,
+        "daytype_days": args.daytype_days,
         "calibration_days": args.calibration_days,
         "calibration_level": args.calibration_level,
         "transform": args.transform,

@@ -9,20 +9,25 @@ ordinary crowd, plus the effect of the site's event windows:
   count as workdays), a level per day type, weekly seasonality and the public holidays as Prophet
   holidays. A year-long history averages commuter peaks away; twelve weeks keep them (backtest
   in the README).
-- **A robust seasonal baseline**: the median of the last ``baseline_weeks`` same-weekday values
-  at the same hour, skipping hours in event windows and days whose day type differs from their
-  weekday's usual one (a holiday Monday). On such a day itself the blend uses Prophet alone.
+- **Two robust seasonal baselines**: the median of the last ``baseline_weeks`` same-weekday
+  values at the same hour, and the median of the same hour on the last ``daytype_days`` days of
+  the same day type (Monday to Thursday are one: eight values from two weeks where the
+  same-weekday median has two), both skipping hours in event windows and days whose day type
+  differs from their weekday's usual one (a holiday Monday), both scaled to the level of the
+  last ``level_days``. On such a day itself the blend uses Prophet alone.
 - **Event windows** (start and end in local time, a kind, an optional expected attendance) are
   hour-level regressors with one coefficient per kind, fitted on the whole history given (not
   only the recent weeks: a New Year's Eve comes once a year) against the baseline's residuals.
   A window's regressor is its attendance over the kind's median attendance (1 without one).
   Hours inside event windows are left out of Prophet's and the baseline's fit.
 
-``yhat`` is the blend ``prophet_weight * prophet + (1 - prophet_weight) * baseline`` + event
-effects, transformed back and clipped at 0. The 80 % band is split-conformal: a second Prophet
-is fitted on the history before the last ``calibration_days``, the blend forecasts those days
-out of sample, and the band is ``yhat`` plus the empirical quantiles of those errors (on the
-transformed scale, so it widens with the level). There is no fixed widening factor.
+``yhat`` is the blend of the three (shares summing to 1) + event effects, transformed back and
+clipped at 0. A second Prophet is fitted on the history before the last ``calibration_days``;
+it and the baselines (each day from its own midnight) forecast those days out of sample. The
+shares are the ones, in steps of 0.1, whose blend had the least absolute error on those days
+(per series: a metro station follows its weekday, a shopping street its last fortnight), and
+the 80 % band is ``yhat`` plus the empirical quantiles of that blend's errors (split-conformal,
+on the transformed scale, so it widens with the level). There is no fixed widening factor.
 
 A series with too little recent history or a long gap in its recent history (gaps further back
 do not matter), or one Prophet fails on, gets the weekly seasonal-naive forecast instead
@@ -59,7 +64,7 @@ Method = Literal["prophet", "seasonal_naive"]
 WEEK = pd.Timedelta(days=7)
 #: Past weeks the seasonal-naive forecast and its interval look back on.
 NAIVE_WEEKS = 4
-JSON_VERSION = 2
+JSON_VERSION = 3
 DAY = timedelta(days=1)
 
 
@@ -121,7 +126,12 @@ class ForecastConfig:
             histories average the daily pattern over seasons and smooth commuter peaks away;
             shorter ones leave Prophet too little to tell day types apart.
         baseline_weeks: Same-weekday values the baseline takes the median of.
-        prophet_weight: Prophet's share of the blend (the baseline has the rest).
+        daytype_days: Values the day-type baseline takes the median of: the same hour on the
+            latest days of the same day type (0: off). Monday to Thursday are one day type,
+            so eight of them are two weeks, where the same-weekday median has two values.
+        prophet_weight: Prophet's share of the blend, the same-weekday baseline having the
+            rest; None (the default): the shares of Prophet and the two baselines are chosen
+            per series on the calibration days (`choose_weights`).
         calibration_days: Recent days forecast out of sample to calibrate the band. More days
             give steadier quantiles but a calibration model further from the present.
         calibration_level: Share of the calibration errors the band spans. Above
@@ -155,7 +165,8 @@ class ForecastConfig:
     events: tuple[EventWindow, ...] = ()
     history_weeks: int = 12
     baseline_weeks: int = 4
-    prophet_weight: float = 0.7
+    daytype_days: int = 8
+    prophet_weight: float | None = None
     calibration_days: int = 7
     calibration_level: float = 0.85
     level_days: int = 7
@@ -241,9 +252,22 @@ def _inverse(v: FloatArray, kind: Transform) -> FloatArray:
 
 
 def _calendar(country: str | None, subdivision: str | None, years: range) -> Any:
+    return _cached_calendar(country, subdivision, years.start, years.stop)
+
+
+@cache
+def _cached_calendar(country: str | None, subdivision: str | None, first: int, stop: int) -> Any:
+    # built once per process: a fit asks for the calendar of its dates a dozen times
     if country is None:
-        return holidays.HolidayBase(years=list(years))
-    return holidays.country_holidays(country, subdiv=subdivision, years=list(years))
+        return holidays.HolidayBase(years=list(range(first, stop)))
+    return holidays.country_holidays(country, subdiv=subdivision, years=list(range(first, stop)))
+
+
+def _unique_days(ds: pd.Series) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.intp]]:
+    """The distinct days of ``ds`` (sorted) and, for each ``ds``, the index of its day."""
+    days = pd.to_datetime(ds).to_numpy().astype("datetime64[D]")
+    unique, inverse = np.unique(days, return_inverse=True)
+    return unique, inverse.reshape(-1)
 
 
 def workdays(
@@ -254,11 +278,11 @@ def workdays(
     Weekends and public holidays are days off; adjusted working days (a weekend day worked in
     exchange for a longer holiday) are workdays. Without a country only weekends are off.
     """
-    dates = pd.to_datetime(ds).dt.normalize()
-    unique = dates.drop_duplicates()
-    calendar = _calendar(country, subdivision, range(unique.min().year, unique.max().year + 1))
-    working = {day: calendar.is_working_day(day.date()) for day in unique}
-    return np.asarray(dates.map(working), dtype=bool)
+    unique, inverse = _unique_days(ds)
+    days = pd.DatetimeIndex(unique)
+    calendar = _calendar(country, subdivision, range(days.min().year, days.max().year + 1))
+    working = np.array([calendar.is_working_day(day.date()) for day in days], dtype=bool)
+    return working[inverse]
 
 
 def holiday_frame(config: ForecastConfig, first_year: int, last_year: int) -> pd.DataFrame:
@@ -287,20 +311,19 @@ def day_types(ds: pd.Series, config: ForecastConfig) -> pd.Series:
     four types a working Friday is ``friday`` (the evening peak differs) and a Saturday that is
     no public holiday is ``saturday`` (some people work: a morning peak a Sunday has not).
     """
-    times = pd.to_datetime(ds).reset_index(drop=True)
-    working = workdays(times, config.country, config.subdivision)
+    unique, inverse = _unique_days(ds)
+    days = pd.DatetimeIndex(unique)
+    working = workdays(pd.Series(days), config.country, config.subdivision)
     labels = np.where(working, "workday", "offday").astype(object)
     if config.day_types == "workday_friday_saturday_offday":
-        weekday = times.dt.day_of_week.to_numpy()
+        weekday = days.day_of_week.to_numpy()
         calendar = _calendar(
-            config.country, config.subdivision, range(times.min().year, times.max().year + 1)
+            config.country, config.subdivision, range(days.min().year, days.max().year + 1)
         )
-        dates = times.dt.normalize()
-        unique = dates.drop_duplicates()
-        holiday = np.asarray(dates.map({d: d.date() in calendar for d in unique}), dtype=bool)
+        holiday = np.array([day.date() in calendar for day in days], dtype=bool)
         labels[working & (weekday == 4)] = "friday"
         labels[~working & (weekday == 5) & ~holiday] = "saturday"
-    return pd.Series(labels, index=pd.RangeIndex(len(times)), dtype=object)
+    return pd.Series(labels[inverse], index=pd.RangeIndex(len(inverse)), dtype=object)
 
 
 def usual_days(index: pd.DatetimeIndex, config: ForecastConfig) -> npt.NDArray[np.bool_]:
@@ -457,6 +480,40 @@ def _seasonal_baseline(
     return out
 
 
+def _daytype_baseline(
+    z: pd.Series,
+    times: pd.DatetimeIndex,
+    origin: pd.Timestamp | pd.DatetimeIndex,
+    config: ForecastConfig,
+) -> FloatArray:
+    """Median of ``z`` at the same hour on the latest ``daytype_days`` days of the same day type.
+
+    Only days before ``origin`` (one per time, or one for all) count, looking back as far as
+    the same-weekday baseline (``baseline_weeks`` weeks); NaN where no such value is known.
+    On a workday (Monday to Thursday) that is the latest two weeks' eight values where the
+    same-weekday median has two; a Friday, Saturday or Sunday gets its own weekday's values.
+    """
+    out = np.full(len(times), np.nan)
+    if len(times) == 0 or config.daytype_days <= 0:
+        return out
+    span = 7 * config.baseline_weeks
+    first = np.maximum(np.floor((times - origin) / DAY).to_numpy(float).astype(int) + 1, 1)
+    lags = first[:, None] + np.arange(span)[None, :]  # days back, nearest first
+    lagged = times.to_numpy()[:, None] - lags * np.timedelta64(1, "D")
+    values = z.reindex(pd.DatetimeIndex(lagged.ravel())).to_numpy(float).reshape(lagged.shape)
+    own_days = times.to_numpy().astype("datetime64[D]")
+    lagged_days = lagged.astype("datetime64[D]")
+    unique = np.unique(np.concatenate([own_days, lagged_days.ravel()]))
+    labels = day_types(pd.Series(pd.DatetimeIndex(unique)), config).to_numpy()
+    own = labels[np.searchsorted(unique, own_days)]
+    same = labels[np.searchsorted(unique, lagged_days)] == own[:, None]
+    usable = same & np.isfinite(values)
+    chosen = usable & (np.cumsum(usable, axis=1) <= config.daytype_days)
+    known = chosen.any(axis=1)
+    out[known] = np.nanmedian(np.where(chosen, values, np.nan)[known], axis=1)
+    return out
+
+
 def _usual_level(z: pd.Series, times: pd.DatetimeIndex, weeks: int) -> FloatArray:
     """What ``z`` usually is at ``times`` (each from the values before it), for event effects.
 
@@ -479,12 +536,16 @@ def _usual_level(z: pd.Series, times: pd.DatetimeIndex, weeks: int) -> FloatArra
 
 @dataclass(frozen=True)
 class _Blend:
-    """What the blend adds to Prophet: event effects and the calibrated error quantiles."""
+    """The blend's shares, event effects and calibrated error quantiles.
+
+    ``weights`` are the shares of Prophet, the same-weekday and the day-type baseline.
+    """
 
     effects: dict[str, float]
     lower: float
     upper: float
     calibration_points: int
+    weights: tuple[float, float, float] = (0.7, 0.3, 0.0)
 
 
 def _conformal(residuals: FloatArray, width: float) -> tuple[float, float]:
@@ -622,7 +683,8 @@ class Forecaster:
         times = index[order]
         clean = _clean(self._tail, config)
         origin = self.last_ds + pd.Timedelta(config.freq)
-        mid = _blend_mid(self._prophet, clean, times, origin, self._blend.effects, config)
+        parts = _components(self._prophet, clean, times, origin, config)
+        mid = _blend_mid(parts, self._blend.weights, times, self._blend.effects, config)
         back = np.empty_like(mid)
         back[order] = mid
         kind = config.transform
@@ -682,7 +744,7 @@ class Forecaster:
             pd.Series(values, index=index),
             fallback_reason=payload["fallback_reason"],
             prophet=prophet,
-            blend=_Blend(**payload["blend"]) if payload["blend"] else None,
+            blend=_blend_from_dict(payload["blend"]) if payload["blend"] else None,
         )
 
 
@@ -720,33 +782,116 @@ def _recent_level(clean: pd.Series, origin: pd.Timestamp, config: ForecastConfig
     return float(np.clip(seen / expected, 0.5, 2.0))
 
 
-def _blend_mid(
+def _blend_from_dict(fields: dict[str, Any]) -> _Blend:
+    values = dict(fields)
+    values["weights"] = tuple(values["weights"])
+    return _Blend(**values)
+
+
+def _components(
     prophet: Any,
     clean: pd.Series,
     times: pd.DatetimeIndex,
     origin: pd.Timestamp,
-    effects: dict[str, float],
     config: ForecastConfig,
+    *,
+    day_ahead: bool = False,
 ) -> FloatArray:
-    """The blend on the transformed scale at sorted ``times``, from history before ``origin``."""
+    """Prophet, the same-weekday and the day-type baseline at sorted ``times`` (3 rows).
+
+    On the transformed scale, from the history before ``origin``; the baselines are scaled to
+    the recent level (`_recent_level`) and NaN where unknown. ``day_ahead``: the baselines,
+    which need no fit, forecast each day from its own midnight instead (as they do in use;
+    for the calibration days, which the calibration Prophet forecasts from ``origin``).
+    """
     future = _with_conditions(pd.DataFrame({"ds": times}), config)
     with _prophet_warnings_ignored():
         trend = prophet.predict(future)["yhat"].to_numpy(float)
-    base = _seasonal_baseline(clean, times, origin, config.baseline_weeks)
+    parts = np.vstack([trend, np.full((2, len(times)), np.nan)])
+    days = times.normalize() if day_ahead else pd.DatetimeIndex([origin] * len(times))
+    for day in days.unique():
+        at = np.flatnonzero(days == day)
+        parts[1:, at] = _baselines(clean, times[at], max(day, origin), config)
+    return parts
+
+
+def _baselines(
+    clean: pd.Series, times: pd.DatetimeIndex, origin: pd.Timestamp, config: ForecastConfig
+) -> FloatArray:
+    """The same-weekday and the day-type baseline (2 rows), scaled to the recent level."""
+    bases = np.vstack(
+        [
+            _seasonal_baseline(clean, times, origin, config.baseline_weeks),
+            _daytype_baseline(clean, times, origin, config),
+        ]
+    )
     ratio = _recent_level(clean, origin, config)
     if ratio != 1.0:
-        raw = _inverse(np.where(np.isfinite(base), base, 0.0), config.transform)
-        base = np.where(np.isfinite(base), _transform(raw * ratio, config.transform), np.nan)
-    usual = usual_days(times, config) & np.isfinite(base)
-    w = config.prophet_weight
-    mid = np.where(usual, w * trend + (1.0 - w) * np.where(usual, base, 0.0), trend)
+        known = np.isfinite(bases)
+        raw = _inverse(np.where(known, bases, 0.0), config.transform)
+        bases = np.where(known, _transform(raw * ratio, config.transform), np.nan)
+    return bases
+
+
+def _blend_mid(
+    components: FloatArray,
+    weights: Sequence[float],
+    times: pd.DatetimeIndex,
+    effects: dict[str, float],
+    config: ForecastConfig,
+) -> FloatArray:
+    """The blend of ``components`` (`_components`) plus the event effects.
+
+    Each time mixes the components known there, their ``weights`` scaled to sum to 1; on
+    days whose day type is not their weekday's usual one (a holiday Monday) the baselines are
+    left out, and where nothing with a weight is known Prophet stands alone.
+    """
+    share = np.asarray(weights, dtype=float)[:, None] * np.isfinite(components)
+    share[1:] *= usual_days(times, config)
+    total = share.sum(axis=0)
+    share[0] = np.where(total > 0, share[0], 1.0)
+    total = np.where(total > 0, total, 1.0)
+    mid = (share * np.nan_to_num(components)).sum(axis=0) / total
     for kind, column in event_regressors(times, config.events, config.freq).items():
         mid = mid + effects.get(kind, 0.0) * column
     return np.asarray(mid, dtype=float)
 
 
+def _weight_grid(step: float = 0.1) -> FloatArray:
+    """Every (Prophet, same-weekday, day-type) share in ``step``s that sums to 1."""
+    n = round(1 / step)
+    return np.array(
+        [(i / n, j / n, (n - i - j) / n) for i in range(n + 1) for j in range(n + 1 - i)]
+    )
+
+
+def choose_weights(
+    components: FloatArray, seen: FloatArray, config: ForecastConfig
+) -> tuple[float, float, float]:
+    """The blend shares with the least absolute error on out-of-sample days, by grid search.
+
+    ``components`` (3 rows, `_components`) forecast hours before which the model saw nothing
+    (the calibration days) and ``seen`` is what happened, all on the transformed scale; only
+    hours where every component and the actual are known count, and the error is taken on the
+    original scale (the MAE the forecast is judged by). With ``prophet_weight`` set, or fewer
+    than a day of such hours, that fixed share (0.7 when unset) and the same-weekday baseline.
+    """
+    fixed = 0.7 if config.prophet_weight is None else config.prophet_weight
+    default = (fixed, 1.0 - fixed, 0.0)
+    known = np.isfinite(components).all(axis=0) & np.isfinite(seen)
+    if config.prophet_weight is not None or known.sum() < 24:
+        return default
+    grid = _weight_grid()
+    if config.daytype_days <= 0:
+        grid = grid[grid[:, 2] == 0]
+    mixes = _inverse(grid @ components[:, known], config.transform)
+    errors = np.abs(mixes - _inverse(seen[known], config.transform)).sum(axis=1)
+    best = grid[int(np.argmin(errors))]
+    return (float(best[0]), float(best[1]), float(best[2]))
+
+
 def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple[Any, _Blend]:
-    """Fit the event effects (whole history), Prophet (recent weeks) and the band."""
+    """Fit the event effects (whole history), Prophet (recent weeks), the shares and the band."""
     clean = _clean(y, config)
     z = pd.Series(_transform(y.to_numpy(float), config.transform), index=y.index)
     effects: dict[str, float] = {}
@@ -775,15 +920,21 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
         )
     calibration = _fit_prophet(early, config)
     cal_times = recent.index[recent.index >= cal_origin]
-    cal_mid = _blend_mid(calibration, clean, cal_times, cal_origin, effects, config)
-    # every observed hour counts, holidays and event hours too: they are forecast the same way
+    parts = _components(calibration, clean, cal_times, cal_origin, config, day_ahead=True)
     cal_seen = z.reindex(cal_times).to_numpy()
+    ordinary = cal_seen.copy()
+    ordinary[~usual_days(cal_times, config)] = np.nan
+    for column in event_regressors(cal_times, config.events, config.freq).values():
+        ordinary[column > 0] = np.nan
+    weights = choose_weights(parts, ordinary, config)
+    cal_mid = _blend_mid(parts, weights, cal_times, effects, config)
+    # every observed hour counts, holidays and event hours too: they are forecast the same way
     residuals = (cal_seen - cal_mid)[np.isfinite(cal_seen)]
     if len(residuals) < 24:
         raise ValueError(f"only {len(residuals)} observed hours to calibrate the band")
     lower, upper = _conformal(residuals, config.calibration_level)
     model = _fit_prophet(train, config) if config.refit else calibration
-    return model, _Blend(effects, lower, upper, len(residuals))
+    return model, _Blend(effects, lower, upper, len(residuals), weights)
 
 
 @cache

@@ -26,6 +26,9 @@ from forecasts.model import (
     ForecastConfig,
     Forecaster,
     _conformal,
+    _daytype_baseline,
+    _weight_grid,
+    choose_weights,
     day_windows,
     fit_many,
     workdays,
@@ -229,6 +232,44 @@ def test_the_baseline_is_the_median_of_the_last_same_weekday_hours() -> None:
         same = [y[t - pd.Timedelta(weeks=k)] for k in range(1, 5)]
         # the median is taken on the square-root scale the model works on
         assert forecast[t] == pytest.approx(float(np.median(np.sqrt(same))) ** 2, rel=1e-9)
+
+
+def test_the_day_type_baseline_is_the_median_of_the_last_days_of_that_type() -> None:
+    # a different level every day, so the median says which days were taken
+    ds = pd.date_range(START, periods=28 * 24, freq="1h")
+    y = pd.Series(np.repeat(np.arange(28.0), 24), index=ds)
+    config = replace(CONFIG, country=None, daytype_days=4)
+    thursday = pd.Timestamp("2024-03-28 08:00")  # day 24; Monday to Thursday are workdays
+    friday = pd.Timestamp("2024-03-29 08:00")
+    base = _daytype_baseline(y, pd.DatetimeIndex([thursday, friday]), thursday.normalize(), config)
+    # the last 4 workdays before it: Wed 27, Tue 26, Mon 25 and Thu 21 (days 23, 22, 21, 17),
+    # not Sunday 24 or Friday 22
+    assert base[0] == pytest.approx(np.median([23, 22, 21, 17]))
+    # Friday (from the same origin, a day ahead) has only Fridays: 22, 15 and 8 March
+    assert base[1] == pytest.approx(np.median([18, 11, 4]))
+
+
+def test_the_blend_shares_go_to_what_forecast_the_calibration_days_best() -> None:
+    rng = np.random.default_rng(3)
+    seen = rng.uniform(5, 30, 24 * 7)
+    good = seen + rng.normal(0, 0.2, len(seen))
+    bad = seen + rng.normal(0, 5, len(seen))
+    for best in range(3):
+        parts = np.vstack([good if k == best else bad + k for k in range(3)])
+        weights = choose_weights(parts, seen, CONFIG)
+        assert max(range(3), key=lambda k: weights[k]) == best
+        assert sum(weights) == pytest.approx(1.0)
+    # a fixed Prophet share is kept, and so is the default with too few known hours
+    fixed = choose_weights(parts, seen, replace(CONFIG, prophet_weight=0.4))
+    assert fixed == pytest.approx((0.4, 0.6, 0.0))
+    assert choose_weights(parts[:, :10], seen[:10], CONFIG) == pytest.approx((0.7, 0.3, 0.0))
+    assert len(_weight_grid()) == 66
+
+
+def test_a_fitted_model_keeps_its_chosen_shares_in_json(fitted: Forecaster) -> None:
+    weights = json.loads(fitted.to_json())["blend"]["weights"]
+    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0)
+    assert Forecaster.from_json(fitted.to_json())._blend == fitted._blend
 
 
 def test_the_baseline_follows_the_level_of_the_last_week() -> None:
