@@ -193,6 +193,16 @@ class Settings(BaseSettings):
             "Recovery partitions created on first use (fixed afterwards); None: the workers."
         ),
     )
+    sink_hold_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description=(
+            "Rows wait at most this long (wall clock) to be written to the warehouse, gathered "
+            "into one insert per table, so alert decisions do not wait behind many small "
+            "inserts; 0: every batch is written at once."
+        ),
+    )
     sink_buffer_max_mb: float = Field(
         default=1024.0,
         gt=0,

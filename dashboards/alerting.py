@@ -133,13 +133,14 @@ HAVING count() > 0
 
 # Alert events of the last hour (event time) whose delivery to a role is still being retried, was
 # refused or was given up; roles without a contact are a set-up matter, shown on the dashboard.
+# Drills are left out: an exercise's missed delivery is for its drill report, not a page.
 UNDELIVERED_SQL = """
 SELECT toFloat64(countIf(status IN ('retry', 'failed', 'expired'))) AS undelivered
 FROM
 (
     SELECT argMax(status, attempt) AS status
     FROM alert_deliveries FINAL
-    WHERE $__timeFilter(event_ts)
+    WHERE $__timeFilter(event_ts) AND kind != 'drill'
     GROUP BY idempotency_key, channel
 )
 """

@@ -22,6 +22,7 @@ SELECT
     channel,
     any(event_ts) AS ts,
     any(alert_id) AS alert_id,
+    any(kind) AS kind,
     any(event) AS event,
     any(level) AS level,
     any(zone_id) AS zone_id,
@@ -35,7 +36,11 @@ FROM alert_deliveries FINAL
 WHERE $__timeFilter(event_ts)
 GROUP BY idempotency_key, channel
 """
-"""Each alert event's delivery to each role and channel, as its newest attempt left it."""
+"""Each alert event's delivery to each role and channel, as its newest attempt left it.
+
+Drills (kind ``drill``) are in it: the counts and the latency leave them out, the table of
+events not delivered shows them marked 【演练】.
+"""
 
 
 def delivery_panels() -> tuple[stat.Panel, table.Panel, timeseries.Panel]:
@@ -49,19 +54,23 @@ SELECT
     countIf(status = 'no_contact') AS no_contact,
     countIf(status IN ('logged', 'stale')) AS not_sent
 FROM ({DELIVERY_STATE})
+WHERE kind != 'drill'
 """,
             span=8,
         )
         .description(
             "Alert events × roles: still retrying or given up; roles without a contact; not "
-            "sent on purpose (CROWDWATCH_NOTIFY=log, or older than the age limit)."
+            "sent on purpose (CROWDWATCH_NOTIFY=log, or older than the age limit). Drills "
+            "left out."
         )
         .thresholds(absolute_thresholds("green", [(1, "red")]))
     )
     not_delivered = table_panel(
         "Alert events not delivered",
         f"""
-SELECT ts, zone_id, event, level, role, recipient, status, attempts, last_error, last_attempt
+SELECT
+    ts, zone_id, if(kind = 'drill', concat('【演练】', event), event) AS event, level, role,
+    recipient, status, attempts, last_error, last_attempt
 FROM ({DELIVERY_STATE})
 WHERE status != 'delivered'
 ORDER BY ts DESC, zone_id, role
@@ -79,7 +88,7 @@ SELECT
     quantile(0.5)(queued_ms + latency_ms) / 1000 AS p50_s,
     max(queued_ms + latency_ms) / 1000 AS max_s
 FROM alert_deliveries FINAL
-WHERE $__timeFilter(event_ts) AND status = 'delivered'
+WHERE $__timeFilter(event_ts) AND status = 'delivered' AND kind != 'drill'
 GROUP BY time
 ORDER BY time
 """,
@@ -88,7 +97,7 @@ ORDER BY time
         )
         .description(
             "From the alert event written to the outbox to its delivery answered, per role "
-            "(retries included)."
+            "(retries included; drills left out)."
         )
         .unit("s")
     )

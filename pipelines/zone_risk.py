@@ -30,7 +30,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from crowdwatch.batches import RawBatch
-from crowdwatch.flow import default_sink, default_source, now_ms
+from crowdwatch.flow import default_source, now_ms, warehouse_output
 from crowdwatch.risk.engine import StationRisk, ZoneState, alert_rows
 from crowdwatch.risk.levels import RANK, Thresholds
 from crowdwatch.risk.notify import AlertEvent
@@ -590,6 +590,6 @@ def build(
     # AlertEvent
     alerts = op.map("alert_rows", events, lambda event: ("alerts", alert_rows([event])))
     # ("alerts", frame)
-    op.output("warehouse", op.merge("rows", rows, states, alerts), sink or default_sink(config))
+    warehouse_output(op.merge("rows", rows, states, alerts), sink, config)
     op.output("notify", events, alert_sink or WorkflowSink(config, site))
     return flow

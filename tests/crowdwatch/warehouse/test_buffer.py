@@ -31,6 +31,12 @@ from pipelines.gate_flow import build
 ROWS = 300
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """No hold: these tests follow the sink's writes batch by batch."""
+    return settings.model_copy(update={"sink_hold_s": 0})
+
+
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory: pytest.TempPathFactory) -> list[RawBatch]:
     """A simulated morning at the example site with bad rows, as file batches of ``ROWS``."""
