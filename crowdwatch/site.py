@@ -479,12 +479,13 @@ class AckRule(_Model):
     ``roles`` default to the roles the level is routed to. A role that has not acknowledged
     ``within_s`` after it was asked calls the first role of ``escalate_to`` (the next tier: a
     duty chief), which has ``within_s`` in turn before the next (a district command centre).
-    Until it acknowledges, a role is reminded every ``remind_every_s``, ``remind_max`` times.
+    Until it acknowledges, a role is reminded every ``remind_every_s``: until the alert ends
+    (it resolves or is signed off), or at most ``remind_max`` times when set.
     """
 
     within_s: float = Field(gt=0)
     remind_every_s: float | None = Field(default=None, gt=0)
-    remind_max: int = Field(default=5, ge=0)
+    remind_max: int | None = Field(default=None, ge=0)
     escalate_to: list[Role] = Field(default_factory=list)
     roles: list[Role] | None = None
 

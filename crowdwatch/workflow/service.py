@@ -310,7 +310,7 @@ class Workflow:
                         requested_ms=now,
                         deadline_ms=deadline,
                         reminders=0,
-                        next_reminder_ms=reminder if rule.remind_max else None,
+                        next_reminder_ms=reminder if rule.remind_max != 0 else None,
                     )
                 )
                 self._audit(db, event.alert_id, "asked", now, role=role, note=_due(rule.within_s))
@@ -518,7 +518,11 @@ class Workflow:
         rule = self.site.ack_rule(row.level)
         number = row.reminders + 1
         every = int(rule.remind_every_s * 1000) if rule and rule.remind_every_s else None
-        more = every is not None and rule is not None and number < rule.remind_max
+        more = (
+            every is not None
+            and rule is not None
+            and (rule.remind_max is None or number < rule.remind_max)
+        )
         k = acks_table.c
         taken = db.execute(
             sa.update(acks_table)
@@ -578,7 +582,7 @@ class Workflow:
                     reminders=0,
                     next_reminder_ms=(
                         now + int(rule.remind_every_s * 1000)
-                        if rule.remind_every_s and rule.remind_max
+                        if rule.remind_every_s and rule.remind_max != 0
                         else None
                     ),
                 )

@@ -140,6 +140,22 @@ def test_reminders_then_escalation_through_the_tiers(workflow: Workflow, clock: 
     assert {w["role"] for w in workflow.unacknowledged()} == {"duty_chief", "district_command"}
 
 
+def test_a_role_is_reminded_until_it_acknowledges(workflow: Workflow, clock: Clock) -> None:
+    red = raise_red(workflow)
+    for role in ("station_master", "transit_police", "local_police"):
+        workflow.acknowledge(red.alert_id, role, actor="staff", channel="cli")
+    numbers = []
+    for _ in range(8):  # eight reminder periods of 30 s: no cap in the example site
+        clock.advance(30)
+        due = workflow.run_due()
+        numbers += [n.number for _, r, n in due if r == "street_office" and n.notice == "reminder"]
+    assert numbers == list(range(1, 9))
+    workflow.acknowledge(red.alert_id, "street_office", actor="Chen", channel="cli")
+    clock.advance(60)
+    due = workflow.run_due()
+    assert [r for _, r, n in due if n.notice == "reminder" and r == "street_office"] == []
+
+
 def test_handling_to_sign_off_and_the_csv_ledger(workflow: Workflow, clock: Clock) -> None:
     red = raise_red(workflow)
     clock.advance(5)
