@@ -104,6 +104,18 @@ def test_camera_messages(garbage: list[str], where: list[int]) -> None:
     assert parsed.rejected["reason"].null_count() == 0
 
 
+def test_a_camera_line_of_json_null_is_rejected_not_a_crash() -> None:
+    """Hypothesis found it: ``null`` lines among messages crashed Arrow's JSON reader."""
+    message = {"camera_id": "CTR-CAM01", "ts": T0.isoformat(), "persons": 2, "rois": []}
+    lines = ["null", *(json.dumps({**message, "frame": i}) for i in range(3)), "null", " null"]
+    batch = RawBatch(
+        "h", "video", pl.DataFrame({"payload": lines}, schema={"payload": pl.String}), 0
+    )
+    parsed = parse_video(batch, CameraDirectory.from_site(SITE, BOUNDS), NOW_MS)
+    assert sorted(parsed.messages["frame"].to_list()) == [0, 1, 2]
+    assert rejected_rows(parsed.rejected) == [0, 4, 5]
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(GARBAGE, max_size=8), st.lists(st.integers(0, 99), min_size=8, max_size=8))
 def test_calls(garbage: list[str], where: list[int]) -> None:
