@@ -41,8 +41,17 @@ def test_serve_the_api_beside_the_command_line_and_a_drill(tmp_path: Path) -> No
         token = crowdwatch("alerts", "token", "duty_chief", "--name", "Zhou", env=env)
         secret = token.stdout.strip().splitlines()[-1]
         drill = crowdwatch(
-            "drill", "--zone", "STD-concourse", "--level", "red", "--wait", "0", env=env
+            "drill",
+            "--zone",
+            "STD-concourse",
+            "--level",
+            "red",
+            "--wait",
+            "0",
+            env=env,
+            check=False,
         )
+        assert drill.returncode == 0, drill.stderr
         assert "【演练】drill drill:STD-concourse:" in drill.stdout
         report = next((tmp_path / "drills").glob("drill_STD-concourse_*.md"))
         assert "0 of 4 roles asked" in report.read_text(encoding="utf-8")
