@@ -778,7 +778,10 @@ class Dispatcher:
                 wake.set()
         for thread in self._threads:
             thread.join()
-        self.export()
+        try:
+            self.export()
+        except Exception as exc:  # the warehouse may be down or held: the rows stay
+            log.warning("alert delivery log not written (%s); it will be on a later export", exc)
         if self.delivery_log is not None:
             self.delivery_log.close()
         left = self.outbox.pending_count()
@@ -865,7 +868,11 @@ class Dispatcher:
 class WarehouseDeliveryLog:
     """Writes delivery attempts to the warehouse's ``alert_deliveries`` table (or ``table``).
 
-    Connects on the first write and again after a failed one; `close` disconnects.
+    Connects on the first write and again after a failed one; `close` disconnects. An
+    embedded (``chdb://``) warehouse admits one process: it is let go after every write, so
+    that ``crowdwatch serve`` exporting its audit log does not lock out ``crowdwatch drill``,
+    and not waited for when another process has it (the write fails, the rows stay in the
+    store and go out on a later export, of this process or another on the same store).
     """
 
     def __init__(self, dsn: str, database: str, table: str = "alert_deliveries") -> None:
@@ -877,12 +884,14 @@ class WarehouseDeliveryLog:
     def write(self, frame: pl.DataFrame) -> None:
         """Insert the rows; raise when they could not be written."""
         if self._warehouse is None:
-            self._warehouse = Warehouse.connect(self.dsn, self.database)
+            self._warehouse = Warehouse.connect(self.dsn, self.database, busy_wait_s=0)
         try:
             self._warehouse.insert(self.table, frame)
         except Exception:
             self.close()
             raise
+        if self.dsn.startswith("chdb:"):
+            self.close()
 
     def close(self) -> None:
         """Disconnect."""

@@ -7,8 +7,10 @@ code path. Frames go in and out as Arrow.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
+import os
 import re
 import time
 from collections import defaultdict
@@ -23,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from crowdwatch.batches import REJECTED_SCHEMA
 from crowdwatch.privacy import scrub_record
@@ -42,6 +45,15 @@ into fewer parts (fewer merges, no "too many parts"); ``wait_for_async_insert`` 
 return only once its rows are written, so an error still reaches the sink. The server's
 deduplication of repeated inserts is off for async inserts; the tables do not rely on it
 (ReplacingMergeTree keeps one row per key).
+"""
+
+CHDB_BUSY_WAIT_S = 15.0
+"""How long opening an embedded warehouse waits while another process has it open.
+
+The embedded engine admits one process per directory. Commands that touch the warehouse
+briefly (``crowdwatch drill``, the audit export of ``crowdwatch serve``) hold it for well under
+a second, so a second command waits for it rather than failing; a long-running pipeline holds it
+for its whole run, and after this wait the error names the process.
 """
 
 TableRows = tuple[str, pl.DataFrame]
@@ -107,6 +119,56 @@ def describe_dsn(dsn: str) -> str:
     return dsn
 
 
+def _chdb_holder(dsn: str) -> int | None:
+    """The process that holds an embedded warehouse's directory, if another one does.
+
+    The engine keeps an exclusive ``flock`` on ``<dir>/status`` while open and writes its PID
+    there; a lock we cannot take names the holder.
+    """
+    if not dsn.startswith("chdb:"):
+        return None
+    status = Path(urlparse(dsn).path) / "status"
+    try:
+        with status.open("rb") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                first = file.read(64).decode("ascii", "replace").split("\n")[0]
+                pid = first.removeprefix("PID:").strip()
+                return int(pid) if pid.isdigit() and int(pid) != os.getpid() else None
+            fcntl.flock(file, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
+class _ChdbBusy(ClickHouseError):
+    """Opening the embedded engine failed while another live process holds its directory."""
+
+
+@retry(
+    retry=retry_if_exception_type(_ChdbBusy),
+    stop=stop_after_delay(CHDB_BUSY_WAIT_S),
+    wait=wait_fixed(0.2),
+    reraise=True,
+)
+def _open_client(dsn: str, settings: dict[str, int]) -> Any:
+    """A clickhouse-connect client; an embedded warehouse another process holds is waited for.
+
+    The lock is looked at before opening (the engine cannot open a held directory, and says so
+    on stderr) and again after a failure (it was taken meanwhile).
+    """
+    holder = _chdb_holder(dsn)
+    if holder is not None:
+        raise _ChdbBusy(f"the embedded warehouse is in use by process {holder}")
+    try:
+        return clickhouse_connect.get_client(dsn=dsn, database="default", settings=settings)
+    except ClickHouseError as exc:
+        if _chdb_holder(dsn) is not None:
+            raise _ChdbBusy(str(exc)) from exc
+        raise
+
+
 class Warehouse:
     """A connection to the crowdwatch database on the embedded engine or a server."""
 
@@ -116,8 +178,13 @@ class Warehouse:
         self.dsn = dsn
 
     @classmethod
-    def connect(cls, dsn: str, database: str) -> Warehouse:
+    def connect(
+        cls, dsn: str, database: str, *, busy_wait_s: float = CHDB_BUSY_WAIT_S
+    ) -> Warehouse:
         """Connect and make sure the database exists.
+
+        An embedded warehouse that another process has open is waited for up to
+        ``busy_wait_s`` (0: not at all).
 
         Raises:
             WarehouseError: the engine or server cannot be reached, with what to do.
@@ -134,7 +201,8 @@ class Warehouse:
             )
         settings = {} if dsn.startswith("chdb:") else dict(SERVER_INSERT_SETTINGS)
         try:
-            client = clickhouse_connect.get_client(dsn=dsn, database="default", settings=settings)
+            opener = _open_client.retry_with(stop=stop_after_delay(busy_wait_s))
+            client = opener(dsn, settings)
             # Only create a missing database: the writer and reader users of `crowdwatch db
             # users` may not create databases, and CREATE ... IF NOT EXISTS checks that right.
             exists = client.command(
@@ -145,6 +213,14 @@ class Warehouse:
                 client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
             client.database = database
         except ClickHouseError as exc:
+            holder = _chdb_holder(dsn)
+            if holder is not None:
+                raise WarehouseError(
+                    f"cannot open the warehouse at {where}: the embedded engine is in use by "
+                    f"process {holder} (waited {busy_wait_s:g} s); it admits one process per "
+                    "directory. Stop that process, or give both a ClickHouse server "
+                    "(CROWDWATCH_CLICKHOUSE_DSN=http://user:pw@host:8123/db)."
+                ) from exc
             raise WarehouseError(
                 f"cannot open the warehouse at {where}: {exc}. For chdb:// the directory must be "
                 "writable and not in use by another process; for http(s):// check host, port and "

@@ -15,6 +15,7 @@ import pytest
 from crowdwatch.risk.notify import AlertReceiver
 from crowdwatch.risk.outbox import Dispatcher, Outbox, OutboxError, wall_ms
 from crowdwatch.site import Contact, Role, Site
+from crowdwatch.warehouse.client import WarehouseError
 from tests.crowdwatch.risk.test_notify import ALL_ROLES, event, full_site, path, site_with
 from tests.stores import store_url
 
@@ -103,6 +104,30 @@ def test_an_event_waits_in_the_outbox_while_receivers_are_down_and_goes_out_once
     delivered = log.rows().filter(pl.col("status") == "delivered")
     assert sorted(delivered["role"]) == sorted(ALL_ROLES)
     assert (delivered["attempt"] >= 3).all() and (delivered["http_status"] == 200).all()
+
+
+class HeldLog(Log):
+    """A delivery log whose warehouse another process has open: every write fails."""
+
+    def write(self, frame: pl.DataFrame) -> None:
+        raise WarehouseError("the embedded engine is in use by process 1")
+
+
+def test_attempts_a_closing_dispatcher_cannot_export_are_exported_by_the_next(
+    outbox: Outbox,
+) -> None:
+    with AlertReceiver() as receiver:
+        site = full_site(receiver)
+        sender = dispatcher(outbox, HeldLog())
+        sender.wake(outbox.enqueue([event("orange")], site, mode="on", max_age_s=AGE_S))
+        assert receiver.wait_received(path("transit_police"))
+        sender.close()  # the export fails: a warning, not a crash of `crowdwatch drill`
+    assert outbox.statuses() == {"delivered": 2}
+    assert outbox.unexported().height == 2
+    log = Log()
+    dispatcher(outbox, log).close()
+    assert sorted(log.rows()["status"]) == ["delivered", "delivered"]
+    assert outbox.unexported().height == 0
 
 
 def test_a_repeated_event_is_written_once_and_sent_once(outbox: Outbox) -> None:

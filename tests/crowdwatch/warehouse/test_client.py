@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import polars as pl
 import pytest
 
 from crowdwatch.gates.occupancy import METRIC_SCHEMA
-from crowdwatch.settings import Settings
+from crowdwatch.settings import REPO_ROOT, Settings
 from crowdwatch.warehouse.client import (
     Migration,
     Warehouse,
@@ -94,3 +96,61 @@ def test_settings_default_to_the_embedded_engine(tmp_path: Path) -> None:
     server = Settings(clickhouse_dsn="http://u:p@h:8123/db")  # type: ignore[arg-type]
     assert server.dsn() == "http://u:p@h:8123/db"
     assert "p@h" not in repr(server)
+
+
+# chDB opens one engine path per process, and this test process has the shared one: both the
+# holder and the waiter are processes of their own.
+HOLDER = """
+import sys, time
+from crowdwatch.warehouse.client import Warehouse
+with Warehouse.connect(sys.argv[1], "crowdwatch"):
+    print("open", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+WAITER = """
+import sys
+from crowdwatch.warehouse.client import Warehouse, WarehouseError
+try:
+    with Warehouse.connect(sys.argv[1], "crowdwatch", busy_wait_s=float(sys.argv[2])) as warehouse:
+        print("opened", warehouse.client.command("SELECT 1"))
+except WarehouseError as exc:
+    print(exc)
+"""
+
+
+def python(code: str, *args: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_an_embedded_warehouse_another_process_holds_briefly_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    dsn = f"chdb://{tmp_path / 'warehouse'}"
+    holder = python(HOLDER, dsn, 1.5)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        said = python(WAITER, dsn, 30).communicate(timeout=60)[0]
+        assert said == "opened 1\n"
+        assert holder.poll() == 0  # it had let go: the waiter waited, it did not share
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+
+
+def test_an_embedded_warehouse_held_too_long_names_the_process(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'warehouse'}"
+    holder = python(HOLDER, dsn, 60)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        said = python(WAITER, dsn, 1).communicate(timeout=60)[0]
+        assert f"the embedded engine is in use by process {holder.pid} " in said
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
