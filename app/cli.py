@@ -189,10 +189,15 @@ def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
                 console.print(f"{target}: {rows.height} forecast rows written")
         else:
             now_ms = int(args.now.timestamp() * 1000) if args.now else time_ns() // 1_000_000
-            events = service.warn(settings, warehouse, site, now_ms)
-            for e in events:
+            warned = service.warn(settings, warehouse, site, now_ms)
+            for e in warned.raised:
                 console.print(f"{e.zone_id} {e.level.upper()}: {e.reason}")
-            console.print(f"{len(events)} predicted-big-crowd alert(s) raised")
+            for e in warned.ended:
+                console.print(f"{e.zone_id} {e.level.upper()} ended: {e.reason}")
+            console.print(
+                f"{len(warned.raised)} predicted-big-crowd alert(s) raised, "
+                f"{len(warned.ended)} ended"
+            )
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> None:

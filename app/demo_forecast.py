@@ -106,7 +106,7 @@ def early_warning(
         now_ms = int(now.timestamp() * 1000)
         alerts += service.warn(
             settings, warehouse, calendar, now_ms, notify=settings.notify == "on"
-        )
+        ).raised
         now += WARN_EVERY
     return EarlyWarning(
         HISTORY_WEEKS * 7,

@@ -8,11 +8,15 @@ until the first forecast point at that level — and the horizon it falls in (30
 minutes). It goes through the same alert path and routing as the risk engine's alerts.
 
 The alert id is stable for a zone, level and predicted hour, so running the warning again on a
-newer forecast of the same crowd does not raise a second alert.
+newer forecast of the same crowd does not raise a second alert. Once the predicted hour is
+over, `ended_warnings` ends the alert (the live headcount decides from then on): the people
+told hear that it is lifted, and nobody is asked or reminded any more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import polars as pl
@@ -23,6 +27,7 @@ from crowdwatch.site import Level, Site
 
 HORIZONS_MIN = (30, 60, 120)
 HOUR_MS = 3_600_000
+KIND = "predicted_big_crowd"
 
 
 def early_warnings(
@@ -76,7 +81,7 @@ def early_warnings(
             AlertEvent(
                 alert_id=f"{zone.id}:predicted:{level}:{at // HOUR_MS * HOUR_MS}",
                 event="opened",
-                kind="predicted_big_crowd",
+                kind=KIND,
                 zone_id=zone.id,
                 station_id=zone.station,
                 level=level,
@@ -91,8 +96,33 @@ def early_warnings(
                     "capacity": float(zone.capacity),
                     "capacity_share": round(value / zone.capacity, 4),
                     "horizon_min": float(horizon),
+                    "predicted_ms": float(at),
                 },
                 lead_time_s=lead_s,
             )
         )
     return events
+
+
+def ended_warnings(open_alerts: Iterable[AlertEvent], now_ms: int) -> list[AlertEvent]:
+    """``resolved`` events for the predicted-big-crowd alerts whose predicted hour is over.
+
+    ``open_alerts`` are the latest events of open alerts (other kinds are left alone); the
+    hour is over an hour after the predicted point (``values["predicted_ms"]``).
+    """
+    ended = []
+    for alert in open_alerts:
+        if alert.kind == KIND and now_ms >= alert.values["predicted_ms"] + HOUR_MS:
+            ended.append(
+                replace(
+                    alert,
+                    event="resolved",
+                    previous_level=alert.level,
+                    ts_ms=now_ms,
+                    reason="the predicted hour is over: the live headcount decides from here",
+                    values={},
+                    lead_time_s=None,
+                    causes=("forecast_over",),
+                )
+            )
+    return ended

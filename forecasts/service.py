@@ -12,10 +12,12 @@
 - `predict`: every saved model forecasts the next ``horizon_h`` hours after its history; rows go
   to ``forecasts`` with the model version and training time.
 - `warn`: forecasts for the next two hours become predicted-big-crowd alerts
-  (`forecasts.early_warning`), stored in ``alerts`` and sent through the same durable outbox
-  and routing as the risk engine's (sent unless ``CROWDWATCH_NOTIFY`` says ``log`` or
-  ``off``: a warning about the coming hours is never a replay); an alert already stored is
-  not sent again.
+  (`forecasts.early_warning`), stored in ``alerts`` and handled as the risk engine's are:
+  recorded in the workflow store (acknowledgement asked per the site's policy, with links)
+  and sent through the durable outbox in the site's language (sent unless
+  ``CROWDWATCH_NOTIFY`` says ``log`` or ``off``: a warning about the coming hours is never a
+  replay); an alert already stored is not sent again, and one whose predicted hour is over
+  is ended (lifted for the people told, no more reminders).
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ import polars as pl
 
 from crowdwatch.risk.engine import alert_rows
 from crowdwatch.risk.notify import AlertEvent
-from crowdwatch.risk.outbox import deliver
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
 from crowdwatch.warehouse.client import Warehouse
-from forecasts.early_warning import early_warnings
+from crowdwatch.workflow.loop import Responder
+from forecasts.early_warning import KIND, early_warnings, ended_warnings
 from forecasts.model import WEEK, EventWindow, ForecastConfig, Forecaster, day_windows, fit_many
 
 GATE_HOURS_SQL = """
@@ -247,24 +249,41 @@ def predict(
     return rows
 
 
+@dataclass(frozen=True)
+class Warned:
+    """What one `warn` did: alerts raised, and alerts ended because their hour is over."""
+
+    raised: list[AlertEvent]
+    ended: list[AlertEvent]
+
+
 def warn(
     settings: Settings, warehouse: Warehouse, site: Site, now_ms: int, *, notify: bool = True
-) -> list[AlertEvent]:
-    """Raise predicted-big-crowd alerts from the newest forecasts; each alert once."""
+) -> Warned:
+    """Raise predicted-big-crowd alerts from the newest forecasts, each once; end passed ones.
+
+    With ``notify`` the alerts go through the workflow and the outbox (a `Responder`, whose
+    close waits up to ``settings.notify_drain_s`` for the receivers), and the open ones whose
+    predicted hour is over are ended there and in ``alerts``; without, they are only stored.
+    """
     forecast = warehouse.query(
         "SELECT zone_id, ts, yhat, yhat_upper FROM forecasts FINAL WHERE target = 'headcount'"
     )
-    if forecast.height == 0:
-        return []
-    events = early_warnings(forecast, site, now_ms)
+    events = early_warnings(forecast, site, now_ms) if forecast.height else []
     known = set(
-        warehouse.query("SELECT DISTINCT alert_id FROM alerts WHERE kind = 'predicted_big_crowd'")[
-            "alert_id"
-        ]
+        warehouse.query(
+            "SELECT DISTINCT alert_id FROM alerts WHERE kind = {kind:String}", {"kind": KIND}
+        )["alert_id"]
     )
     fresh = [e for e in events if e.alert_id not in known]
     if fresh:
         warehouse.insert("alerts", alert_rows(fresh))
-        if notify:
-            deliver(settings, site, fresh, settings.notify or "on")
-    return fresh
+    if not notify:
+        return Warned(fresh, [])
+    live = settings.model_copy(update={"notify": settings.notify or "on"})
+    with Responder(live, site) as responder:
+        ended = ended_warnings(responder.workflow.open_events(KIND), now_ms)
+        if ended:
+            warehouse.insert("alerts", alert_rows(ended))
+        responder.raise_events([*fresh, *ended])
+    return Warned(fresh, ended)

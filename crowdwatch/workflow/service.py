@@ -746,6 +746,13 @@ class Workflow:
             alert["acks"] = by_alert.get(alert["alert_id"], [])
         return alerts
 
+    def open_events(self, kind: str) -> list[AlertEvent]:
+        """The latest event of each open (not resolved) alert of ``kind``, drills left out."""
+        a = alerts_table.c
+        query = sa.select(a.event).where(a.kind == kind, a.status == "open", a.drill.is_(False))
+        with self.store.engine.connect() as db:
+            return [event_from_json(text) for text in db.execute(query).scalars()]
+
     def show(self, alert_id: str) -> dict[str, Any]:
         """One alert with its acknowledgement requests and its audit log."""
         found = [x for x in self.alerts(open_only=False) if x["alert_id"] == alert_id]

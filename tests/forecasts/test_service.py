@@ -15,6 +15,7 @@ from crowdwatch.risk.notify import AlertEvent, AlertReceiver
 from crowdwatch.settings import Settings
 from crowdwatch.site import Contact, load_site
 from crowdwatch.warehouse.client import Warehouse
+from crowdwatch.workflow.loop import Responder
 from dashboards.macros import expand
 from forecasts import service
 from forecasts.model import Forecaster
@@ -134,18 +135,48 @@ def test_warnings_are_stored_sent_once_and_not_repeated(engine_dir: Path) -> Non
         )
         warehouse.insert("forecasts", ahead)
         now_ms = int(ahead["ts"][0].timestamp() * 1000) - 15 * 60_000
-        sent: list[AlertEvent] = service.warn(settings, warehouse, site, now_ms)
+        warned = service.warn(settings, warehouse, site, now_ms)
+        sent: list[AlertEvent] = warned.raised
         assert [(e.kind, e.level, e.lead_time_s) for e in sent] == [
             ("predicted_big_crowd", "orange", 45 * 60)
         ]
-        assert service.warn(settings, warehouse, site, now_ms + 60_000) == []
-        # through the outbox to the roles of orange, once each (CROWDWATCH_NOTIFY unset: on)
+        assert warned.ended == []
+        assert service.warn(settings, warehouse, site, now_ms + 60_000) == service.Warned([], [])
+        # through the workflow and the outbox to the roles of orange, once each, in Chinese,
+        # with a link to acknowledge (CROWDWATCH_NOTIFY unset: on)
         got = {role: receiver.received(f"/{role}") for role in ROLES}
         assert [e["kind"] for e in got["station_master"]] == ["predicted_big_crowd"]
         assert [e["level"] for e in got["transit_police"]] == ["orange"]
         assert got["local_police"] == got["street_office"] == []
+        text = got["station_master"][0]["message"]["text"]
+        assert "预计45分钟后橙色预警" in text and "/ack/" in text
+        with Responder(settings, site, start=False) as responder:
+            [alert] = responder.workflow.alerts()
+            assert alert["kind"] == "predicted_big_crowd" and alert["status"] == "open"
+            waiting = {k["role"] for k in alert["acks"] if k["status"] == "waiting"}
+            assert waiting == {"station_master", "transit_police"}
         stored = warehouse.query("SELECT kind, level FROM alerts FINAL")
         assert stored.rows() == [("predicted_big_crowd", "orange")]
+
+        # an hour after the predicted point (13:45) the warning ends: lifted for those told,
+        # nobody asked or reminded any more; once (the later points raise alerts of their own)
+        first = sent[0].alert_id
+        over = now_ms + 105 * 60_000
+        assert service.warn(settings, warehouse, site, over - 60_000).ended == []
+        [ended] = service.warn(settings, warehouse, site, over).ended
+        assert (ended.alert_id, ended.event) == (first, "resolved")
+        assert service.warn(settings, warehouse, site, over + 60_000).ended == []
+        told = [e for e in receiver.received("/transit_police") if e["alert_id"] == first]
+        assert [e["event"] for e in told] == ["opened", "resolved"]
+        assert "预测橙色预警解除" in told[1]["message"]["text"]
+        with Responder(settings, site, start=False) as responder:
+            alert = responder.workflow.show(first)
+            assert alert["status"] == "resolved"
+            assert {k["status"] for k in alert["acks"]} == {"lapsed"}
+        events = warehouse.query(
+            "SELECT event FROM alerts WHERE alert_id = {id:String} ORDER BY ts", {"id": first}
+        )
+        assert events["event"].to_list() == ["opened", "resolved"]
 
 
 def test_a_site_in_australia_trains_with_its_calendar_from_gate_history_alone(
