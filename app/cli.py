@@ -440,8 +440,19 @@ def _responder(args: argparse.Namespace, *, live: bool = False) -> Any:
     settings = _settings(args)
     if live:
         settings = settings.model_copy(update={"notify": settings.notify or "on"})
-    with _warehouse(settings) as warehouse:  # where the deliveries and actions are exported
-        warehouse.migrate()
+    # The warehouse only receives copies (deliveries, actions): handling an alert must not wait
+    # for it, e.g. while a pipeline holds the embedded engine. What is not exported now is later.
+    try:
+        with Warehouse.connect(
+            settings.dsn(), settings.clickhouse_database, busy_wait_s=0
+        ) as warehouse:
+            warehouse.migrate()
+    except WarehouseError as exc:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]warning:[/yellow] {exc} The alert store is used without it; the audit "
+            "log and delivery attempts are copied there once it is free.",
+            highlight=False,
+        )
     return Responder(settings, load_site(settings.site_file), start=live)
 
 

@@ -215,9 +215,10 @@ class Warehouse:
         except ClickHouseError as exc:
             holder = _chdb_holder(dsn)
             if holder is not None:
+                waited = f" (waited {busy_wait_s:g} s)" if busy_wait_s else ""
                 raise WarehouseError(
                     f"cannot open the warehouse at {where}: the embedded engine is in use by "
-                    f"process {holder} (waited {busy_wait_s:g} s); it admits one process per "
+                    f"process {holder}{waited}; it admits one process per "
                     "directory. Stop that process, or give both a ClickHouse server "
                     "(CROWDWATCH_CLICKHOUSE_DSN=http://user:pw@host:8123/db)."
                 ) from exc

@@ -13,6 +13,7 @@ from pathlib import Path
 from crowdwatch.settings import REPO_ROOT
 from tests.app.test_alert_delivery import free_port
 from tests.commands import crowdwatch, user_env
+from tests.crowdwatch.warehouse.test_client import HOLDER, python
 from tests.crowdwatch.workflow.test_api import request
 
 
@@ -94,3 +95,45 @@ def test_serve_the_api_beside_the_command_line_and_a_drill(tmp_path: Path) -> No
         out, err = server.communicate(timeout=60)
     assert server.returncode == 130, err
     assert f"serving the alert API on {base}" in out
+
+
+def test_alerts_are_handled_while_a_pipeline_holds_the_embedded_warehouse(tmp_path: Path) -> None:
+    """The alert store does not wait for the warehouse; its copies go there once it is free."""
+    env = user_env(tmp_path)
+    holder = python(HOLDER, f"chdb://{tmp_path / 'warehouse'}", 600)  # as `crowdwatch run` does
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        drill = crowdwatch(
+            "drill",
+            "--zone",
+            "STD-concourse",
+            "--level",
+            "red",
+            "--wait",
+            "0",
+            env=env,
+            check=False,
+        )
+        assert drill.returncode == 0, drill.stderr
+        assert f"in use by process {holder.pid}" in drill.stderr
+        [alert] = json.loads(crowdwatch("alerts", "list", "--json", env=env).stdout)
+        acked = crowdwatch(
+            "alerts",
+            "ack",
+            alert["alert_id"],
+            "--role",
+            "station_master",
+            "--name",
+            "Wang",
+            env=env,
+        )
+        assert "station_master acknowledged (Wang)" in acked.stdout
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+    listed = crowdwatch("alerts", "list", env=env)  # the warehouse is free: the copies go now
+    assert "warning" not in listed.stderr
+    copied = crowdwatch(
+        "query", "SELECT action FROM alert_actions ORDER BY action_id", "--format", "csv", env=env
+    )
+    assert copied.stdout.split() == ["action", "raised", *["asked"] * 4, "acknowledged"]
