@@ -96,7 +96,6 @@ def early_warnings(
                     "capacity": float(zone.capacity),
                     "capacity_share": round(value / zone.capacity, 4),
                     "horizon_min": float(horizon),
-                    "predicted_ms": float(at),
                 },
                 lead_time_s=lead_s,
             )
@@ -108,11 +107,14 @@ def ended_warnings(open_alerts: Iterable[AlertEvent], now_ms: int) -> list[Alert
     """``resolved`` events for the predicted-big-crowd alerts whose predicted hour is over.
 
     ``open_alerts`` are the latest events of open alerts (other kinds are left alone); the
-    hour is over an hour after the predicted point (``values["predicted_ms"]``).
+    hour is over an hour after the predicted point (raised at ``ts_ms``, ``lead_time_s`` ahead).
     """
     ended = []
     for alert in open_alerts:
-        if alert.kind == KIND and now_ms >= alert.values["predicted_ms"] + HOUR_MS:
+        if alert.kind != KIND:
+            continue
+        predicted_ms = alert.ts_ms + round((alert.lead_time_s or 0.0) * 1000)
+        if now_ms >= predicted_ms + HOUR_MS:
             ended.append(
                 replace(
                     alert,
