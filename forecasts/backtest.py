@@ -547,7 +547,8 @@ def print_summaries(summaries: list[dict[str, Any]], config: ForecastConfig) -> 
     print(
         f"settings: history_weeks={config.history_weeks} prophet_weight={config.prophet_weight} "
         f"baseline_weeks={config.baseline_weeks} daytype_days={config.daytype_days} "
-        f"level_days={config.level_days} calibration_days={config.calibration_days} "
+        f"level_days={config.level_days} carryover_days={config.carryover_days} "
+        f"carryover_share={config.carryover_share} calibration_days={config.calibration_days} "
         f"calibration_level={config.calibration_level}"
     )
     worst = max(summaries, key=lambda s: s["worst_weekday_ratio"])
@@ -596,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--prophet-weight", type=float, default=defaults.prophet_weight)
     parser.add_argument("--baseline-weeks", type=int, default=defaults.baseline_weeks)
     parser.add_argument("--daytype-days", type=int, default=defaults.daytype_days)
+    parser.add_argument("--carryover-days", type=int, default=defaults.carryover_days)
+    parser.add_argument("--carryover-share", type=float, default=defaults.carryover_share)
     parser.add_argument("--calibration-days", type=int, default=defaults.calibration_days)
     parser.add_argument("--calibration-level", type=float, default=defaults.calibration_level)
     parser.add_argument("--transform", choices=get_args(Transform), default=defaults.transform)
@@ -608,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "prophet_weight": args.prophet_weight,
         "baseline_weeks": args.baseline_weeks,
         "daytype_days": args.daytype_days,
+        "carryover_days": args.carryover_days,
+        "carryover_share": args.carryover_share,
         "calibration_days": args.calibration_days,
         "calibration_level": args.calibration_level,
         "transform": args.transform,

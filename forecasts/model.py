@@ -1,6 +1,6 @@
 """Hourly crowd forecasts: recent history, the site's calendar, calibrated bands.
 
-A forecast on the transformed scale (``sqrt`` by default) is a blend of two forecasts of the
+A forecast on the transformed scale (``sqrt`` by default) is a blend of four forecasts of the
 ordinary crowd, plus the effect of the site's event windows:
 
 - **Prophet** fitted on the last ``history_weeks`` weeks: a daily pattern per day type
@@ -15,13 +15,18 @@ ordinary crowd, plus the effect of the site's event windows:
   same-weekday median has two), both skipping hours in event windows and days whose day type
   differs from their weekday's usual one (a holiday Monday), both scaled to the level of the
   last ``level_days``. On such a day itself the blend uses Prophet alone.
+- **The latest days' departure carried over**: the same-weekday baseline plus, hour by hour,
+  the median departure from it of the up to ``carryover_days`` days right before the forecast
+  day that are working days (or days off) like it, in a row (a Thursday takes Monday to
+  Wednesday, a Monday nothing): a shift that lasts shows on the next day. Its share is at most
+  ``carryover_share``.
 - **Event windows** (start and end in local time, a kind, an optional expected attendance) are
   hour-level regressors with one coefficient per kind, fitted on the whole history given (not
   only the recent weeks: a New Year's Eve comes once a year) against the baseline's residuals.
   A window's regressor is its attendance over the kind's median attendance (1 without one).
   Hours inside event windows are left out of Prophet's and the baseline's fit.
 
-``yhat`` is the blend of the three (shares summing to 1) + event effects, transformed back and
+``yhat`` is the blend of the four (shares summing to 1) + event effects, transformed back and
 clipped at 0. A second Prophet is fitted on the history before the last ``calibration_days``;
 it and the baselines (each day from its own midnight) forecast those days out of sample. The
 shares are the ones, in steps of 0.1, whose blend had the least absolute error on those days
@@ -64,7 +69,7 @@ Method = Literal["prophet", "seasonal_naive"]
 WEEK = pd.Timedelta(days=7)
 #: Past weeks the seasonal-naive forecast and its interval look back on.
 NAIVE_WEEKS = 4
-JSON_VERSION = 3
+JSON_VERSION = 4
 DAY = timedelta(days=1)
 
 
@@ -130,14 +135,21 @@ class ForecastConfig:
             latest days of the same day type (0: off). Monday to Thursday are one day type,
             so eight of them are two weeks, where the same-weekday median has two values.
         prophet_weight: Prophet's share of the blend, the same-weekday baseline having the
-            rest; None (the default): the shares of Prophet and the two baselines are chosen
-            per series on the calibration days (`choose_weights`).
+            rest; None (the default): the shares of Prophet, the two baselines and the
+            carried-over departure are chosen per series on the calibration days
+            (`choose_weights`).
         calibration_days: Recent days forecast out of sample to calibrate the band. More days
             give steadier quantiles but a calibration model further from the present.
         calibration_level: Share of the calibration errors the band spans. Above
             ``interval_width`` on purpose: a week of recent errors rarely holds the odd bad day
             (a storm, a holiday, a shock) that the next day may be, and bands spanning 80 % of
             them covered 74-77 % of the backtest actuals on all three shared sets.
+        carryover_days: The fourth component is the same-weekday baseline plus the median
+            departure from it of up to this many days right before the forecast day that are
+            of its kind (working day or day off) in a row (0: off): a shift that lasts, such
+            as the weeks before a festival, or a season turning, shows on the next day.
+        carryover_share: The most of the blend that component may take: it copies recent
+            days' hours, and an odd day (a storm, a clock an hour off) with them.
         refit: Fit Prophet a second time on the whole recent history for the forecast. Off,
             the calibration model (fitted before the last ``calibration_days``) forecasts
             too: one fit instead of two, and the band is calibrated on exactly the model that
@@ -170,6 +182,8 @@ class ForecastConfig:
     calibration_days: int = 7
     calibration_level: float = 0.85
     level_days: int = 7
+    carryover_days: int = 3
+    carryover_share: float = 0.5
     refit: bool = True
     max_gap_hours: int = 24
     changepoint_prior_scale: float = 0.01
@@ -538,14 +552,15 @@ def _usual_level(z: pd.Series, times: pd.DatetimeIndex, weeks: int) -> FloatArra
 class _Blend:
     """The blend's shares, event effects and calibrated error quantiles.
 
-    ``weights`` are the shares of Prophet, the same-weekday and the day-type baseline.
+    ``weights`` are the shares of Prophet, the same-weekday baseline, the day-type baseline and
+    the same-weekday baseline with the latest days' departure carried over.
     """
 
     effects: dict[str, float]
     lower: float
     upper: float
     calibration_points: int
-    weights: tuple[float, float, float] = (0.7, 0.3, 0.0)
+    weights: tuple[float, ...] = (0.7, 0.3, 0.0, 0.0)
 
 
 def _conformal(residuals: FloatArray, width: float) -> tuple[float, float]:
@@ -797,7 +812,7 @@ def _components(
     *,
     day_ahead: bool = False,
 ) -> FloatArray:
-    """Prophet, the same-weekday and the day-type baseline at sorted ``times`` (3 rows).
+    """Prophet, the two baselines and the carried-over departure at sorted ``times`` (4 rows).
 
     On the transformed scale, from the history before ``origin``; the baselines are scaled to
     the recent level (`_recent_level`) and NaN where unknown. ``day_ahead``: the baselines,
@@ -807,7 +822,7 @@ def _components(
     future = _with_conditions(pd.DataFrame({"ds": times}), config)
     with _prophet_warnings_ignored():
         trend = prophet.predict(future)["yhat"].to_numpy(float)
-    parts = np.vstack([trend, np.full((2, len(times)), np.nan)])
+    parts = np.vstack([trend, np.full((3, len(times)), np.nan)])
     days = times.normalize() if day_ahead else pd.DatetimeIndex([origin] * len(times))
     for day in days.unique():
         at = np.flatnonzero(days == day)
@@ -818,7 +833,10 @@ def _components(
 def _baselines(
     clean: pd.Series, times: pd.DatetimeIndex, origin: pd.Timestamp, config: ForecastConfig
 ) -> FloatArray:
-    """The same-weekday and the day-type baseline (2 rows), scaled to the recent level."""
+    """The two baselines scaled to the recent level, and the first plus the carried departure.
+
+    Three rows; the departure (`_carried_departure`) is of the days before ``origin``'s day.
+    """
     bases = np.vstack(
         [
             _seasonal_baseline(clean, times, origin, config.baseline_weeks),
@@ -826,11 +844,59 @@ def _baselines(
         ]
     )
     ratio = _recent_level(clean, origin, config)
-    if ratio != 1.0:
-        known = np.isfinite(bases)
-        raw = _inverse(np.where(known, bases, 0.0), config.transform)
-        bases = np.where(known, _transform(raw * ratio, config.transform), np.nan)
-    return bases
+    bases = _scaled(bases, ratio, config)
+    carried = bases[0] + _carried_departure(clean, times, origin, config, ratio)
+    return np.vstack([bases, carried])
+
+
+def _scaled(bases: FloatArray, ratio: float, config: ForecastConfig) -> FloatArray:
+    """``bases`` (transformed scale, NaN where unknown) times ``ratio`` on the original scale."""
+    if ratio == 1.0:
+        return bases
+    known = np.isfinite(bases)
+    raw = _inverse(np.where(known, bases, 0.0), config.transform)
+    return np.where(known, _transform(raw * ratio, config.transform), np.nan)
+
+
+def _carried_departure(
+    clean: pd.Series,
+    times: pd.DatetimeIndex,
+    origin: pd.Timestamp,
+    config: ForecastConfig,
+    ratio: float,
+) -> FloatArray:
+    """The latest days' departure from their same-weekday baseline, for the times of one day.
+
+    The days are the up to ``carryover_days`` days right before ``origin``'s day that are, like
+    it, working days (or, like it, days off), stopping at the first that is not: a Thursday
+    takes Wednesday, Tuesday and Monday, a Monday or a Saturday nothing. Per hour, the median
+    of their departures (transformed scale, each day against its own baseline, scaled by the
+    same ``ratio``); unknown hours count as 0, and so do times on later days.
+    """
+    out = np.zeros(len(times))
+    today = origin.normalize()
+    first_day = np.asarray(times.normalize() == today)
+    if config.carryover_days <= 0 or not first_day.any():
+        return out
+    days = pd.DatetimeIndex([today - k * DAY for k in range(config.carryover_days + 1)])
+    working = workdays(pd.Series(days), config.country, config.subdivision)
+    departures = []
+    for k in range(1, len(days)):
+        if working[k] != working[0]:
+            break
+        hours = pd.date_range(days[k], days[k] + DAY, freq=config.freq, inclusive="left")
+        base = _seasonal_baseline(clean, hours, days[k], config.baseline_weeks)
+        base = _scaled(base[None, :], ratio, config)[0]
+        departures.append(clean.reindex(hours).to_numpy(float) - base)
+    if not departures:
+        return out
+    stack = np.vstack(departures)
+    known = np.isfinite(stack).any(axis=0)
+    departure = np.zeros(stack.shape[1])
+    departure[known] = np.nanmedian(stack[:, known], axis=0)
+    slot = ((times[first_day] - today) // pd.Timedelta(config.freq)).to_numpy()
+    out[first_day] = departure[np.clip(slot, 0, len(departure) - 1)]
+    return out
 
 
 def _blend_mid(
@@ -858,36 +924,44 @@ def _blend_mid(
 
 
 def _weight_grid(step: float = 0.1) -> FloatArray:
-    """Every (Prophet, same-weekday, day-type) share in ``step``s that sums to 1."""
+    """Every (Prophet, same-weekday, day-type, carried-over) share in ``step``s summing to 1."""
     n = round(1 / step)
     return np.array(
-        [(i / n, j / n, (n - i - j) / n) for i in range(n + 1) for j in range(n + 1 - i)]
+        [
+            (i / n, j / n, k / n, (n - i - j - k) / n)
+            for i in range(n + 1)
+            for j in range(n + 1 - i)
+            for k in range(n + 1 - i - j)
+        ]
     )
 
 
 def choose_weights(
     components: FloatArray, seen: FloatArray, config: ForecastConfig
-) -> tuple[float, float, float]:
+) -> tuple[float, ...]:
     """The blend shares with the least absolute error on out-of-sample days, by grid search.
 
-    ``components`` (3 rows, `_components`) forecast hours before which the model saw nothing
+    ``components`` (4 rows, `_components`) forecast hours before which the model saw nothing
     (the calibration days) and ``seen`` is what happened, all on the transformed scale; only
     hours where every component and the actual are known count, and the error is taken on the
-    original scale (the MAE the forecast is judged by). With ``prophet_weight`` set, or fewer
+    original scale (the MAE the forecast is judged by). The carried-over departure gets at most
+    ``carryover_share`` (none with ``carryover_days`` 0). With ``prophet_weight`` set, or fewer
     than a day of such hours, that fixed share (0.7 when unset) and the same-weekday baseline.
     """
     fixed = 0.7 if config.prophet_weight is None else config.prophet_weight
-    default = (fixed, 1.0 - fixed, 0.0)
+    default = (fixed, 1.0 - fixed, 0.0, 0.0)
     known = np.isfinite(components).all(axis=0) & np.isfinite(seen)
     if config.prophet_weight is not None or known.sum() < 24:
         return default
     grid = _weight_grid()
     if config.daytype_days <= 0:
         grid = grid[grid[:, 2] == 0]
+    limit = config.carryover_share if config.carryover_days > 0 else 0.0
+    grid = grid[grid[:, 3] <= limit + 1e-9]
     mixes = _inverse(grid @ components[:, known], config.transform)
     errors = np.abs(mixes - _inverse(seen[known], config.transform)).sum(axis=1)
     best = grid[int(np.argmin(errors))]
-    return (float(best[0]), float(best[1]), float(best[2]))
+    return (float(best[0]), float(best[1]), float(best[2]), float(best[3]))
 
 
 def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple[Any, _Blend]:

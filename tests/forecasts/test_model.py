@@ -25,6 +25,7 @@ from forecasts.model import (
     EventWindow,
     ForecastConfig,
     Forecaster,
+    _carried_departure,
     _conformal,
     _daytype_baseline,
     _weight_grid,
@@ -255,21 +256,60 @@ def test_the_blend_shares_go_to_what_forecast_the_calibration_days_best() -> Non
     good = seen + rng.normal(0, 0.2, len(seen))
     bad = seen + rng.normal(0, 5, len(seen))
     for best in range(3):
-        parts = np.vstack([good if k == best else bad + k for k in range(3)])
+        parts = np.vstack([good if k == best else bad + k for k in range(4)])
         weights = choose_weights(parts, seen, CONFIG)
-        assert max(range(3), key=lambda k: weights[k]) == best
+        assert max(range(4), key=lambda k: weights[k]) == best
         assert sum(weights) == pytest.approx(1.0)
+    # the carried-over departure, however good, gets at most its cap; none when switched off
+    parts = np.vstack([bad, bad + 1, bad + 2, good])
+    assert choose_weights(parts, seen, CONFIG)[3] == pytest.approx(CONFIG.carryover_share)
+    assert choose_weights(parts, seen, replace(CONFIG, carryover_days=0))[3] == 0.0
     # a fixed Prophet share is kept, and so is the default with too few known hours
     fixed = choose_weights(parts, seen, replace(CONFIG, prophet_weight=0.4))
-    assert fixed == pytest.approx((0.4, 0.6, 0.0))
-    assert choose_weights(parts[:, :10], seen[:10], CONFIG) == pytest.approx((0.7, 0.3, 0.0))
-    assert len(_weight_grid()) == 66
+    assert fixed == pytest.approx((0.4, 0.6, 0.0, 0.0))
+    short = choose_weights(parts[:, :10], seen[:10], CONFIG)
+    assert short == pytest.approx((0.7, 0.3, 0.0, 0.0))
+    assert len(_weight_grid()) == 286
 
 
 def test_a_fitted_model_keeps_its_chosen_shares_in_json(fitted: Forecaster) -> None:
     weights = json.loads(fitted.to_json())["blend"]["weights"]
-    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0)
+    assert len(weights) == 4 and sum(weights) == pytest.approx(1.0)
     assert Forecaster.from_json(fitted.to_json())._blend == fitted._blend
+
+
+def test_the_carried_departure_is_the_median_of_the_last_days_of_the_same_kind() -> None:
+    # a different level every day on a flat history: each day departs from its baseline by
+    # its own day number minus the median of its four same-weekdays before
+    ds = pd.date_range(START, periods=35 * 24, freq="1h")
+    level = np.repeat(np.arange(35.0), 24)
+    level[ds.normalize() == pd.Timestamp("2024-04-02")] += 40  # one odd Tuesday (day 29)
+    y = pd.Series(level, index=ds)
+    config = replace(CONFIG, country=None)
+
+    def departure(day: str) -> float:
+        today = pd.Timestamp(day)
+        times = pd.date_range(today, periods=24, freq="1h")
+        carried = _carried_departure(y, times, today, config, 1.0)
+        assert np.allclose(carried, carried[0])  # the same every hour here
+        return float(carried[0])
+
+    # day d departs from the median of d-7..d-28 (d - 17.5) by 17.5, the odd Tuesday by 57.5:
+    # Wednesday 3 April takes Tuesday and Monday (the median of two is their mean)
+    assert departure("2024-04-03") == pytest.approx((57.5 + 17.5) / 2)
+    # Thursday 4 April takes Wednesday, Tuesday and Monday: the median leaves the odd day out
+    assert departure("2024-04-04") == pytest.approx(17.5)
+    # Monday 8 April comes after days off: nothing is carried over, nor to Saturday 6 April
+    assert departure("2024-04-08") == 0.0
+    assert departure("2024-04-06") == 0.0
+    # Sunday 7 April takes Saturday
+    assert departure("2024-04-07") == pytest.approx(17.5)
+    # times on later days get nothing, and carryover_days 0 switches it off
+    later = pd.date_range("2024-04-05", periods=48, freq="1h")
+    carried = _carried_departure(y, later, later[0], config, 1.0)
+    assert carried[24:].tolist() == [0.0] * 24 and carried[0] == pytest.approx(17.5)
+    off = replace(config, carryover_days=0)
+    assert _carried_departure(y, later, later[0], off, 1.0).tolist() == [0.0] * 48
 
 
 def test_the_baseline_follows_the_level_of_the_last_week() -> None:
