@@ -17,6 +17,22 @@ from tests.crowdwatch.warehouse.test_client import HOLDER, python
 from tests.crowdwatch.workflow.test_api import request
 
 
+def red_drill(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`crowdwatch drill` of a red alert at STD-concourse, not waiting; it must exit 0."""
+    drill = crowdwatch(
+        "drill", "--zone", "STD-concourse", "--level", "red", "--wait", "0", env=env, check=False
+    )
+    assert drill.returncode == 0, drill.stderr
+    return drill
+
+
+def ack_as_station_master(alert_id: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`crowdwatch alerts ack` of ``alert_id`` by Wang, the station master."""
+    return crowdwatch(
+        "alerts", "ack", alert_id, "--role", "station_master", "--name", "Wang", env=env
+    )
+
+
 def test_serve_the_api_beside_the_command_line_and_a_drill(tmp_path: Path) -> None:
     port = free_port()
     env = user_env(tmp_path, CROWDWATCH_SERVE_PORT=str(port))
@@ -41,18 +57,7 @@ def test_serve_the_api_beside_the_command_line_and_a_drill(tmp_path: Path) -> No
         assert request(f"{base}/api/alerts")[0] == 401
         token = crowdwatch("alerts", "token", "duty_chief", "--name", "Zhou", env=env)
         secret = token.stdout.strip().splitlines()[-1]
-        drill = crowdwatch(
-            "drill",
-            "--zone",
-            "STD-concourse",
-            "--level",
-            "red",
-            "--wait",
-            "0",
-            env=env,
-            check=False,
-        )
-        assert drill.returncode == 0, drill.stderr
+        drill = red_drill(env)
         assert "【演练】drill drill:STD-concourse:" in drill.stdout
         report = next((tmp_path / "drills").glob("drill_STD-concourse_*.md"))
         assert "0 of 4 roles asked" in report.read_text(encoding="utf-8")
@@ -60,16 +65,7 @@ def test_serve_the_api_beside_the_command_line_and_a_drill(tmp_path: Path) -> No
         assert status == 200
         [alert] = json.loads(body)
         assert alert["drill"] is True and alert["kind"] == "drill"
-        acked = crowdwatch(
-            "alerts",
-            "ack",
-            alert["alert_id"],
-            "--role",
-            "station_master",
-            "--name",
-            "Wang",
-            env=env,
-        )
+        acked = ack_as_station_master(alert["alert_id"], env)
         assert "station_master acknowledged (Wang)" in acked.stdout
         refused = crowdwatch(
             "alerts",
@@ -103,30 +99,10 @@ def test_alerts_are_handled_while_a_pipeline_holds_the_embedded_warehouse(tmp_pa
     holder = python(HOLDER, f"chdb://{tmp_path / 'warehouse'}", 600)  # as `crowdwatch run` does
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "open\n"
-        drill = crowdwatch(
-            "drill",
-            "--zone",
-            "STD-concourse",
-            "--level",
-            "red",
-            "--wait",
-            "0",
-            env=env,
-            check=False,
-        )
-        assert drill.returncode == 0, drill.stderr
+        drill = red_drill(env)
         assert f"in use by process {holder.pid}" in drill.stderr
         [alert] = json.loads(crowdwatch("alerts", "list", "--json", env=env).stdout)
-        acked = crowdwatch(
-            "alerts",
-            "ack",
-            alert["alert_id"],
-            "--role",
-            "station_master",
-            "--name",
-            "Wang",
-            env=env,
-        )
+        acked = ack_as_station_master(alert["alert_id"], env)
         assert "station_master acknowledged (Wang)" in acked.stdout
     finally:
         holder.kill()
