@@ -548,7 +548,8 @@ def print_summaries(summaries: list[dict[str, Any]], config: ForecastConfig) -> 
         f"settings: history_weeks={config.history_weeks} prophet_weight={config.prophet_weight} "
         f"baseline_weeks={config.baseline_weeks} daytype_days={config.daytype_days} "
         f"level_days={config.level_days} carryover_days={config.carryover_days} "
-        f"carryover_share={config.carryover_share} calibration_days={config.calibration_days} "
+        f"carryover_share={config.carryover_share} shift_guard={config.shift_guard} "
+        f"calibration_days={config.calibration_days} "
         f"calibration_level={config.calibration_level}"
     )
     worst = max(summaries, key=lambda s: s["worst_weekday_ratio"])
@@ -599,6 +600,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--daytype-days", type=int, default=defaults.daytype_days)
     parser.add_argument("--carryover-days", type=int, default=defaults.carryover_days)
     parser.add_argument("--carryover-share", type=float, default=defaults.carryover_share)
+    parser.add_argument("--shift-guard", type=float, default=defaults.shift_guard)
     parser.add_argument("--calibration-days", type=int, default=defaults.calibration_days)
     parser.add_argument("--calibration-level", type=float, default=defaults.calibration_level)
     parser.add_argument("--transform", choices=get_args(Transform), default=defaults.transform)
@@ -613,6 +615,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "daytype_days": args.daytype_days,
         "carryover_days": args.carryover_days,
         "carryover_share": args.carryover_share,
+        "shift_guard": args.shift_guard,
         "calibration_days": args.calibration_days,
         "calibration_level": args.calibration_level,
         "transform": args.transform,

@@ -19,7 +19,8 @@ ordinary crowd, plus the effect of the site's event windows:
   the median departure from it of the up to ``carryover_days`` days right before the forecast
   day that are working days (or days off) like it, in a row (a Thursday takes Monday to
   Wednesday, a Monday nothing): a shift that lasts shows on the next day. Its share is at most
-  ``carryover_share``.
+  ``carryover_share``. A day that matches its baseline far better an hour earlier or later (a
+  counter's clock an hour off after a change of daylight saving time) is left out.
 - **Event windows** (start and end in local time, a kind, an optional expected attendance) are
   hour-level regressors with one coefficient per kind, fitted on the whole history given (not
   only the recent weeks: a New Year's Eve comes once a year) against the baseline's residuals.
@@ -150,6 +151,11 @@ class ForecastConfig:
             as the weeks before a festival, or a season turning, shows on the next day.
         carryover_share: The most of the blend that component may take: it copies recent
             days' hours, and an odd day (a storm, a clock an hour off) with them.
+        shift_guard: A day whose absolute departure from its baseline, moved an hour earlier
+            or later, falls below this share of the unmoved one is not carried over: its
+            clock was an hour off (the Auckland counters ran an hour early for two days
+            after daylight saving time began), and carrying it would move the next day's
+            peaks too (0: off).
         refit: Fit Prophet a second time on the whole recent history for the forecast. Off,
             the calibration model (fitted before the last ``calibration_days``) forecasts
             too: one fit instead of two, and the band is calibrated on exactly the model that
@@ -184,6 +190,7 @@ class ForecastConfig:
     level_days: int = 7
     carryover_days: int = 3
     carryover_share: float = 0.5
+    shift_guard: float = 0.6
     refit: bool = True
     max_gap_hours: int = 24
     changepoint_prior_scale: float = 0.01
@@ -869,7 +876,8 @@ def _carried_departure(
 
     The days are the up to ``carryover_days`` days right before ``origin``'s day that are, like
     it, working days (or, like it, days off), stopping at the first that is not: a Thursday
-    takes Wednesday, Tuesday and Monday, a Monday or a Saturday nothing. Per hour, the median
+    takes Wednesday, Tuesday and Monday, a Monday or a Saturday nothing; a day whose clock
+    looks an hour off (`_clock_shifted`, ``shift_guard``) is left out. Per hour, the median
     of their departures (transformed scale, each day against its own baseline, scaled by the
     same ``ratio``); unknown hours count as 0, and so do times on later days.
     """
@@ -887,6 +895,8 @@ def _carried_departure(
         hours = pd.date_range(days[k], days[k] + DAY, freq=config.freq, inclusive="left")
         base = _seasonal_baseline(clean, hours, days[k], config.baseline_weeks)
         base = _scaled(base[None, :], ratio, config)[0]
+        if _clock_shifted(clean, hours, base, config.shift_guard):
+            continue
         departures.append(clean.reindex(hours).to_numpy(float) - base)
     if not departures:
         return out
@@ -897,6 +907,30 @@ def _carried_departure(
     slot = ((times[first_day] - today) // pd.Timedelta(config.freq)).to_numpy()
     out[first_day] = departure[np.clip(slot, 0, len(departure) - 1)]
     return out
+
+
+def _clock_shifted(
+    clean: pd.Series, hours: pd.DatetimeIndex, base: FloatArray, guard: float
+) -> bool:
+    """Whether the day of ``hours`` matches ``base`` far better an hour earlier or later.
+
+    True when the absolute difference between ``base`` and the values one step before (or
+    after) ``hours`` sums to less than ``guard`` times that of the values at ``hours``, over
+    the hours known in both; False with ``guard`` 0 or when less than half the day is known.
+    """
+    if guard <= 0:
+        return False
+    step = pd.Timedelta(hours.freq or hours[1] - hours[0])
+    own = np.abs(clean.reindex(hours).to_numpy(float) - base)
+    known = np.isfinite(own)
+    if known.sum() < len(hours) // 2:
+        return False
+    for shift in (-step, step):
+        moved = np.abs(clean.reindex(hours + shift).to_numpy(float) - base)
+        both = known & np.isfinite(moved)
+        if both.sum() >= known.sum() - 2 and moved[both].sum() < guard * own[both].sum():
+            return True
+    return False
 
 
 def _blend_mid(

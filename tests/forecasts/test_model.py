@@ -312,6 +312,26 @@ def test_the_carried_departure_is_the_median_of_the_last_days_of_the_same_kind()
     assert _carried_departure(y, later, later[0], off, 1.0).tolist() == [0.0] * 48
 
 
+def test_a_day_whose_clock_was_an_hour_off_is_not_carried_over() -> None:
+    # the same day every day (peaks at 08:00 and 17:00); Monday 1 and Tuesday 2 April come an
+    # hour early, as the Auckland counters did after daylight saving time began
+    hours = np.arange(24.0)
+    shape = 2 + 30 * np.exp(-((hours - 8) ** 2) / 2) + 25 * np.exp(-((hours - 17) ** 2) / 3)
+    ds = pd.date_range(START, periods=35 * 24, freq="1h")
+    y = pd.Series(np.tile(shape, 35), index=ds)
+    early = ds.normalize().isin(pd.DatetimeIndex(["2024-04-01", "2024-04-02"]))
+    y[early] = np.tile(np.roll(shape, -1), 2)
+    config = replace(CONFIG, country=None)
+    wednesday = pd.Timestamp("2024-04-03")
+    times = pd.date_range(wednesday, periods=24, freq="1h")
+    unguarded = _carried_departure(y, times, wednesday, replace(config, shift_guard=0.0), 1.0)
+    assert np.abs(unguarded).max() > 10  # the early peaks would be carried into Wednesday
+    assert _carried_departure(y, times, wednesday, config, 1.0).tolist() == [0.0] * 24
+    # a day that is busier all day long is a departure, not a clock an hour off
+    y[early] = np.tile(shape + 5, 2)
+    assert _carried_departure(y, times, wednesday, config, 1.0) == pytest.approx(np.full(24, 5.0))
+
+
 def test_the_baseline_follows_the_level_of_the_last_week() -> None:
     frame = synthetic(28)
     frame.loc[frame["ds"] >= frame["ds"].iloc[-1] - pd.Timedelta(days=7), "y"] *= 1.5
