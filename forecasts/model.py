@@ -914,18 +914,18 @@ def _clock_shifted(
 ) -> bool:
     """Whether the day of ``hours`` matches ``base`` far better an hour earlier or later.
 
-    True when the absolute difference between ``base`` and the values one step before (or
+    True when the absolute difference between ``base`` and the values an hour before (or
     after) ``hours`` sums to less than ``guard`` times that of the values at ``hours``, over
     the hours known in both; False with ``guard`` 0 or when less than half the day is known.
     """
     if guard <= 0:
         return False
-    step = pd.Timedelta(hours.freq or hours[1] - hours[0])
+    hour = pd.Timedelta(hours=1)
     own = np.abs(clean.reindex(hours).to_numpy(float) - base)
     known = np.isfinite(own)
     if known.sum() < len(hours) // 2:
         return False
-    for shift in (-step, step):
+    for shift in (-hour, hour):
         moved = np.abs(clean.reindex(hours + shift).to_numpy(float) - base)
         both = known & np.isfinite(moved)
         if both.sum() >= known.sum() - 2 and moved[both].sum() < guard * own[both].sum():
