@@ -138,6 +138,10 @@ def print_early_warning(
         + (f"; skipped (no history): {', '.join(skipped)}" if skipped else "")
     )
     console.print(f"forecast of the event day: {result.forecast_rows} hourly rows (forecasts)")
+    console.print(
+        "the match nights are event windows of this run only, not in the site file: a later "
+        "`crowdwatch forecast train` fits without them unless they are added under `events:`"
+    )
     first_80 = {
         row["zone_id"]: row["first_80"]
         for row in peaks.iter_rows(named=True)
