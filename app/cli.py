@@ -157,7 +157,8 @@ def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
     if args.forecast_command == "backtest":
         from forecasts.backtest import main as backtest_main
 
-        options = ["--origins", str(args.origins), "--processes", str(args.processes)]
+        options = ["--origins", str(args.origins), "--every-days", str(args.every_days)]
+        options += ["--processes", str(args.processes)]
         options += [f"--set={name}" for name in args.sets or []]
         options += ["--sensors", str(args.sensors)] if args.sensors else []
         backtest_main(options)
@@ -748,6 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backtest.add_argument("--sensors", type=int, help="the first N series of each set")
     backtest.add_argument("--origins", type=int, default=21, help="origins per footfall set")
+    backtest.add_argument(
+        "--every-days", type=int, default=17, help="days between footfall origins (8: 42 in a year)"
+    )
     backtest.add_argument("--processes", type=int, default=2)
     _common(backtest)
     backtest.set_defaults(func=cmd_forecast)

@@ -5,6 +5,7 @@ the next ``horizon_hours``; the weekly seasonal-naive forecast is made from the 
 Both are scored on the same actuals.
 
     python -m forecasts.backtest [--all | --set NAME ...] [--sensors N] [--origins 21]
+        [--every-days 17]
 
 (or ``crowdwatch forecast backtest --all``) runs it on the shared sets — the Hangzhou metro
 gate counts (hourly inflow per station, the starts of the last 7 days), the Auckland and Dublin
@@ -336,12 +337,14 @@ def calendar_events(labels: pd.DataFrame) -> tuple[EventWindow, ...]:
     )
 
 
-def load_set(name: str, *, sensors: int | None = None, origins: int = 21) -> BacktestSet:
+def load_set(
+    name: str, *, sensors: int | None = None, origins: int = 21, every_days: int = 17
+) -> BacktestSet:
     """A shared data set by name: ``hangzhou``, ``auckland`` or ``dublin_2023``.
 
     Hangzhou: hourly inflow of the 80 stations, the starts of the last 7 days as origins (the
     data covers 25 days), China's calendar. Footfall sets: the sensors with 90 % of the last
-    year's hours, ``origins`` spread over that year (`spread_origins`), the country's calendar
+    year's hours, ``origins`` ``every_days`` apart (`spread_origins`), the country's calendar
     and the labelled announced events as event windows.
     """
     if name == "hangzhou":
@@ -370,7 +373,11 @@ def load_set(name: str, *, sensors: int | None = None, origins: int = 21) -> Bac
         events=calendar_events(labels),
     )
     return BacktestSet(
-        name, {k: series[k] for k in keys}, config, spread_origins(last, origins), labels
+        name,
+        {k: series[k] for k in keys},
+        config,
+        spread_origins(last, origins, every_days),
+        labels,
     )
 
 
@@ -593,6 +600,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="every shared set (the default)")
     parser.add_argument("--sensors", type=int, default=None, help="the first N series per set")
     parser.add_argument("--origins", type=int, default=21, help="origins per footfall set")
+    parser.add_argument(
+        "--every-days", type=int, default=17, help="days between footfall origins (8: 42 in a year)"
+    )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--history-weeks", type=int, default=defaults.history_weeks)
     parser.add_argument("--prophet-weight", type=float, default=defaults.prophet_weight)
@@ -627,7 +637,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
     with Progress(*columns, TimeElapsedColumn()) as progress:
         for name in names:
-            data = load_set(name, sensors=args.sensors, origins=args.origins)
+            data = load_set(
+                name, sensors=args.sensors, origins=args.origins, every_days=args.every_days
+            )
             config = replace(data.config, **changes)
             results = run_backtest(data, config, processes=args.processes, progress=progress)
             leads = event_lead_times(replace(data, config=config), args.processes)

@@ -20,6 +20,7 @@ from forecasts.backtest import (
     forecast_metrics,
     hangzhou_series,
     labelled_series,
+    spread_origins,
 )
 from forecasts.model import (
     EventWindow,
@@ -177,6 +178,17 @@ def test_metrics_equal_hand_computed_values() -> None:
     assert metrics["coverage"] == pytest.approx(3 / 4)  # 20 is outside 16..18
     assert metrics["smape"] == pytest.approx((4 / 22 + 0 + 10 / 35 + 0) / 4)
     assert metrics["smape_nonzero"] == pytest.approx((4 / 22 + 10 / 35 + 0) / 3)
+
+
+def test_origins_spread_over_a_year_fall_on_every_weekday_alike() -> None:
+    last = pd.Timestamp("2023-12-31 23:00")
+    for count, every, per_weekday in ((21, 17, 3), (42, 8, 6)):
+        origins = spread_origins(last, count, every)
+        assert len(origins) == count and origins[-1] == pd.Timestamp("2023-12-24")
+        assert set(np.diff(np.array(origins, dtype="datetime64[D]")).astype(int)) == {every}
+        weekdays = pd.Series([o.day_of_week for o in origins]).value_counts()
+        assert sorted(weekdays.index) == list(range(7))
+        assert set(weekdays) == {per_weekday}
 
 
 def test_backtest_on_a_hand_made_series_scores_as_computed_by_hand() -> None:
