@@ -895,9 +895,9 @@ def _carried_departure(
         hours = pd.date_range(days[k], days[k] + DAY, freq=config.freq, inclusive="left")
         base = _seasonal_baseline(clean, hours, days[k], config.baseline_weeks)
         base = _scaled(base[None, :], ratio, config)[0]
-        if _clock_shifted(clean, hours, base, config.shift_guard):
-            continue
-        departures.append(clean.reindex(hours).to_numpy(float) - base)
+        seen = clean.reindex(hours).to_numpy(float)
+        if not _clock_shifted(clean, hours, seen, base, config.shift_guard):
+            departures.append(seen - base)
     if not departures:
         return out
     stack = np.vstack(departures)
@@ -910,18 +910,18 @@ def _carried_departure(
 
 
 def _clock_shifted(
-    clean: pd.Series, hours: pd.DatetimeIndex, base: FloatArray, guard: float
+    clean: pd.Series, hours: pd.DatetimeIndex, seen: FloatArray, base: FloatArray, guard: float
 ) -> bool:
-    """Whether the day of ``hours`` matches ``base`` far better an hour earlier or later.
+    """Whether the day of ``hours`` (``seen``) matches ``base`` far better an hour off.
 
     True when the absolute difference between ``base`` and the values an hour before (or
-    after) ``hours`` sums to less than ``guard`` times that of the values at ``hours``, over
+    after) ``hours`` sums to less than ``guard`` times that of ``seen``, over
     the hours known in both; False with ``guard`` 0 or when less than half the day is known.
     """
     if guard <= 0:
         return False
     hour = pd.Timedelta(hours=1)
-    own = np.abs(clean.reindex(hours).to_numpy(float) - base)
+    own = np.abs(seen - base)
     known = np.isfinite(own)
     if known.sum() < len(hours) // 2:
         return False
