@@ -19,11 +19,11 @@ import polars as pl
 from rich.console import Console
 
 from app.simulate import Surge, simulate_history
-from crowdwatch.risk.notify import AlertEvent
 from crowdwatch.settings import Settings
 from crowdwatch.site import EventWindow, Site
 from crowdwatch.warehouse.client import Warehouse
 from forecasts import service
+from forecasts.early_warning import KIND
 
 HISTORY_WEEKS = 6
 #: The same event at the stadium this many weeks before the demo day (the same weekday).
@@ -40,7 +40,9 @@ class EarlyWarning:
     match_days: tuple[date, ...]
     trained: list[service.Trained]
     forecast_rows: int
-    alerts: list[AlertEvent]
+    #: The day's predicted-big-crowd alerts as stored (``ts, zone_id, level, reason``): a demo
+    #: run again on the same day raises none anew, but shows these.
+    alerts: pl.DataFrame
 
 
 def match_window(day: date, surge: Surge) -> EventWindow:
@@ -100,21 +102,18 @@ def early_warning(
     midnight = datetime.combine(day, time(0), tzinfo=site.tz)
     trained = service.train(settings, warehouse, calendar, TARGET, until=midnight)
     forecast = service.predict(settings, warehouse, calendar, TARGET, horizon_h=24)
-    alerts: list[AlertEvent] = []
     now = midnight
     while now < midnight + timedelta(days=1):
         now_ms = int(now.timestamp() * 1000)
-        alerts += service.warn(
-            settings, warehouse, calendar, now_ms, notify=settings.notify == "on"
-        ).raised
+        service.warn(settings, warehouse, calendar, now_ms, notify=settings.notify == "on")
         now += WARN_EVERY
-    return EarlyWarning(
-        HISTORY_WEEKS * 7,
-        tuple(sorted(matches)),
-        trained,
-        forecast.height,
-        alerts,
+    alerts = warehouse.query(
+        "SELECT ts, zone_id, level, reason FROM alerts FINAL WHERE kind = {kind:String} "
+        "AND event = 'opened' AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)} "
+        "ORDER BY ts, zone_id",
+        {"kind": KIND, "start": midnight, "end": midnight + timedelta(days=1)},
     )
+    return EarlyWarning(HISTORY_WEEKS * 7, tuple(sorted(matches)), trained, forecast.height, alerts)
 
 
 def print_early_warning(
@@ -129,12 +128,17 @@ def print_early_warning(
     fitted = [t for t in result.trained if t.method]
     methods = sorted({str(t.method) for t in fitted})
     skipped = [t.zone_id for t in result.trained if t.skipped]
+    trained = (
+        f"{len(fitted)} zone model(s) trained ({', '.join(methods)}), in "
+        f"{max((t.seconds for t in fitted), default=0.0):.1f} s at most"
+        if fitted
+        else "the zone models were up to date (trained by an earlier run)"
+    )
     console.print(
         f"history: {result.history_days} simulated days before the event day (hourly gate "
         f"counts, in zone_metrics), the same event on "
         + ", ".join(f"{d:%a %d %b}" for d in result.match_days)
-        + f"; {len(fitted)} zone model(s) trained ({', '.join(methods)}), in "
-        f"{max((t.seconds for t in fitted), default=0.0):.1f} s at most"
+        + f"; {trained}"
         + (f"; skipped (no history): {', '.join(skipped)}" if skipped else "")
     )
     console.print(f"forecast of the event day: {result.forecast_rows} hourly rows (forecasts)")
@@ -147,11 +151,11 @@ def print_early_warning(
         for row in peaks.iter_rows(named=True)
         if row["first_80"] is not None
     }
-    if not result.alerts:
+    if result.alerts.height == 0:
         console.print("no predicted-big-crowd alert")
-    for alert in result.alerts:
-        raised = datetime.fromtimestamp(alert.ts_ms / 1000, site.tz)
-        crossed = first_80.get(alert.zone_id)
+    for alert in result.alerts.iter_rows(named=True):
+        raised = alert["ts"].astimezone(site.tz)
+        crossed = first_80.get(alert["zone_id"])
         lead = (
             f"; occupancy reached 80 % at {crossed.astimezone(site.tz):%H:%M}, "
             f"[bold]{(crossed - raised).total_seconds() / 60:.0f} min after the alert[/bold]"
@@ -159,7 +163,7 @@ def print_early_warning(
             else "; occupancy never reached 80 %"
         )
         console.print(
-            f"{raised:%H:%M}  {alert.zone_id:<15} predicted big crowd {alert.level.upper()}: "
-            f"{alert.reason}{lead}",
+            f"{raised:%H:%M}  {alert['zone_id']:<15} predicted big crowd "
+            f"{alert['level'].upper()}: {alert['reason']}{lead}",
             highlight=False,
         )

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
+from forecasts.early_warning import warning_values
 from forecasts.model import (
     DAY_TYPES,
     WEEK,
@@ -37,6 +38,7 @@ from forecasts.model import (
     ForecastConfig,
     Forecaster,
     Transform,
+    in_event_windows,
     process_pool,
     quiet_prophet_logging,
     regular_y,
@@ -51,6 +53,22 @@ DEFAULT_DATA = (
     / "hangzhou_metro_10min_inout.csv"
 )
 METRICS = ("mae", "wape", "smape", "smape_nonzero", "mase", "coverage")
+#: The columns of a `backtest` frame.
+COLUMNS = (
+    *("key", "origin", "train_hours", "method", "error", "seconds", "n"),
+    *METRICS,
+    *(f"naive_{m}" for m in METRICS),
+    *("big_day", "warned_day"),
+)
+#: Label kinds a site would have in its calendar ahead of time (announced events); riots,
+#: storms, outages and lockdowns are not.
+CALENDAR_KINDS = ("surge_nye", "parade", "surge_march", "candidate_event")
+#: Label kinds that are big crowds, for the lead time of predicted-big-crowd alerts.
+SURGE_KINDS = ("surge_nye", "parade", "surge_march", "riot", "candidate_event")
+#: A forecast point is a predicted big crowd above this quantile of the sensor's recent hours.
+BIG_CROWD_QUANTILE = 0.995
+#: How far ahead the early warning looks (`forecasts.early_warning`).
+WARNING_HORIZON = pd.Timedelta(minutes=120)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -115,6 +133,35 @@ def _score(frame: pd.DataFrame, actual: pd.Series, scale: float) -> dict[str, fl
     )
 
 
+def _big_crowd_day(
+    train: pd.Series, forecast: pd.DataFrame, actual: pd.Series, config: ForecastConfig
+) -> dict[str, float]:
+    """Whether the day had a big crowd and whether a predicted-big-crowd warning was raised.
+
+    A big crowd is an hour above the sensor's `BIG_CROWD_QUANTILE` of its recent weeks (as for
+    the labelled events); the warning compares what `warning_values` takes (the upper bound in
+    event windows, the forecast elsewhere) with that level. A day warned without a big crowd
+    is a warning in vain: the false alarm the people on duty would have been sent.
+    """
+    recent = train[train.index >= train.index[-1] - config.history_weeks * WEEK].dropna()
+    if len(recent) == 0:
+        return {"big_day": np.nan, "warned_day": np.nan}
+    threshold = float(recent.quantile(BIG_CROWD_QUANTILE))
+    seen = actual.notna().to_numpy()
+    values = _warning_values(forecast, config)
+    return {
+        "big_day": float((actual.to_numpy(float)[seen] >= threshold).any()),
+        "warned_day": float((values[seen] >= threshold).any()),
+    }
+
+
+def _warning_values(forecast: pd.DataFrame, config: ForecastConfig) -> FloatArray:
+    """What the early warning compares with a level, for ``forecast``'s rows (``ds`` sorted)."""
+    ds = pd.DatetimeIndex(forecast["ds"])
+    in_event = in_event_windows(ds, config.events, config.freq)
+    return warning_values(forecast["yhat"], forecast["yhat_upper"], in_event)
+
+
 def _backtest_key(
     key: str,
     history: pd.DataFrame,
@@ -145,6 +192,7 @@ def _backtest_key(
             train[train.index >= origin - 5 * WEEK], future, config.interval_width
         )
         row.update({f"naive_{k}": v for k, v in _score(naive, actual, scale).items() if k != "n"})
+        row.update(_big_crowd_day(train, forecast, actual, config))
         rows.append(row)
     return rows
 
@@ -188,9 +236,7 @@ def backtest(
             ]
             for future in futures:
                 rows += future.result()
-    columns = ["key", "origin", "train_hours", "method", "error", "seconds", "n"]
-    columns += [*METRICS, *(f"naive_{m}" for m in METRICS)]
-    return pd.DataFrame(rows).reindex(columns=columns)
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
 def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -296,17 +342,6 @@ def footfall_labels(path: Path | str) -> pd.DataFrame:
     return labels
 
 
-#: Label kinds a site would have in its calendar ahead of time (announced events); riots,
-#: storms, outages and lockdowns are not.
-CALENDAR_KINDS = ("surge_nye", "parade", "surge_march", "candidate_event")
-#: Label kinds that are big crowds, for the lead time of predicted-big-crowd alerts.
-SURGE_KINDS = ("surge_nye", "parade", "surge_march", "riot", "candidate_event")
-#: A forecast point is a predicted big crowd above this quantile of the sensor's recent hours.
-BIG_CROWD_QUANTILE = 0.995
-#: How far ahead the early warning looks (`forecasts.early_warning`).
-WARNING_HORIZON = pd.Timedelta(minutes=120)
-
-
 @dataclass(frozen=True)
 class BacktestSet:
     """One data set to backtest: series, the site calendar, scoring origins, labelled events."""
@@ -403,9 +438,6 @@ def _event_task(
         threshold = float(recent.quantile(BIG_CROWD_QUANTILE))
         actual = y.reindex(window)
         big = window[(actual >= threshold).to_numpy()]
-        if len(big) == 0:
-            rows.append({**row, "status": "no big crowd", "threshold": threshold})
-            continue
         try:
             model = Forecaster.fit(pd.DataFrame({"ds": train.index, "y": train.to_numpy()}), config)
             forecast = model.predict(pd.date_range(origin, window[-1], freq=config.freq))
@@ -413,9 +445,14 @@ def _event_task(
             rows.append({**row, "status": f"error: {exc}"})
             continue
         forecast = forecast[forecast["ds"].isin(window)]
-        predicted = forecast.loc[forecast["yhat_upper"] >= threshold, "ds"]
+        values = _warning_values(forecast, config)
+        predicted = forecast.loc[values >= threshold, "ds"]
         row.update(threshold=threshold, actual_peak=float(actual.max()))
-        row["forecast_peak"] = float(forecast["yhat_upper"].max())
+        row["forecast_peak"] = float(values.max())
+        if len(big) == 0:
+            # the event drew no big crowd here: a warning would have been a false alarm
+            rows.append({**row, "status": "quiet" if predicted.empty else "warned in vain"})
+            continue
         if predicted.empty:
             rows.append({**row, "status": "missed"})
             continue
@@ -506,6 +543,10 @@ def set_summary(name: str, results: pd.DataFrame, leads: pd.DataFrame) -> dict[s
     weekdays = weekday_ratios(results)
     warned = leads[leads["status"] == "warned"] if len(leads) else leads
     big = leads[leads["status"].isin(["warned", "missed"])] if len(leads) else leads
+    quiet = leads[leads["status"].isin(["warned in vain", "quiet"])] if len(leads) else leads
+    scored = results[results["error"].isna() & results["big_day"].notna()]
+    big_days = scored["big_day"] == 1
+    warned_days = scored["warned_day"] == 1
     return {
         "set": name,
         "series": int(results["key"].nunique()),
@@ -524,6 +565,12 @@ def set_summary(name: str, results: pd.DataFrame, leads: pd.DataFrame) -> dict[s
         "big_crowds": len(big),
         "warned": len(warned),
         "median_lead_min": float(warned["lead_min"].median()) if len(warned) else float("nan"),
+        "quiet_events": len(quiet),
+        "vain_events": int((quiet["status"] == "warned in vain").sum()) if len(quiet) else 0,
+        "days": len(scored),
+        "big_days": int(big_days.sum()),
+        "big_days_warned": int((big_days & warned_days).sum()),
+        "vain_days": int((~big_days & warned_days).sum()),
     }
 
 
@@ -545,6 +592,13 @@ def print_summaries(summaries: list[dict[str, Any]], config: ForecastConfig) -> 
             + (f"{s['median_lead_min']:>5.0f}m" if s["warned"] else "     -")
         )
     for s in summaries:
+        per_week = 7 * s["vain_days"] / s["days"] if s["days"] else float("nan")
+        print(
+            f"{s['set']}: predicted big crowds on the backtest days: {s['big_days_warned']} of "
+            f"{s['big_days']} big days warned, {s['vain_days']} of {s['days']} days warned in "
+            f"vain ({per_week:.2f} per sensor-week); labelled events without a big crowd "
+            f"warned in vain: {s['vain_events']} of {s['quiet_events']}"
+        )
         print(
             f"{s['set']}: worst sensor {s['worst_sensor']} ({s['worst_sensor_ratio']:.3f}), "
             f"median sensor {s['median_sensor_ratio']:.3f}, Prophet blend in "
@@ -585,9 +639,7 @@ def run_backtest(
         for future in as_completed(futures):
             rows += future.result()
             progress.advance(task)
-    columns = ["key", "origin", "train_hours", "method", "error", "seconds", "n"]
-    columns += [*METRICS, *(f"naive_{m}" for m in METRICS)]
-    return pd.DataFrame(rows).reindex(columns=columns)
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -33,7 +33,9 @@ it and the baselines (each day from its own midnight) forecast those days out of
 shares are the ones, in steps of 0.1, whose blend had the least absolute error on those days
 (per series: a metro station follows its weekday, a shopping street its last fortnight), and
 the 80 % band is ``yhat`` plus the empirical quantiles of that blend's errors (split-conformal,
-on the transformed scale, so it widens with the level). There is no fixed widening factor.
+on the transformed scale, so it widens with the level). There is no fixed widening factor. In
+an event window the band is at least as wide as the kind's past windows strayed from its one
+effect (the conformal quantiles of those hours' residuals).
 
 A series with too little recent history or a long gap in its recent history (gaps further back
 do not matter), or one Prophet fails on, gets the weekly seasonal-naive forecast instead
@@ -53,7 +55,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from functools import cache
@@ -70,7 +72,7 @@ Method = Literal["prophet", "seasonal_naive"]
 WEEK = pd.Timedelta(days=7)
 #: Past weeks the seasonal-naive forecast and its interval look back on.
 NAIVE_WEEKS = 4
-JSON_VERSION = 4
+JSON_VERSION = 5
 DAY = timedelta(days=1)
 
 
@@ -378,6 +380,16 @@ def event_regressors(
     return columns
 
 
+def in_event_windows(
+    index: pd.DatetimeIndex, events: Sequence[EventWindow], freq: str = "1h"
+) -> npt.NDArray[np.bool_]:
+    """Whether each step of ``index`` (sorted, naive local time) overlaps an event window."""
+    inside = np.zeros(len(index), dtype=bool)
+    for column in event_regressors(index, events, freq).values():
+        inside |= column > 0
+    return inside
+
+
 def _with_conditions(frame: pd.DataFrame, config: ForecastConfig) -> pd.DataFrame:
     labels = day_types(frame["ds"], config).to_numpy()
     columns: dict[str, Any] = {}
@@ -560,7 +572,9 @@ class _Blend:
     """The blend's shares, event effects and calibrated error quantiles.
 
     ``weights`` are the shares of Prophet, the same-weekday baseline, the day-type baseline and
-    the same-weekday baseline with the latest days' departure carried over.
+    the same-weekday baseline with the latest days' departure carried over. ``event_bands`` are
+    the error quantiles of each event kind's past hours around its effect: in a window of that
+    kind the band is at least that wide.
     """
 
     effects: dict[str, float]
@@ -568,6 +582,7 @@ class _Blend:
     upper: float
     calibration_points: int
     weights: tuple[float, ...] = (0.7, 0.3, 0.0, 0.0)
+    event_bands: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _conformal(residuals: FloatArray, width: float) -> tuple[float, float]:
@@ -707,15 +722,16 @@ class Forecaster:
         origin = self.last_ds + pd.Timedelta(config.freq)
         parts = _components(self._prophet, clean, times, origin, config)
         mid = _blend_mid(parts, self._blend.weights, times, self._blend.effects, config)
-        back = np.empty_like(mid)
-        back[order] = mid
+        lower, upper = _band_at(self._blend, times, config)
+        back = np.empty((3, len(mid)))
+        back[:, order] = (mid, mid + lower, mid + upper)
         kind = config.transform
         return pd.DataFrame(
             {
                 "ds": index,
-                "yhat": _inverse(back, kind),
-                "yhat_lower": _inverse(back + self._blend.lower, kind),
-                "yhat_upper": _inverse(back + self._blend.upper, kind),
+                "yhat": _inverse(back[0], kind),
+                "yhat_lower": _inverse(back[1], kind),
+                "yhat_upper": _inverse(back[2], kind),
             }
         )
 
@@ -773,9 +789,7 @@ class Forecaster:
 def _clean(y: pd.Series, config: ForecastConfig) -> pd.Series:
     """``y`` on the transformed scale, NaN in event windows and on unusual days."""
     z = pd.Series(_transform(y.to_numpy(float), config.transform), index=y.index)
-    keep = usual_days(y.index, config)
-    for column in event_regressors(y.index, config.events, config.freq).values():
-        keep &= column == 0
+    keep = usual_days(y.index, config) & ~in_event_windows(y.index, config.events, config.freq)
     return z.where(keep)
 
 
@@ -807,7 +821,27 @@ def _recent_level(clean: pd.Series, origin: pd.Timestamp, config: ForecastConfig
 def _blend_from_dict(fields: dict[str, Any]) -> _Blend:
     values = dict(fields)
     values["weights"] = tuple(values["weights"])
+    values["event_bands"] = {k: (lo, hi) for k, (lo, hi) in values["event_bands"].items()}
     return _Blend(**values)
+
+
+def _band_at(
+    blend: _Blend, times: pd.DatetimeIndex, config: ForecastConfig
+) -> tuple[FloatArray, FloatArray]:
+    """The band's error quantiles at ``times``: the calibrated ones, wider in event windows.
+
+    An event's hours are forecast by its kind's one effect; how far its past hours strayed from
+    that (`_Blend.event_bands`) is the least the band spans there.
+    """
+    lower = np.full(len(times), blend.lower)
+    upper = np.full(len(times), blend.upper)
+    for kind, column in event_regressors(times, config.events, config.freq).items():
+        if kind in blend.event_bands:
+            lo, hi = blend.event_bands[kind]
+            inside = column > 0
+            lower[inside] = np.minimum(lower[inside], lo)
+            upper[inside] = np.maximum(upper[inside], hi)
+    return lower, upper
 
 
 def _components(
@@ -998,21 +1032,35 @@ def choose_weights(
     return (float(best[0]), float(best[1]), float(best[2]), float(best[3]))
 
 
+def _event_effects(
+    y: pd.Series, z: pd.Series, clean: pd.Series, config: ForecastConfig
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Each event kind's effect and band (`_Blend`), from every past window of it in ``y``.
+
+    The effect is the least-squares slope of the hours' departure from their usual level
+    (`_usual_level`) on the kind's regressor; the band, the conformal quantiles of what is left
+    (with a window or two, their widest hours). A kind with no past hour has neither yet.
+    """
+    effects: dict[str, float] = {}
+    bands: dict[str, tuple[float, float]] = {}
+    for kind, column in event_regressors(y.index, config.events, config.freq).items():
+        hit = (column > 0) & np.isfinite(z.to_numpy())
+        times = y.index[hit]
+        residual = z.to_numpy()[hit] - _usual_level(clean, times, config.baseline_weeks)
+        known = np.isfinite(residual)
+        if not known.any():
+            continue
+        x, departure = column[hit][known], residual[known]
+        effects[kind] = float((x * departure).sum() / (x**2).sum())
+        bands[kind] = _conformal(departure - effects[kind] * x, config.calibration_level)
+    return effects, bands
+
+
 def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple[Any, _Blend]:
     """Fit the event effects (whole history), Prophet (recent weeks), the shares and the band."""
     clean = _clean(y, config)
     z = pd.Series(_transform(y.to_numpy(float), config.transform), index=y.index)
-    effects: dict[str, float] = {}
-    for kind, column in event_regressors(y.index, config.events, config.freq).items():
-        hit = (column > 0) & np.isfinite(z.to_numpy())
-        if not hit.any():
-            continue
-        times = y.index[hit]
-        residual = z.to_numpy()[hit] - _usual_level(clean, times, config.baseline_weeks)
-        x = column[hit]
-        known = np.isfinite(residual)
-        if known.any():
-            effects[kind] = float((x[known] * residual[known]).sum() / (x[known] ** 2).sum())
+    effects, event_bands = _event_effects(y, z, clean, config)
     train = clean[recent.index].dropna()
     step = pd.Timedelta(config.freq)
     origin = recent.index[-1] + step
@@ -1031,9 +1079,9 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
     parts = _components(calibration, clean, cal_times, cal_origin, config, day_ahead=True)
     cal_seen = z.reindex(cal_times).to_numpy()
     ordinary = cal_seen.copy()
-    ordinary[~usual_days(cal_times, config)] = np.nan
-    for column in event_regressors(cal_times, config.events, config.freq).values():
-        ordinary[column > 0] = np.nan
+    ordinary[
+        ~usual_days(cal_times, config) | in_event_windows(cal_times, config.events, config.freq)
+    ] = np.nan
     weights = choose_weights(parts, ordinary, config)
     cal_mid = _blend_mid(parts, weights, cal_times, effects, config)
     # every observed hour counts, holidays and event hours too: they are forecast the same way
@@ -1042,7 +1090,7 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
         raise ValueError(f"only {len(residuals)} observed hours to calibrate the band")
     lower, upper = _conformal(residuals, config.calibration_level)
     model = _fit_prophet(train, config) if config.refit else calibration
-    return model, _Blend(effects, lower, upper, len(residuals), weights)
+    return model, _Blend(effects, lower, upper, len(residuals), weights, event_bands)
 
 
 @cache

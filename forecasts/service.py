@@ -34,12 +34,13 @@ import pandas as pd
 import polars as pl
 
 from crowdwatch.risk.engine import alert_rows
+from crowdwatch.risk.levels import RANK
 from crowdwatch.risk.notify import AlertEvent
 from crowdwatch.settings import Settings
 from crowdwatch.site import Site
 from crowdwatch.warehouse.client import Warehouse
 from crowdwatch.workflow.loop import Responder
-from forecasts.early_warning import KIND, early_warnings, ended_warnings
+from forecasts.early_warning import KIND, early_warnings, ended_warnings, standing_levels
 from forecasts.model import WEEK, EventWindow, ForecastConfig, Forecaster, day_windows, fit_many
 
 GATE_HOURS_SQL = """
@@ -269,13 +270,20 @@ def warn(
     forecast = warehouse.query(
         "SELECT zone_id, ts, yhat, yhat_upper FROM forecasts FINAL WHERE target = 'headcount'"
     )
-    events = early_warnings(forecast, site, now_ms) if forecast.height else []
-    known = set(
-        warehouse.query(
-            "SELECT DISTINCT alert_id FROM alerts WHERE kind = {kind:String}", {"kind": KIND}
-        )["alert_id"]
+    calendar = forecast_config(site).events
+    events = early_warnings(forecast, site, now_ms, events=calendar) if forecast.height else []
+    # the last warning hours: a warning stands until an hour after its point, at most 2 h ahead
+    since = datetime.fromtimestamp(now_ms / 1000 - 4 * 3600, UTC)
+    recent = warehouse.query(
+        "SELECT alert_id, event, zone_id, level, ts, values FROM alerts FINAL "
+        "WHERE kind = {kind:String} AND ts >= {since:DateTime64(3)}",
+        {"kind": KIND, "since": since},
     )
-    fresh = [e for e in events if e.alert_id not in known]
+    known = set(recent["alert_id"])
+    standing = standing_levels(recent, now_ms)
+    fresh = [
+        e for e in events if e.alert_id not in known and RANK[e.level] > standing.get(e.zone_id, 0)
+    ]
     if fresh:
         warehouse.insert("alerts", alert_rows(fresh))
     if not notify:

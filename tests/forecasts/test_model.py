@@ -357,13 +357,17 @@ def test_the_baseline_follows_the_level_of_the_last_week() -> None:
 MATCH_WEEKS = (0, 2, 4)  # past matches on these Saturdays; the coming one is in week 5
 
 
-def with_matches(days: int, *, boost: float, weeks: Sequence[int] = MATCH_WEEKS) -> pd.DataFrame:
-    """`synthetic` with a match on the Saturdays of ``weeks``, 19:00-22:00, ``boost`` people."""
+def with_matches(
+    days: int, *, boost: float | Sequence[float], weeks: Sequence[int] = MATCH_WEEKS
+) -> pd.DataFrame:
+    """`synthetic` with a match on the Saturdays of ``weeks``, 19:00-22:00, ``boost`` people
+    (one number for all, or one a week)."""
     frame = synthetic(days)
     week = (frame["ds"] - START) // pd.Timedelta(weeks=1)
     saturday = frame["ds"].dt.day_of_week == 5
     hours = frame["ds"].dt.hour.between(19, 21)
-    frame.loc[saturday & hours & week.isin(weeks), "y"] += boost
+    for k, extra in zip(weeks, np.broadcast_to(boost, len(weeks)), strict=True):
+        frame.loc[saturday & hours & (week == k), "y"] += extra
     return frame
 
 
@@ -405,6 +409,24 @@ def test_attendance_scales_the_event_effect() -> None:
     at = pd.Timestamp(events[-1].start) + pd.Timedelta(hours=1)
     last_match = frame.set_index("ds")["y"][at - pd.Timedelta(weeks=1)]  # week 4: 10,000
     assert forecast.loc[at, "yhat"] > 2 * last_match
+
+
+def test_an_event_kind_whose_windows_differed_widens_the_band_in_its_windows() -> None:
+    frame = with_matches(35, boost=[500.0, 2000.0, 3500.0])
+    events = tuple(match_windows([*MATCH_WEEKS, 5]))
+    model = Forecaster.fit(frame, replace(CONFIG, events=events))
+    forecast = model.predict(24 * 7).set_index("ds")
+    match = pd.date_range(events[-1].start, events[-1].end, freq="1h", inclusive="left")
+    # one effect is the matches' middle (about 1,800); the biggest drew 3,540: the band must
+    # reach it (the ordinary band alone stops near 2,100)
+    assert (forecast.loc[match, "yhat"] < 2500).all()
+    assert (forecast.loc[match, "yhat_upper"] >= 0.9 * 3540).all()
+    assert (forecast.loc[match, "yhat_lower"] <= 1.1 * 540).all()
+    # outside the window the band is the calibrated one
+    before = match[0] - pd.Timedelta(hours=2)
+    assert forecast.loc[before, "yhat_upper"] < 600
+    again = Forecaster.from_json(model.to_json()).predict(24 * 7).set_index("ds")
+    pd.testing.assert_frame_equal(again, forecast)
 
 
 @settings(max_examples=60, deadline=None)
@@ -476,3 +498,15 @@ def test_a_forecast_big_crowd_is_warned_two_hours_before_its_first_hour() -> Non
     # without the calendar the day-ahead forecast sees no big crowd coming
     (blind,) = _event_task("zone", frame, CONFIG, [task])
     assert blind["status"] == "missed"
+
+
+def test_a_warning_for_an_event_that_drew_no_crowd_is_counted_in_vain() -> None:
+    frame = with_matches(42, boost=2000.0, weeks=(2,))  # week 5's match drew nobody
+    events = tuple(match_windows([2, 5]))
+    coming = events[-1]
+    task = {"event_id": "M5", "kind": "match", "start": coming.start, "end": coming.end}
+    (row,) = _event_task("zone", frame, replace(CONFIG, events=events), [task])
+    assert row["status"] == "warned in vain"
+    assert row["actual_peak"] < row["threshold"] <= row["forecast_peak"]
+    (blind,) = _event_task("zone", frame, CONFIG, [task])
+    assert blind["status"] == "quiet"

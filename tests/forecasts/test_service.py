@@ -120,13 +120,13 @@ def test_warnings_are_stored_sent_once_and_not_repeated(engine_dir: Path) -> Non
                 time_zone="UTC",
             ).alias("ts"),
         ).with_columns(
-            pl.lit(1200.0, pl.Float32).alias("yhat"),
-            pl.lit(800.0, pl.Float32).alias("yhat_lower"),
             pl.when(pl.int_range(pl.len()) >= 2)
             .then(1600.0)
             .otherwise(1000.0)
             .cast(pl.Float32)
-            .alias("yhat_upper"),
+            .alias("yhat"),
+            pl.lit(800.0, pl.Float32).alias("yhat_lower"),
+            pl.lit(1700.0, pl.Float32).alias("yhat_upper"),  # no event window: yhat counts
             pl.lit("prophet").alias("method"),
             pl.lit(None, pl.String).alias("fallback_reason"),
             pl.lit("test").alias("model_version"),
