@@ -230,8 +230,8 @@ def test_forecast_and_call_burst_rules_read_their_signals(warehouse: Warehouse, 
         {
             "zone_id": ["CTR-concourse"],
             "ts": [surge_day + timedelta(minutes=40)],
-            "yhat": [2500.0],
-            "yhat_upper": [3200.0],
+            "yhat": [3200.0],  # no event window: the forecast itself decides the level
+            "yhat_upper": [3900.0],
         }
     )
     warnings = early_warnings(forecast, site, now_ms)
