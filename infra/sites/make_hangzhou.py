@@ -36,9 +36,9 @@ FIRST_DAY = date(2019, 1, 1)  # the counts start at midnight on 1 January 2019 (
 ENTRY_MINUTES = 8
 EXIT_MINUTES = 3
 WORKDAY_PEAK_QUANTILE = 0.9  # the ordinary busy day: 90th percentile of the working-day peaks
-# capacity = that peak x 1.6: it sits at 62.5 % of capacity (blue), and a day-ahead forecast's
-# upper bound must be 28 % above it to reach yellow (80 %), where predicted-big-crowd alerts
-# start; the 80 % bands of the station forecasts are about that wide at the rush hours.
+# capacity = that peak x 1.6: it sits at 62.5 % of capacity (blue), and a day-ahead forecast
+# must be 28 % above it to reach yellow (80 %), where predicted-big-crowd alerts start (the
+# site declares no event windows, so the forecast itself decides, not its upper bound).
 HEADROOM = 1.6
 PLANNING_DENSITY = 1.25  # persons/m2 in a standing area, Fruin level of service C/D
 CAPACITY_STEP = 50
