@@ -125,6 +125,7 @@ def early_warnings(
                     "capacity_share": round(value / zone.capacity, 4),
                     "horizon_min": float(horizon),
                     "lead_min": round(lead_s / 60, 1),
+                    "upper_bound": float(eventful),  # 1: the band's upper bound decided
                 },
                 lead_time_s=lead_s,
             )

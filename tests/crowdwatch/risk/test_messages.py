@@ -212,6 +212,15 @@ def test_a_predicted_alert_says_how_far_ahead(site: Site) -> None:
     assert "预测:站厅付费区客流将在45分钟后达承载量的92%" in zh.text
     assert en.title.startswith("Orange warning expected in 45 min: ")
 
+    # in an event window the band's upper bound decided: a crowd that is possible, not expected
+    upper = AlertEvent(**{**event.__dict__, "values": {**event.values, "upper_bound": 1.0}})
+    zh = render(upper, site, role="station_master", lang="zh-CN")
+    en = render(upper, site, role="station_master", lang="en")
+    assert zh.title == "45分钟后可能橙色预警:中心站(1/2号线换乘) 站厅付费区"
+    assert "活动预测:站厅付费区客流在45分钟后可能达承载量的92%(预测区间上限)" in zh.text
+    assert en.title.startswith("Orange warning possible in 45 min: ")
+    assert "could reach 92% of its capacity in 45 min (the forecast's upper bound)" in en.text
+
 
 def test_an_event_without_causes_or_figures_shows_its_reason(site: Site) -> None:
     event = AlertEvent(**{**red().__dict__, "values": {"occupancy": 1.0}, "causes": ()})
