@@ -15,7 +15,9 @@ declared event window, where a crowd is what the site expects, the upper bound c
 labelled big crowds in Auckland (the forecast 29) with 11 warnings in vain over 19 quiet ones.
 
 The alert id is stable for a zone, level and predicted hour, so running the warning again on a
-newer forecast of the same crowd does not raise a second alert. Once the predicted hour is
+newer forecast of the same crowd does not raise a second alert; and while a zone's warning
+stands (`standing_levels`), the next hours at its level or below raise none either. Once the
+predicted hour is
 over, `ended_warnings` ends the alert (the live headcount decides from then on): the people
 told hear that it is lifted, and nobody is asked or reminded any more.
 """
