@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
-from forecasts.early_warning import warning_values
+from forecasts.early_warning import warning_events, warning_values
 from forecasts.model import (
     DAY_TYPES,
     WEEK,
@@ -134,31 +134,42 @@ def _score(frame: pd.DataFrame, actual: pd.Series, scale: float) -> dict[str, fl
 
 
 def _big_crowd_day(
-    train: pd.Series, forecast: pd.DataFrame, actual: pd.Series, config: ForecastConfig
+    train: pd.Series,
+    forecast: pd.DataFrame,
+    actual: pd.Series,
+    config: ForecastConfig,
+    effects: dict[str, float],
 ) -> dict[str, float]:
     """Whether the day had a big crowd and whether a predicted-big-crowd warning was raised.
 
     A big crowd is an hour above the sensor's `BIG_CROWD_QUANTILE` of its recent weeks (as for
     the labelled events); the warning compares what `warning_values` takes (the upper bound in
-    event windows, the forecast elsewhere) with that level. A day warned without a big crowd
-    is a warning in vain: the false alarm the people on duty would have been sent.
+    the windows of event kinds that raise this series, the forecast elsewhere) with that
+    level. A day warned without a big crowd is a warning in vain: the false alarm the people on
+    duty would have been sent.
     """
     recent = train[train.index >= train.index[-1] - config.history_weeks * WEEK].dropna()
     if len(recent) == 0:
         return {"big_day": np.nan, "warned_day": np.nan}
     threshold = float(recent.quantile(BIG_CROWD_QUANTILE))
     seen = actual.notna().to_numpy()
-    values = _warning_values(forecast, config)
+    values = _warning_values(forecast, config, effects)
     return {
         "big_day": float((actual.to_numpy(float)[seen] >= threshold).any()),
         "warned_day": float((values[seen] >= threshold).any()),
     }
 
 
-def _warning_values(forecast: pd.DataFrame, config: ForecastConfig) -> FloatArray:
-    """What the early warning compares with a level, for ``forecast``'s rows (``ds`` sorted)."""
+def _warning_values(
+    forecast: pd.DataFrame, config: ForecastConfig, effects: dict[str, float]
+) -> FloatArray:
+    """What the early warning compares with a level, for ``forecast``'s rows (``ds`` sorted).
+
+    As `forecasts.service.warn`: the upper bound in the windows of event kinds the model's
+    ``effects`` say raise this series, the forecast elsewhere.
+    """
     ds = pd.DatetimeIndex(forecast["ds"])
-    in_event = in_event_windows(ds, config.events, config.freq)
+    in_event = in_event_windows(ds, warning_events(config.events, effects), config.freq)
     return warning_values(forecast["yhat"], forecast["yhat_upper"], in_event)
 
 
@@ -192,7 +203,7 @@ def _backtest_key(
             train[train.index >= origin - 5 * WEEK], future, config.interval_width
         )
         row.update({f"naive_{k}": v for k, v in _score(naive, actual, scale).items() if k != "n"})
-        row.update(_big_crowd_day(train, forecast, actual, config))
+        row.update(_big_crowd_day(train, forecast, actual, config, model.effects))
         rows.append(row)
     return rows
 
@@ -445,7 +456,7 @@ def _event_task(
             rows.append({**row, "status": f"error: {exc}"})
             continue
         forecast = forecast[forecast["ds"].isin(window)]
-        values = _warning_values(forecast, config)
+        values = _warning_values(forecast, config, model.effects)
         predicted = forecast.loc[values >= threshold, "ds"]
         row.update(threshold=threshold, actual_peak=float(actual.max()))
         row["forecast_peak"] = float(values.max())

@@ -227,6 +227,7 @@ class FitResult:
     method: str | None
     seconds: float
     error: str | None = None
+    effects: dict[str, float] = field(default_factory=dict)
 
 
 def quiet_prophet_logging() -> None:
@@ -1157,7 +1158,9 @@ def _fit_one(key: str, history: pd.DataFrame, config: ForecastConfig) -> FitResu
         return FitResult(
             key, None, None, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
         )
-    return FitResult(key, text, forecaster.method, time.perf_counter() - start)
+    return FitResult(
+        key, text, forecaster.method, time.perf_counter() - start, effects=forecaster.effects
+    )
 
 
 def process_pool(processes: int) -> ProcessPoolExecutor:

@@ -40,7 +40,13 @@ from crowdwatch.settings import Settings
 from crowdwatch.site import Site
 from crowdwatch.warehouse.client import Warehouse
 from crowdwatch.workflow.loop import Responder
-from forecasts.early_warning import KIND, early_warnings, ended_warnings, standing_levels
+from forecasts.early_warning import (
+    KIND,
+    early_warnings,
+    ended_warnings,
+    standing_levels,
+    warning_events,
+)
 from forecasts.model import WEEK, EventWindow, ForecastConfig, Forecaster, day_windows, fit_many
 
 GATE_HOURS_SQL = """
@@ -199,6 +205,7 @@ def train(
                 "trained_at_ms": int(time.time() * 1000),
                 "method": result.method,
                 "config": fingerprint,
+                "effects": result.effects,
             }
             (folder / f"{zone_id}.meta.json").write_text(json.dumps(meta), encoding="utf-8")
         trained.append(Trained(zone_id, result.method, result.seconds, result.error))
@@ -250,6 +257,16 @@ def predict(
     return rows
 
 
+def _warning_events(settings: Settings, site: Site) -> dict[str, list[EventWindow]]:
+    """Per zone, the site's event windows of the kinds its headcount model found raising it."""
+    calendar = forecast_config(site).events
+    events = {}
+    for meta_file in _model_dir(settings, "headcount").glob("*.meta.json"):
+        effects = json.loads(meta_file.read_text(encoding="utf-8")).get("effects", {})
+        events[meta_file.name.removesuffix(".meta.json")] = warning_events(calendar, effects)
+    return events
+
+
 @dataclass(frozen=True)
 class Warned:
     """What one `warn` did: alerts raised, and alerts ended because their hour is over."""
@@ -270,8 +287,11 @@ def warn(
     forecast = warehouse.query(
         "SELECT zone_id, ts, yhat, yhat_upper FROM forecasts FINAL WHERE target = 'headcount'"
     )
-    calendar = forecast_config(site).events
-    events = early_warnings(forecast, site, now_ms, events=calendar) if forecast.height else []
+    events = (
+        early_warnings(forecast, site, now_ms, events=_warning_events(settings, site))
+        if forecast.height
+        else []
+    )
     # the last warning hours: a warning stands until an hour after its point, at most 2 h ahead
     since = datetime.fromtimestamp(now_ms / 1000 - 4 * 3600, UTC)
     recent = warehouse.query(

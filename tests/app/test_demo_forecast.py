@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, time
 from pathlib import Path
 
@@ -27,6 +28,9 @@ def test_the_demo_forecasts_its_event_day_and_warns_before_the_crowd(engine_dir:
         assert len(result.match_days) == len(MATCH_WEEKS)
         fitted = {t.zone_id for t in result.trained if t.method == "prophet"}
         assert fitted == set(site.gate_fed_zones)  # every gate-fed zone, with the blend
+        # the stadium's model kept what the past matches did there, for the warning to read
+        meta = settings.data_dir / "models" / "demo_forecast" / "headcount" / f"{ZONE}.meta.json"
+        assert json.loads(meta.read_text(encoding="utf-8"))["effects"]["match"] > 0
         # the forecast tables are filled: 24 hours of the event day per zone, with a band
         stored = warehouse.query(
             "SELECT zone_id, count() AS n, min(ts) AS first, countIf(yhat_lower <= yhat "

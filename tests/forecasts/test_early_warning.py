@@ -9,7 +9,7 @@ import polars as pl
 
 from crowdwatch.risk.levels import RANK
 from crowdwatch.site import load_site
-from forecasts.early_warning import early_warnings, standing_levels
+from forecasts.early_warning import early_warnings, standing_levels, warning_events
 from forecasts.model import EventWindow
 from tests.conftest import EXAMPLE_SITE
 
@@ -76,14 +76,25 @@ def test_the_upper_bound_warns_only_inside_a_declared_event_window() -> None:
     assert early_warnings(rows, SITE, NOW_MS) == []
     local = NOW.astimezone(SITE.tz).replace(tzinfo=None)  # 21:00 local
     match = EventWindow(local + timedelta(hours=2), local + timedelta(hours=4), "match")
-    (event,) = early_warnings(rows, SITE, NOW_MS, events=[match])
+    (event,) = early_warnings(rows, SITE, NOW_MS, events={"STD-concourse": [match]})
     assert event.level == "yellow"
     # the 22:00 hour ends as the match begins: the 23:00 hour is the first inside it
     assert event.lead_time_s == 120 * 60
     assert "yhat_upper (event window) 1500 people" in event.reason
     # a window that is over changes nothing
     over = EventWindow(local - timedelta(hours=3), local, "match")
-    assert early_warnings(rows, SITE, NOW_MS, events=[over]) == []
+    assert early_warnings(rows, SITE, NOW_MS, events={"STD-concourse": [over]}) == []
+    # nor does a window of another zone's
+    assert early_warnings(rows, SITE, NOW_MS, events={"CTR-concourse": [match]}) == []
+
+
+def test_a_zone_takes_the_upper_bound_only_in_windows_of_kinds_that_raised_it() -> None:
+    local = NOW.astimezone(SITE.tz).replace(tzinfo=None)
+    match, parade, fair = (
+        EventWindow(local, local + timedelta(hours=2), kind) for kind in ("match", "parade", "fair")
+    )
+    effects = {"match": 12.5, "parade": -3.0}  # a parade empties this zone; no fair seen yet
+    assert warning_events([match, parade, fair], effects) == [match]
 
 
 def test_a_warning_stands_until_an_hour_after_its_point_unless_ended() -> None:
