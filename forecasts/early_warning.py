@@ -3,10 +3,11 @@
 For each zone, the forecast over the coming ``horizon_min`` minutes is turned into the level it
 would reach (`crowdwatch.risk.levels`: share of capacity and density): the 80 % band's upper
 bound inside the site's declared event windows of the kinds that raised the zone's crowd before
-(`warning_events`), the forecast itself elsewhere (`warning_values`). When that level is at least ``min_level`` (default yellow), one "predicted
-big crowd" alert is raised: a distinct alert kind with its lead time — the time until the
-first forecast point at that level — and the horizon it falls in (30, 60 or 120 minutes). It
-goes through the same alert path and routing as the risk engine's alerts.
+(`warning_events`), the forecast itself elsewhere (`warning_values`). When that level is at
+least ``min_level`` (default yellow), one "predicted big crowd" alert is raised: a distinct
+alert kind with its lead time — the time until the first forecast point at that level — and
+the horizon it falls in (30, 60 or 120 minutes). It goes through the same alert path and
+routing as the risk engine's alerts.
 
 Why two rules: the upper bound says a crowd is possible (about one chance in ten), the forecast
 that it is expected. On ordinary days, warning on the upper bound sent people a warning in vain
