@@ -191,6 +191,7 @@ def train(
             fitted_to = pd.Timestamp(meta["last_ds"])
             if (
                 meta.get("config") == fingerprint
+                and "effects" in meta  # the warning reads them (older meta files lack them)
                 and pd.Timestamp(last) >= fitted_to
                 and pd.Timestamp(last) < fitted_to + pd.Timedelta(hours=retrain_after_h)
             ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -91,6 +92,16 @@ def test_forecast_rows_land_for_every_zone_with_history_and_training_is_incremen
         assert (band["forecast"] <= band["forecast_upper"]).all()
         # nothing new since: nothing to refit
         assert service.train(settings, warehouse, SITE, "headcount") == []
+        # a meta file without the event effects the warning reads (an older one): refit
+        meta_file = (
+            engine_dir / "models" / "forecast_history" / "headcount" / "CTR-concourse.meta.json"
+        )
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        assert meta["effects"] == {}  # the site has no events
+        meta_file.write_text(json.dumps({k: v for k, v in meta.items() if k != "effects"}))
+        refit = service.train(settings, warehouse, SITE, "headcount")
+        assert [t.zone_id for t in refit] == ["CTR-concourse"]
+        assert "effects" in json.loads(meta_file.read_text(encoding="utf-8"))
 
 
 def test_warnings_are_stored_sent_once_and_not_repeated(engine_dir: Path) -> None:
