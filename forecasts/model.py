@@ -73,6 +73,10 @@ WEEK = pd.Timedelta(days=7)
 #: Past weeks the seasonal-naive forecast and its interval look back on.
 NAIVE_WEEKS = 4
 JSON_VERSION = 5
+# A window's attendance scale is kept within [1/MAX_EVENT_SCALE, MAX_EVENT_SCALE] of its kind's
+# usual draw: the effect is fit on windows near their kind's median, so a window 10 times larger
+# (or an extra zero typed in the site file) would stretch it far past anything seen.
+MAX_EVENT_SCALE = 4.0
 DAY = timedelta(days=1)
 
 
@@ -363,7 +367,8 @@ def event_regressors(
     """One regressor per event kind on ``index``: a window's scale in the steps it overlaps.
 
     A window's scale is its attendance over the median attendance of its kind's windows that
-    have one (1 when it or its kind has none). Overlapping windows of one kind add up.
+    have one (1 when it or its kind has none), kept within 1/``MAX_EVENT_SCALE`` to
+    ``MAX_EVENT_SCALE``. Overlapping windows of one kind add up.
     """
     step = pd.Timedelta(freq)
     reference: dict[str, float] = {}
@@ -377,6 +382,7 @@ def event_regressors(
         lo = int(index.searchsorted(pd.Timestamp(event.start) - step, side="right"))
         hi = int(index.searchsorted(pd.Timestamp(event.end), side="left"))
         scale = event.attendance / reference[event.kind] if event.attendance else 1.0
+        scale = min(max(scale, 1 / MAX_EVENT_SCALE), MAX_EVENT_SCALE)
         column[lo:hi] += scale
     return columns
 

@@ -411,6 +411,21 @@ def test_attendance_scales_the_event_effect() -> None:
     assert forecast.loc[at, "yhat"] > 2 * last_match
 
 
+def test_an_implausible_attendance_is_taken_as_at_most_four_times_the_usual() -> None:
+    frame = with_matches(35, boost=1000.0)
+
+    def forecast_with(attendance: float) -> float:
+        events = (*match_windows(MATCH_WEEKS, 10_000.0), *match_windows([5], attendance))
+        model = Forecaster.fit(frame, replace(CONFIG, events=events))
+        at = pd.Timestamp(events[-1].start) + pd.Timedelta(hours=1)
+        return float(model.predict(24 * 7).set_index("ds").loc[at, "yhat"])
+
+    typo = forecast_with(1e15)  # a site file with a few zeros too many
+    assert np.isfinite(typo)
+    assert typo == pytest.approx(forecast_with(40_000.0))
+    assert typo > forecast_with(20_000.0)
+
+
 def test_an_event_kind_whose_windows_differed_widens_the_band_in_its_windows() -> None:
     frame = with_matches(35, boost=[500.0, 2000.0, 3500.0])
     events = tuple(match_windows([*MATCH_WEEKS, 5]))
