@@ -691,6 +691,13 @@ class Forecaster:
                     f"{span}, less than {config.min_history_days} days"
                 )
         if reason is None:
+            ordinary = int(_clean(recent, config).notna().sum())
+            if ordinary < WEEK / step:
+                reason = (
+                    f"only {ordinary} ordinary steps in the history (the rest are gaps, event "
+                    "windows or unusual days); the model needs a week of them"
+                )
+        if reason is None:
             try:
                 prophet, blend = _fit_blend(y, recent, config)
             except Exception as exc:  # Stan or Prophet failing on one series is data, not a bug

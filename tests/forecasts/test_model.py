@@ -6,7 +6,7 @@ import csv
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,27 @@ def test_a_long_gap_falls_back_to_seasonal_naive() -> None:
     model = Forecaster.fit(gappy, CONFIG)
     assert model.method == "seasonal_naive"
     assert model.fallback_reason is not None and "gap" in model.fallback_reason
+
+
+def test_an_event_window_over_the_whole_history_falls_back_with_a_reason() -> None:
+    frame = synthetic(28)
+    # a site file whose window was mistyped to span years: no ordinary hour is left to fit
+    window = EventWindow(
+        pd.Timestamp("2000-01-01").to_pydatetime(),
+        pd.Timestamp("2199-01-01").to_pydatetime(),
+        "expo",
+    )
+    model = Forecaster.fit(frame, replace(CONFIG, events=(window,)))
+    assert model.method == "seasonal_naive"
+    assert model.fallback_reason is not None
+    assert "only 0 ordinary steps" in model.fallback_reason
+    # a window over the last two weeks leaves two ordinary weeks: the blend is fitted
+    last = frame["ds"].iloc[-1].to_pydatetime()
+    model = Forecaster.fit(
+        frame,
+        replace(CONFIG, events=(EventWindow(last - timedelta(days=14), last, "expo"),)),
+    )
+    assert model.method == "prophet", model.fallback_reason
 
 
 def test_the_naive_forecast_repeats_last_week() -> None:
