@@ -177,6 +177,8 @@ def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
                         console.print(f"{target} {t.zone_id}: skipped, {t.skipped}")
                         continue
                     status = f"error: {t.error}" if t.error else t.method
+                    if t.fallback_reason:
+                        status = f"{status}, because {t.fallback_reason}"
                     console.print(f"{target} {t.zone_id}: {status} ({t.seconds:.2f} s)")
                 fitted = sum(t.method is not None for t in trained)
                 skipped = sum(t.skipped is not None for t in trained)

@@ -232,6 +232,7 @@ class FitResult:
     seconds: float
     error: str | None = None
     effects: dict[str, float] = field(default_factory=dict)
+    fallback_reason: str | None = None  # why the seasonal-naive forecast was fitted
 
 
 def quiet_prophet_logging() -> None:
@@ -1172,7 +1173,12 @@ def _fit_one(key: str, history: pd.DataFrame, config: ForecastConfig) -> FitResu
             key, None, None, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
         )
     return FitResult(
-        key, text, forecaster.method, time.perf_counter() - start, effects=forecaster.effects
+        key,
+        text,
+        forecaster.method,
+        time.perf_counter() - start,
+        effects=forecaster.effects,
+        fallback_reason=forecaster.fallback_reason,
     )
 
 

@@ -73,13 +73,17 @@ HISTORY_SQL = {
 
 @dataclass(frozen=True)
 class Trained:
-    """One zone's training outcome: fitted (``method``), failed (``error``) or ``skipped``."""
+    """One zone's training outcome: fitted (``method``), failed (``error``) or ``skipped``.
+
+    ``fallback_reason`` says why a fitted zone has the seasonal-naive forecast.
+    """
 
     zone_id: str
     method: str | None
     seconds: float
     error: str | None
     skipped: str | None = None
+    fallback_reason: str | None = None
 
 
 def forecast_config(site: Site, **changes: Any) -> ForecastConfig:
@@ -209,7 +213,15 @@ def train(
                 "effects": result.effects,
             }
             (folder / f"{zone_id}.meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        trained.append(Trained(zone_id, result.method, result.seconds, result.error))
+        trained.append(
+            Trained(
+                zone_id,
+                result.method,
+                result.seconds,
+                result.error,
+                fallback_reason=result.fallback_reason,
+            )
+        )
     return sorted(trained, key=lambda t: t.zone_id)
 
 

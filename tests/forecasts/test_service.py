@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from crowdwatch.warehouse.client import Warehouse
 from crowdwatch.workflow.loop import Responder
 from dashboards.macros import expand
 from forecasts import service
-from forecasts.model import Forecaster
+from forecasts.model import EventWindow, Forecaster
 from pipelines import zone_risk
 from tests.conftest import EXAMPLE_SITE
 from tests.crowdwatch.risk.test_notify import ALL_ROLES as ROLES
@@ -67,6 +68,7 @@ def test_forecast_rows_land_for_every_zone_with_history_and_training_is_incremen
         trained = service.train(settings, warehouse, SITE, "headcount")
         assert sorted(t.zone_id for t in trained) == sorted(series)
         assert all(t.error is None for t in trained)
+        assert [(t.method, t.fallback_reason) for t in trained] == [("prophet", None)] * 5
         rows = service.predict(settings, warehouse, SITE, "headcount", horizon_h=24)
         stored = warehouse.query(
             "SELECT zone_id, count() AS n, min(yhat_lower) AS low FROM forecasts FINAL "
@@ -102,6 +104,13 @@ def test_forecast_rows_land_for_every_zone_with_history_and_training_is_incremen
         refit = service.train(settings, warehouse, SITE, "headcount")
         assert [t.zone_id for t in refit] == ["CTR-concourse"]
         assert "effects" in json.loads(meta_file.read_text(encoding="utf-8"))
+        # an event window over all the history (a mistyped site file): every zone falls back
+        # to the seasonal-naive forecast, and training says why
+        forever = EventWindow(datetime(2000, 1, 1), datetime(2199, 1, 1), "expo")  # noqa: DTZ001
+        config = replace(service.forecast_config(SITE), events=(forever,))
+        naive = service.train(settings, warehouse, SITE, "headcount", config=config)
+        assert {t.method for t in naive} == {"seasonal_naive"}
+        assert all("ordinary steps" in (t.fallback_reason or "") for t in naive)
 
 
 def test_warnings_are_stored_sent_once_and_not_repeated(engine_dir: Path) -> None:
