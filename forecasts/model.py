@@ -692,15 +692,10 @@ class Forecaster:
                     f"{span}, less than {config.min_history_days} days"
                 )
         if reason is None:
-            ordinary = int(_clean(recent, config).notna().sum())
-            if ordinary < WEEK / step:
-                reason = (
-                    f"only {ordinary} ordinary steps in the history (the rest are gaps, event "
-                    "windows or unusual days); the model needs a week of them"
-                )
-        if reason is None:
             try:
                 prophet, blend = _fit_blend(y, recent, config)
+            except TooLittleHistory as exc:
+                reason = str(exc)
             except Exception as exc:  # Stan or Prophet failing on one series is data, not a bug
                 reason = f"prophet failed: {type(exc).__name__}: {exc}"
             else:
@@ -799,6 +794,10 @@ class Forecaster:
             prophet=prophet,
             blend=_blend_from_dict(payload["blend"]) if payload["blend"] else None,
         )
+
+
+class TooLittleHistory(ValueError):
+    """The history has too few ordinary observations for the blend (the reason says which)."""
 
 
 def _clean(y: pd.Series, config: ForecastConfig) -> pd.Series:
@@ -1078,6 +1077,11 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
     effects, event_bands = _event_effects(y, z, clean, config)
     train = clean[recent.index].dropna()
     step = pd.Timedelta(config.freq)
+    if len(train) < WEEK / step:
+        raise TooLittleHistory(
+            f"only {len(train)} ordinary steps in the history (the rest are gaps, event windows "
+            "or unusual days); the model needs a week of them"
+        )
     origin = recent.index[-1] + step
     # as many calibration days as the setting asks, as long as a fortnight is left before them
     # (at least 7: a short history calibrates on its last week)
@@ -1086,7 +1090,7 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
     cal_origin = origin - pd.Timedelta(days=days)
     early = train[train.index < cal_origin]
     if len(early) == 0 or early.index[-1] - early.index[0] + step < WEEK:
-        raise ValueError(
+        raise TooLittleHistory(
             f"less than a week of history before the last {days} days, which calibrate the band"
         )
     calibration = _fit_prophet(early, config)
@@ -1102,7 +1106,7 @@ def _fit_blend(y: pd.Series, recent: pd.Series, config: ForecastConfig) -> tuple
     # every observed hour counts, holidays and event hours too: they are forecast the same way
     residuals = (cal_seen - cal_mid)[np.isfinite(cal_seen)]
     if len(residuals) < 24:
-        raise ValueError(f"only {len(residuals)} observed hours to calibrate the band")
+        raise TooLittleHistory(f"only {len(residuals)} observed hours to calibrate the band")
     lower, upper = _conformal(residuals, config.calibration_level)
     model = _fit_prophet(train, config) if config.refit else calibration
     return model, _Blend(effects, lower, upper, len(residuals), weights, event_bands)
@@ -1231,6 +1235,7 @@ __all__ = [
     "FitResult",
     "ForecastConfig",
     "Forecaster",
+    "TooLittleHistory",
     "fit_many",
     "holiday_frame",
     "process_pool",
