@@ -37,6 +37,9 @@ on the transformed scale, so it widens with the level). There is no fixed wideni
 an event window the band is at least as wide as the kind's past windows strayed from its one
 effect (the conformal quantiles of those hours' residuals).
 
+The ordinary fit leaves out event windows, unusual days (holidays, bridge days) and absurd hours
+(above ``ABSURD_FACTOR`` times the series' 99th percentile: a glitch, not a crowd).
+
 A series with too little recent history or a long gap in its recent history (gaps further back
 do not matter), or one Prophet fails on, gets the weekly seasonal-naive forecast instead
 (`method` says which, `fallback_reason` why).
@@ -77,6 +80,9 @@ JSON_VERSION = 5
 # usual draw: the effect is fit on windows near their kind's median, so a window 10 times larger
 # (or an extra zero typed in the site file) would stretch it far past anything seen.
 MAX_EVENT_SCALE = 4.0
+# An ordinary hour above this many times the 99th percentile of a series' ordinary hours is a
+# glitch, not a crowd: it is left out of the fit like a gap (`_clean`).
+ABSURD_FACTOR = 100.0
 DAY = timedelta(days=1)
 
 
@@ -801,10 +807,19 @@ class TooLittleHistory(ValueError):
 
 
 def _clean(y: pd.Series, config: ForecastConfig) -> pd.Series:
-    """``y`` on the transformed scale, NaN in event windows and on unusual days."""
-    z = pd.Series(_transform(y.to_numpy(float), config.transform), index=y.index)
+    """``y`` on the transformed scale, NaN in event windows, on unusual days and where absurd.
+
+    Absurd: above ``ABSURD_FACTOR`` times the 99th percentile of the ordinary hours, a glitch
+    no crowd makes (one such hour in Prophet's weeks made its calibration fit, and with it the
+    band, millions of people wide).
+    """
     keep = usual_days(y.index, config) & ~in_event_windows(y.index, config.events, config.freq)
-    return z.where(keep)
+    ordinary = y.where(keep)
+    if ordinary.notna().any():
+        ceiling = ABSURD_FACTOR * float(np.nanquantile(ordinary.to_numpy(float), 0.99))
+        if ceiling > 0:
+            ordinary = ordinary.where(ordinary <= ceiling)
+    return pd.Series(_transform(ordinary.to_numpy(float), config.transform), index=y.index)
 
 
 def _recent_level(clean: pd.Series, origin: pd.Timestamp, config: ForecastConfig) -> float:

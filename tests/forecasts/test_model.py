@@ -150,6 +150,22 @@ def test_an_event_window_over_the_whole_history_falls_back_with_a_reason() -> No
     assert model.method == "prophet", model.fallback_reason
 
 
+@pytest.mark.parametrize("glitch", [1e6, 1e15])
+def test_an_absurd_hour_in_the_history_leaves_the_forecast_and_band_as_they_were(
+    glitch: float,
+) -> None:
+    frame = synthetic(35)
+    clean = Forecaster.fit(frame, CONFIG).predict(24 * 7)
+    # one hour 12 days back, in the weeks the calibration fit learns from: before it was left
+    # out, 1e15 made the band's upper bound 1.7e9 people
+    frame.loc[frame.index[-300], "y"] = glitch
+    model = Forecaster.fit(frame, CONFIG)
+    assert model.method == "prophet"
+    forecast = model.predict(24 * 7)
+    assert forecast["yhat"].max() <= 1.1 * clean["yhat"].max()
+    assert forecast["yhat_upper"].max() <= 1.1 * clean["yhat_upper"].max()
+
+
 def test_the_naive_forecast_repeats_last_week() -> None:
     frame = synthetic(10)
     model = Forecaster.fit(frame, CONFIG)
