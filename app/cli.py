@@ -157,11 +157,7 @@ def cmd_forecast(args: argparse.Namespace, console: Console) -> None:
     if args.forecast_command == "backtest":
         from forecasts.backtest import main as backtest_main
 
-        options = ["--origins", str(args.origins), "--every-days", str(args.every_days)]
-        options += ["--processes", str(args.processes)]
-        options += [f"--set={name}" for name in args.sets or []]
-        options += ["--sensors", str(args.sensors)] if args.sensors else []
-        backtest_main(options)
+        backtest_main(args.passed_on, prog="crowdwatch forecast backtest")
         return
     settings = _settings(args)
     site = load_site(settings.site_file)
@@ -741,22 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=cmd_forecast)
     backtest = forecast_sub.add_parser(
         "backtest",
-        help="rolling-origin backtest on the shared data sets (Hangzhou, Auckland, Dublin)",
-        description="Extra options (--history-weeks, --prophet-weight, ...) go to "
-        "python -m forecasts.backtest.",
+        help="rolling-origin backtest on the shared data sets or another city's footfall CSV",
+        add_help=False,  # every option, --help too, is passed on to python -m forecasts.backtest
     )
-    backtest.add_argument("--all", action="store_true", help="every shared set (the default)")
-    backtest.add_argument(
-        "--set", dest="sets", action="append", choices=["hangzhou", "auckland", "dublin_2023"]
-    )
-    backtest.add_argument("--sensors", type=int, help="the first N series of each set")
-    backtest.add_argument("--origins", type=int, default=21, help="origins per footfall set")
-    backtest.add_argument(
-        "--every-days", type=int, default=17, help="days between footfall origins (8: 42 in a year)"
-    )
-    backtest.add_argument("--processes", type=int, default=2)
-    _common(backtest)
-    backtest.set_defaults(func=cmd_forecast)
+    backtest.set_defaults(func=cmd_forecast, passes_on=True)
 
     run = sub.add_parser("run", help="run a pipeline on its configured input")
     run.add_argument("pipeline", help="a module of pipelines/, e.g. gate_flow")
@@ -954,7 +938,11 @@ def error_message(exc: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``crowdwatch`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, passed_on = parser.parse_known_args(argv)
+    if passed_on and not getattr(args, "passes_on", False):
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+    args.passed_on = passed_on
     console = Console(width=None if sys.stdout.isatty() else 120)
     func: Callable[[argparse.Namespace, Console], None] = args.func
     try:

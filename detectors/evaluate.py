@@ -14,8 +14,9 @@ its README), through the same code and the same `Settings` the pipelines use
 
 The last three lines are the headline: ``surges caught: <pct> %``, ``false alarms per
 sensor-week: <number>`` and ``call surge onset to alert: <hours> h`` (worst labelled storm).
-The data are development data: defaults are chosen for the general case (see README), not for
-these dates, and other cities' data will judge them too.
+``--footfall CSV --timezone TZ --country CC`` evaluates another city's hourly counts alone
+(`footfall_set`). The data are development data: defaults are chosen for the general case
+(see README), not for these dates, and other cities' data will judge them too.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
@@ -68,7 +69,7 @@ class FootfallSet:
     name: str
     csv: str
     timezone: str
-    country: str
+    country: str | None
     subdivision: str | None = None
 
 
@@ -230,32 +231,51 @@ def run_sensor(
     return SensorResult(sensor, ts, values, found, np.array(alarms, dtype=np.int64), drops)
 
 
-def evaluate_footfall(
-    settings: Settings, workers: int
-) -> tuple[list[tuple[str, bool, float | None]], dict[str, float], float]:
-    """Per labelled surge (caught, lead h); false-alarm episodes by line; ordinary sensor-weeks."""
-    surges: list[tuple[str, bool, float | None]] = []
-    lines: dict[str, float] = {}
-    weeks = 0.0
-    for data in FOOTFALL_SETS:
-        frame = read_footfall(data)
-        sensors = frame["sensor"].unique(maintain_order=True).to_list()
-        labels = read_labels(
-            DATA_DIR / Path(data.csv).parent / "labels.csv", data.timezone, sensors
+def footfall_set(
+    path: Path, timezone: str, country: str | None, subdivision: str | None = None
+) -> FootfallSet:
+    """Another city's hourly footfall CSV, in the shared sets' shape, named after its folder.
+
+    Raises:
+        ValueError: If the time zone, the country or the subdivision is unknown, or the file
+            has no ``ts_local`` column.
+    """
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {timezone!r} (an IANA name: Europe/Dublin)") from exc
+    public_holidays(country, subdivision)
+    if "ts_local" not in pl.read_csv(path, n_rows=0).columns:
+        raise ValueError(
+            f"{path}: no ts_local column (a footfall CSV has ts_local, the local hour, and one "
+            "column of counts per sensor)"
         )
-        jobs = []
-        for (sensor,), part in frame.group_by("sensor", maintain_order=True):
-            ts = part["ts_ms"].to_numpy()
-            keep = ~_outage_mask(ts, str(sensor), labels)  # an outage's zeros are missing data
-            jobs.append((str(sensor), ts[keep], part["value"].to_numpy()[keep], data, settings))
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(run_sensor, jobs, chunksize=1))
-        holidays = public_holidays(data.country, data.subdivision)
-        tz = ZoneInfo(data.timezone)
-        for result in results:
-            weeks += _judge_sensor(result, labels, holidays, tz, lines)
-        surges += _judge_surges(results, labels)
-    return surges, lines, weeks
+    return FootfallSet(path.parent.name, str(path.resolve()), timezone, country, subdivision)
+
+
+def evaluate_footfall(
+    settings: Settings, workers: int, data: FootfallSet
+) -> tuple[list[tuple[str, bool, float | None]], dict[str, float], float]:
+    """Per labelled surge (caught, lead h); false-alarm episodes by line; ordinary sensor-weeks.
+
+    A set without a ``labels.csv`` beside its CSV has no surges: all its time is ordinary.
+    """
+    frame = read_footfall(data)
+    sensors = frame["sensor"].unique(maintain_order=True).to_list()
+    label_file = DATA_DIR / Path(data.csv).parent / "labels.csv"
+    labels = read_labels(label_file, data.timezone, sensors) if label_file.exists() else []
+    jobs = []
+    for (sensor,), part in frame.group_by("sensor", maintain_order=True):
+        ts = part["ts_ms"].to_numpy()
+        keep = ~_outage_mask(ts, str(sensor), labels)  # an outage's zeros are missing data
+        jobs.append((str(sensor), ts[keep], part["value"].to_numpy()[keep], data, settings))
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(run_sensor, jobs, chunksize=1))
+    holidays = public_holidays(data.country, data.subdivision)
+    tz = ZoneInfo(data.timezone)
+    lines: dict[str, float] = {}
+    weeks = sum(_judge_sensor(result, labels, holidays, tz, lines) for result in results)
+    return _judge_surges(results, labels), lines, weeks
 
 
 def _judge_sensor(
@@ -439,11 +459,24 @@ def evaluate_hangzhou(settings: Settings, workers: int) -> tuple[int, float]:
     return sum(len(r.episodes) for r in results), span * len(results)
 
 
-def table_lines(settings: Settings, workers: int) -> list[str]:
-    """Run every evaluation and return the table's lines, the headline last."""
-    started = time.perf_counter()
-    table = Table()
-    surges, lines, weeks = evaluate_footfall(settings, workers)
+def _footfall_rows(
+    table: Table, settings: Settings, workers: int, sets: Iterable[FootfallSet]
+) -> list[str]:
+    """Add the footfall rows to ``table``; return the two footfall headline lines.
+
+    Several sets are pooled; each also gets its own false-alarm row.
+    """
+    surges: list[tuple[str, bool, float | None]] = []
+    lines: dict[str, float] = {}
+    weeks = 0.0
+    per_set: list[tuple[str, float, float]] = []
+    for data in sets:
+        its_surges, its_lines, its_weeks = evaluate_footfall(settings, workers, data)
+        surges += its_surges
+        weeks += its_weeks
+        for line, n in its_lines.items():
+            lines[line] = lines.get(line, 0.0) + n
+        per_set.append((data.name, its_lines.get("ordinary time", 0.0), its_weeks))
     judged = [(e, c, lead) for e, c, lead in surges if lead is None or not math.isnan(lead)]
     for event_id, caught, lead in surges:
         if lead is not None and math.isnan(lead):
@@ -462,6 +495,31 @@ def table_lines(settings: Settings, workers: int) -> list[str]:
     table.add("false-alarm episodes, ordinary time", f"{ordinary:.0f} in {weeks:,.0f} sensor-weeks")
     for line, n in sorted(lines.items()):
         table.add(f"alarm episodes in {line}", f"{n:.0f}")
+    for name, n, its_weeks in per_set if len(per_set) > 1 else []:
+        table.add(
+            f"  false alarms per sensor-week, {name}",
+            f"{n / max(its_weeks, 1e-9):.2f} ({n:.0f} in {its_weeks:,.0f} sensor-weeks)",
+        )
+    return [
+        f"surges caught: {100.0 * n_caught / max(len(judged), 1):.0f} %",
+        f"false alarms per sensor-week: {ordinary / max(weeks, 1e-9):.2f}",
+    ]
+
+
+def footfall_lines(settings: Settings, workers: int, data: FootfallSet) -> list[str]:
+    """The footfall evaluation of one set alone: its table's lines, the two headlines last."""
+    started = time.perf_counter()
+    table = Table()
+    headline = _footfall_rows(table, settings, workers, [data])
+    table.add("evaluated in", f"{time.perf_counter() - started:.0f} s")
+    return [*table.render().splitlines(), *headline]
+
+
+def table_lines(settings: Settings, workers: int) -> list[str]:
+    """Run every evaluation and return the table's lines, the headline last."""
+    started = time.perf_counter()
+    table = Table()
+    headline = _footfall_rows(table, settings, workers, FOOTFALL_SETS)
     call_surges, per_week, call_weeks = evaluate_calls(settings)
     for event_id, kind, hours in call_surges:
         label = f"  {event_id} ({kind})"
@@ -484,19 +542,35 @@ def table_lines(settings: Settings, workers: int) -> list[str]:
         if None in storms or not storms
         else f"{max(h for h in storms if h is not None):.1f}"
     )
-    return [
-        *table.render().splitlines(),
-        f"surges caught: {100.0 * n_caught / max(len(judged), 1):.0f} %",
-        f"false alarms per sensor-week: {ordinary / max(weeks, 1e-9):.2f}",
-        f"call surge onset to alert: {worst} h",
-    ]
+    return [*table.render().splitlines(), *headline, f"call surge onset to alert: {worst} h"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the evaluation table; exit 2 when the shared data is missing."""
     parser = argparse.ArgumentParser(prog="python -m detectors.evaluate", description=__doc__)
     parser.add_argument("--workers", type=int, default=2, help="processes for the footfall sets")
+    parser.add_argument(
+        "--footfall",
+        type=Path,
+        help="evaluate another city's hourly counts alone: a CSV of ts_local and one column per "
+        "sensor, with an optional labels.csv beside it (needs --timezone and --country)",
+    )
+    parser.add_argument("--timezone", help="with --footfall: the counts' IANA time zone")
+    parser.add_argument(
+        "--country", help="with --footfall: ISO 3166 code for public holidays ('none': none)"
+    )
+    parser.add_argument("--subdivision", help="with --footfall: a state or region code")
     args = parser.parse_args(argv)
+    if args.footfall:
+        if args.timezone is None or args.country is None:
+            parser.error("--footfall needs --timezone and --country (an ISO 3166 code, or 'none')")
+        country = None if args.country.lower() == "none" else args.country.upper()
+        try:
+            data = footfall_set(args.footfall, args.timezone, country, args.subdivision)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        print("\n".join(footfall_lines(Settings(), args.workers, data)))
+        return 0
     if not DATA_DIR.is_dir():
         print(f"error: no shared data at {DATA_DIR} (expected ../shared/data)", file=sys.stderr)
         return 2

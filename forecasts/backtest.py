@@ -5,7 +5,7 @@ the next ``horizon_hours``; the weekly seasonal-naive forecast is made from the 
 Both are scored on the same actuals.
 
     python -m forecasts.backtest [--all | --set NAME ...] [--sensors N] [--origins 21]
-        [--every-days 17]
+        [--every-days 17] [--footfall CSV --country CC]
 
 (or ``crowdwatch forecast backtest --all``) runs it on the shared sets — the Hangzhou metro
 gate counts (hourly inflow per station, the starts of the last 7 days), the Auckland and Dublin
@@ -13,6 +13,7 @@ footfall counters (day-ahead from 21 midnights spread over the last year) — wi
 then prints per set the MAE ratio against the naive overall and per origin weekday, the worst
 sensor, the 80 % band's coverage, the median fit time, and the predicted-big-crowd warnings on
 the labelled big-crowd events with their lead time, and last the two headline lines.
+``--footfall CSV --country CC`` runs the same on another city's hourly counts (`load_footfall`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, replace
+from itertools import chain
 from pathlib import Path
 from typing import Any, get_args
 
@@ -30,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
+from crowdwatch.site import public_holidays
 from forecasts.early_warning import warning_events, warning_values
 from forecasts.model import (
     DAY_TYPES,
@@ -67,6 +70,9 @@ CALENDAR_KINDS = ("surge_nye", "parade", "surge_march", "candidate_event")
 SURGE_KINDS = ("surge_nye", "parade", "surge_march", "riot", "candidate_event")
 #: A forecast point is a predicted big crowd above this quantile of the sensor's recent hours.
 BIG_CROWD_QUANTILE = 0.995
+#: The history a footfall origin needs before it: the forecaster's `min_history_days`, below
+#: which it falls back to the seasonal-naive forecast.
+ORIGIN_HISTORY = pd.Timedelta(days=ForecastConfig().min_history_days)
 #: How far ahead the early warning looks (`forecasts.early_warning`).
 WARNING_HORIZON = pd.Timedelta(minutes=120)
 
@@ -364,13 +370,37 @@ class BacktestSet:
     labels: pd.DataFrame | None = None
 
 
-def spread_origins(last_day: pd.Timestamp, count: int, every_days: int = 17) -> list[pd.Timestamp]:
+def spread_origins(
+    last_day: pd.Timestamp,
+    count: int,
+    every_days: int = 17,
+    first_day: pd.Timestamp | None = None,
+) -> list[pd.Timestamp]:
     """``count`` midnight origins, ``every_days`` apart, the last a week before ``last_day``.
 
     17 days apart, consecutive origins fall on different weekdays (17 = 2 weeks + 3 days): 21
-    origins cover every weekday three times, spread over a year.
+    origins cover every weekday three times, spread over a year. With ``first_day``, every
+    origin leaves `ORIGIN_HISTORY` of data before it: when ``count`` origins ``every_days``
+    apart do not fit, they come closer, the largest spacing that fits and is not a whole number
+    of weeks (so that they still turn through the weekdays), and when even daily ones do not
+    fit, there are as many as fit.
+
+    Raises:
+        ValueError: If the data leaves room for no origin at all.
     """
     end = last_day.normalize() - pd.Timedelta(days=7)
+    if first_day is not None:
+        earliest = (first_day + ORIGIN_HISTORY).ceil("D")
+        room = (end - earliest).days
+        if room < 0:
+            raise ValueError(
+                f"the data runs from {first_day:%Y-%m-%d} to {last_day:%Y-%m-%d}: a backtest "
+                f"needs {ORIGIN_HISTORY.days + 8} days ({ORIGIN_HISTORY.days} of history, the "
+                "forecast day and the week after it)"
+            )
+        if every_days * (count - 1) > room:
+            fitting = [s for s in range(every_days - 1, 0, -1) if s % 7 and s * (count - 1) <= room]
+            every_days, count = (fitting[0], count) if fitting else (1, room + 1)
     return [end - pd.Timedelta(days=every_days * k) for k in reversed(range(count))]
 
 
@@ -406,23 +436,69 @@ def load_set(
     if name not in files:
         raise ValueError(f"unknown backtest set {name!r}; expected one of {sorted(SETS)}")
     file, country, subdivision = files[name]
-    folder = FOOTFALL / name
-    raw = pd.read_csv(folder / file, usecols=["ts_local"])
-    last = pd.Timestamp(raw["ts_local"].iloc[-1])
-    series = footfall_series(folder / file, since=last - pd.Timedelta(days=365))
+    return load_footfall(
+        FOOTFALL / name / file,
+        country=country,
+        subdivision=subdivision,
+        sensors=sensors,
+        origins=origins,
+        every_days=every_days,
+    )
+
+
+def load_footfall(
+    path: Path | str,
+    *,
+    country: str | None,
+    subdivision: str | None = None,
+    sensors: int | None = None,
+    origins: int = 21,
+    every_days: int = 17,
+) -> BacktestSet:
+    """A footfall set from any city, in the shared data's shape, named after its folder.
+
+    The CSV has ``ts_local`` (local time, hourly) and one column of counts per sensor
+    (`footfall_series`); a ``labels.csv`` beside it (the shared sets' columns) is optional and
+    gives the event windows and the labelled big crowds.
+
+    Args:
+        path: The counts CSV.
+        country: ISO 3166 code of the site's public holidays, None for none.
+        subdivision: Its subdivision (a state or region), if the holidays differ by one.
+        sensors: The first N sensors only.
+        origins: How many origins (`spread_origins`; fewer when the data is short).
+        every_days: Days between origins.
+
+    Raises:
+        ValueError: If the file has no ``ts_local``, no sensor with 90 % of the last year's
+            hours, too few days, or the country or subdivision is unknown.
+    """
+    path = Path(path)
+    public_holidays(country, subdivision)  # an unknown code fails here, not in every fit
+    if "ts_local" not in pd.read_csv(path, nrows=0).columns:
+        raise ValueError(
+            f"{path}: no ts_local column (a footfall CSV has ts_local, the local hour, and one "
+            "column of counts per sensor)"
+        )
+    last = pd.to_datetime(pd.read_csv(path, usecols=["ts_local"])["ts_local"]).max()
+    series = footfall_series(path, since=last - pd.Timedelta(days=365))
+    if not series:
+        raise ValueError(f"{path}: no sensor has 90 % of the last year's hours")
     keys = sorted(series)[:sensors] if sensors else sorted(series)
-    labels = footfall_labels(folder / "labels.csv")
+    first = min(series[key]["ds"].min() for key in keys)
+    label_file = path.parent / "labels.csv"
+    labels = footfall_labels(label_file) if label_file.exists() else None
     config = replace(
         ForecastConfig(),
         country=country,
         subdivision=subdivision,
-        events=calendar_events(labels),
+        events=calendar_events(labels) if labels is not None else (),
     )
     return BacktestSet(
-        name,
+        path.parent.name,
         {k: series[k] for k in keys},
         config,
-        spread_origins(last, origins, every_days),
+        spread_origins(last, origins, every_days, first),
         labels,
     )
 
@@ -653,14 +729,26 @@ def run_backtest(
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Backtest the forecasts on the shared data sets and print the tables."""
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    """Backtest the forecasts on the shared data sets (or a footfall CSV) and print the tables."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     defaults = ForecastConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--set", dest="sets", action="append", choices=SETS, help="repeatable")
-    parser.add_argument("--all", action="store_true", help="every shared set (the default)")
+    parser.add_argument(
+        "--all", action="store_true", help="every shared set (the default without --footfall)"
+    )
+    parser.add_argument(
+        "--footfall",
+        type=Path,
+        help="another city's hourly counts: a CSV of ts_local and one column per sensor, with an "
+        "optional labels.csv beside it (needs --country)",
+    )
+    parser.add_argument(
+        "--country", help="with --footfall: ISO 3166 code for public holidays ('none': none)"
+    )
+    parser.add_argument("--subdivision", help="with --footfall: a state or region code")
     parser.add_argument("--sensors", type=int, default=None, help="the first N series per set")
     parser.add_argument("--origins", type=int, default=21, help="origins per footfall set")
     parser.add_argument(
@@ -694,19 +782,39 @@ def main(argv: Sequence[str] | None = None) -> None:
         "transform": args.transform,
         "day_types": args.day_types,
     }
-    names = args.sets or list(SETS)
+    names = args.sets or ([] if args.footfall and not args.all else list(SETS))
+    footfall = None
+    if args.footfall:
+        if args.country is None:
+            parser.error("--footfall needs --country (an ISO 3166 code, or 'none')")
+        try:
+            footfall = load_footfall(
+                args.footfall,
+                country=None if args.country.lower() == "none" else args.country.upper(),
+                subdivision=args.subdivision,
+                sensors=args.sensors,
+                origins=args.origins,
+                every_days=args.every_days,
+            )
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        print(
+            f"{footfall.name}: {len(footfall.series)} sensors, {len(footfall.origins)} origins "
+            f"from {footfall.origins[0]:%Y-%m-%d} to {footfall.origins[-1]:%Y-%m-%d}"
+        )
     summaries = []
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
     with Progress(*columns, TimeElapsedColumn()) as progress:
-        for name in names:
-            data = load_set(
-                name, sensors=args.sensors, origins=args.origins, every_days=args.every_days
-            )
+        shared = (
+            load_set(name, sensors=args.sensors, origins=args.origins, every_days=args.every_days)
+            for name in names
+        )
+        for data in chain(shared, [footfall] if footfall else []):
             config = replace(data.config, **changes)
             results = run_backtest(data, config, processes=args.processes, progress=progress)
             leads = event_lead_times(replace(data, config=config), args.processes)
-            summaries.append(set_summary(name, results, leads))
+            summaries.append(set_summary(data.name, results, leads))
             if args.per_sensor:
                 per_key, _ = summarise(results)
                 progress.console.print(per_key[["mae_ratio", "coverage"]].round(3).to_string())

@@ -86,6 +86,11 @@ def test_the_harness_prints_its_table_and_headline() -> None:
     for event in ("AKL-E01", "AKL-NYE2025", "DUB-E01", "DUB-E02", "DUB-NYE2022"):
         assert event in rows
     assert "SEA-E01 (storm_wind)" in rows and "SEA-E02 (heat_wave)" in rows
+    # each footfall set has its own false-alarm row, and they add up to the pooled one
+    pooled = re.search(r"false-alarm episodes, ordinary time +(\d+) in", rows)
+    per_set = re.findall(r"false alarms per sensor-week, (\w+) +[\d.]+ \((\d+) in", rows)
+    assert pooled and [name for name, _ in per_set] == ["auckland", "dublin_2023"]
+    assert sum(int(n) for _, n in per_set) == int(pooled.group(1))
 
 
 def test_hourly_counts_spread_over_their_minutes() -> None:
@@ -106,3 +111,35 @@ def test_a_storm_in_a_long_quiet_series_is_one_alert_episode() -> None:
     starts = [s for s in evaluate.burst_episodes(minutes, params) if s >= 24 * HOUR_MS]
     assert len(starts) == 1
     assert 10 * 168 + 10 <= starts[0] / HOUR_MS < 10 * 168 + 11  # within the storm's first hour
+
+
+DUBLIN = evaluate.DATA_DIR / "footfall" / "dublin_2023" / "dublin_footfall_2023_hourly.csv"
+
+
+@pytest.mark.skipif(not DUBLIN.exists(), reason=f"Dublin data not found at {DUBLIN}")
+def test_another_citys_footfall_is_evaluated_alone_with_its_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "testcity"
+    folder.mkdir()
+    sensors = ["Grafton st/Monsoon", "Henry Street/Coles Lane/Dunnes"]
+    pl.read_csv(DUBLIN, infer_schema_length=0).select("ts_local", *sensors).slice(
+        0, 24 * 120
+    ).write_csv(folder / "counts.csv")
+    argv = ["--footfall", str(folder / "counts.csv"), "--timezone", "Europe/Dublin"]
+    assert evaluate.main([*argv, "--country", "IE"]) == 0
+    unlabelled = capsys.readouterr().out.splitlines()
+    assert "footfall surges caught               0 of 0, median lead nan h" in unlabelled
+    (folder / "labels.csv").write_text(
+        "event_id,start_local,end_local,sensor_or_area,kind,source_note\n"
+        "X-1,2023-03-17 12:00,2023-03-17 14:30,Henry Street/Coles Lane/Dunnes,parade,a parade\n"
+    )
+    assert evaluate.main([*argv, "--country", "IE"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(re.match(r"  X-1 +(caught|missed)", line) for line in out)
+    assert re.fullmatch(r"surges caught: (0|100) %", out[-2])
+    assert re.fullmatch(r"false alarms per sensor-week: \d+\.\d\d", out[-1])
+    assert not any("SEA-" in line or "Hangzhou" in line for line in out)
+    with pytest.raises(SystemExit):
+        evaluate.main([*argv[:2], "--timezone", "Mars/Olympus", "--country", "IE"])
+    assert "unknown time zone 'Mars/Olympus'" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""The backtest on another city's footfall: its own CSV, calendar, labels and origins."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.cli import main as cli_main
+from forecasts.backtest import load_footfall, main, spread_origins
+from tests.conftest import SHARED_DATA
+
+DUBLIN = SHARED_DATA / "footfall" / "dublin_2023" / "dublin_footfall_2023_hourly.csv"
+SENSOR = "Grafton st/Monsoon"
+
+
+def city(folder: Path, days: int, labels: str | None = None) -> Path:
+    """A folder like another city's: ``days`` of one real Dublin sensor from 1 February."""
+    folder.mkdir()
+    raw = pd.read_csv(DUBLIN, usecols=["ts_local", SENSOR])
+    start = raw.index[raw["ts_local"] == "2023-02-01 00:00"][0]
+    path = folder / "counts.csv"
+    raw.iloc[start : start + 24 * days].to_csv(path, index=False)
+    if labels is not None:
+        (folder / "labels.csv").write_text(labels)
+    return path
+
+
+pytestmark = pytest.mark.skipif(not DUBLIN.exists(), reason=f"Dublin data not found at {DUBLIN}")
+
+
+def test_origins_come_closer_when_the_data_is_short_and_never_leave_less_than_two_weeks() -> None:
+    first, last = pd.Timestamp("2023-03-01 00:00"), pd.Timestamp("2023-06-30 23:00")
+    origins = spread_origins(last, 21, 17, first)
+    gaps = set(np.diff(np.array(origins, dtype="datetime64[D]")).astype(int))
+    assert len(origins) == 21 and len(gaps) == 1 and gaps.pop() % 7 != 0
+    assert origins[0] >= first + pd.Timedelta(days=14)
+    assert origins[-1] == pd.Timestamp("2023-06-23")
+    assert {o.day_of_week for o in origins} == set(range(7))
+    daily = spread_origins(pd.Timestamp("2023-03-31 23:00"), 21, 17, first)
+    assert daily[0] == pd.Timestamp("2023-03-15") and len(daily) == 10
+    with pytest.raises(ValueError, match="needs 22 days"):
+        spread_origins(pd.Timestamp("2023-03-15 23:00"), 21, 17, first)
+
+
+def test_another_citys_folder_brings_its_calendar_and_event_windows(tmp_path: Path) -> None:
+    labels = (
+        "event_id,start_local,end_local,sensor_or_area,kind,source_note\n"
+        f"X-1,2023-03-17 12:00,2023-03-17 14:30,{SENSOR},parade,a parade\n"
+        f"X-2,2023-03-20 09:00,2023-03-20 18:00,{SENSOR},storm,a storm\n"
+    )
+    data = load_footfall(city(tmp_path / "testcity", 60, labels), country="IE", origins=5)
+    assert data.name == "testcity" and list(data.series) == [SENSOR.strip()]
+    assert data.config.country == "IE"
+    # the parade was announced; a storm is not in a site's calendar
+    assert [(e.kind, e.start.day) for e in data.config.events] == [("parade", 17)]
+    assert len(data.origins) == 5
+    assert data.origins[0] >= pd.Timestamp("2023-02-15")
+
+
+def test_the_backtest_runs_on_another_citys_csv_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = city(tmp_path / "testcity", 35)
+    main(["--footfall", str(path), "--country", "ie", "--origins", "2", "--processes", "1"])
+    out = capsys.readouterr().out
+    assert "testcity: 1 sensors, 2 origins from 2023-02-15 to 2023-02-28" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("testcity ", "hangzhou"))]
+    assert [row[:3] for row in rows] == [["testcity", "1", "2"]]
+    worst = r"^worst MAE ratio \(set, weekday\): ([\d.]+) \(testcity, \w{3}\)$"
+    ratio = re.search(worst, out, re.M)
+    assert ratio and 0 < float(ratio.group(1)) < 5
+    assert re.search(r"^80% coverage range: [\d.]+-[\d.]+ %$", out, re.M)
+
+
+@pytest.mark.parametrize(
+    ("country", "header", "days", "message"),
+    [
+        ("XX", "ts_local", 35, "unknown country or subdivision 'XX'"),
+        (None, "ts_local", 35, "--footfall needs --country"),
+        ("IE", "time", 35, "no ts_local column"),
+        ("IE", "ts_local", 10, "a backtest needs 22 days"),
+    ],
+)
+def test_a_footfall_set_that_cannot_be_backtested_is_refused_with_the_reason(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    country: str | None,
+    header: str,
+    days: int,
+    message: str,
+) -> None:
+    path = city(tmp_path / "testcity", days)
+    path.write_text(path.read_text().replace("ts_local", header, 1))
+    argv = ["--footfall", str(path)] + (["--country", country] if country else [])
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_crowdwatch_command_passes_the_backtest_options_on_and_no_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = city(tmp_path / "testcity", 35)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["forecast", "backtest", "--footfall", str(path), "--country", "XX"])
+    assert exit_info.value.code == 2
+    assert "crowdwatch forecast backtest: error: unknown country" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["forecast", "train", "--country", "XX"])
+    assert "unrecognized arguments: --country XX" in capsys.readouterr().err
