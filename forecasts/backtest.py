@@ -318,9 +318,10 @@ def footfall_series(
 ) -> dict[str, pd.DataFrame]:
     """Hourly counts per sensor from a footfall CSV (``ts_local`` and one column per sensor).
 
-    Direction columns (names ending in `` IN`` or `` OUT``) are skipped. A sensor that reports
-    0 for 24 hours or more in a row was down: those hours count as missing. Sensors with less
-    than ``min_coverage`` of the hours since ``since`` observed are left out.
+    Direction columns (names ending in `` IN`` or `` OUT``) are skipped. A value that is not a
+    finite count of at least 0 (text, a negative error code, infinity) counts as missing, and
+    so do the hours of a sensor that reports 0 for 24 hours or more in a row: it was down.
+    Sensors with less than ``min_coverage`` of the hours since ``since`` observed are left out.
 
     Returns:
         ``ds``/``y`` frames keyed by sensor name (stripped), in key order.
@@ -332,9 +333,9 @@ def footfall_series(
     for column in raw.columns:
         if column.endswith((" IN", " OUT")) or column in ("src_date", "src_hour"):
             continue
-        y = pd.Series(pd.to_numeric(raw[column], errors="coerce").to_numpy(float), index=ds)[
-            keep.to_numpy()
-        ]
+        values = pd.to_numeric(raw[column], errors="coerce").to_numpy(float, copy=True)
+        values[~(np.isfinite(values) & (values >= 0))] = np.nan
+        y = pd.Series(values, index=ds)[keep.to_numpy()]
         y = y.reindex(pd.date_range(y.index.min(), y.index.max(), freq="1h"))
         zero = (y == 0).to_numpy()
         run_id = np.cumsum(~zero)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from app.cli import main as cli_main
-from forecasts.backtest import load_footfall, main, spread_origins
+from forecasts.backtest import footfall_series, load_footfall, main, spread_origins
 from tests.conftest import SHARED_DATA
 
 DUBLIN = SHARED_DATA / "footfall" / "dublin_2023" / "dublin_footfall_2023_hourly.csv"
@@ -113,3 +113,15 @@ def test_the_crowdwatch_command_passes_the_backtest_options_on_and_no_others(
     with pytest.raises(SystemExit):
         cli_main(["forecast", "train", "--country", "XX"])
     assert "unrecognized arguments: --country XX" in capsys.readouterr().err
+
+
+def test_values_that_are_no_counts_are_missing_hours(tmp_path: Path) -> None:
+    path = city(tmp_path / "testcity", 30)
+    lines = path.read_text().splitlines()
+    for row, bad in ((5, "-1"), (6, "inf"), (7, "n/a"), (8, "")):
+        lines[row] = lines[row].rsplit(",", 1)[0] + "," + bad
+    path.write_text("\n".join(lines) + "\n")
+    frame = footfall_series(path, min_coverage=0.5)[SENSOR]
+    assert len(frame) == 30 * 24 - 4
+    assert (frame["y"] >= 0).all() and np.isfinite(frame["y"]).all()
+    assert pd.Timestamp("2023-02-01 04:00") not in set(frame["ds"])
