@@ -783,6 +783,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
         "transform": args.transform,
         "day_types": args.day_types,
     }
+    if args.origins < 1 or args.every_days < 1:
+        parser.error("--origins and --every-days must be at least 1")
+    if (args.country or args.subdivision) and not args.footfall:
+        parser.error("--country and --subdivision go with --footfall (the shared sets know theirs)")
     names = args.sets or ([] if args.footfall and not args.all else list(SETS))
     footfall = None
     if args.footfall:

@@ -102,6 +102,22 @@ def test_a_footfall_set_that_cannot_be_backtested_is_refused_with_the_reason(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "auckland", "--country", "AU"], "--country and --subdivision go with"),
+        (["--origins", "0"], "--origins and --every-days must be at least 1"),
+    ],
+)
+def test_options_that_mean_nothing_are_refused_before_any_fit(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_the_crowdwatch_command_passes_the_backtest_options_on_and_no_others(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
