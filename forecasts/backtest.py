@@ -314,21 +314,24 @@ FOOTFALL = DEFAULT_DATA.parents[1] / "footfall"
 
 
 def footfall_series(
-    path: Path | str, *, min_coverage: float = 0.9, since: pd.Timestamp | None = None
+    path: Path | str, *, min_coverage: float = 0.9, last_days: int | None = None
 ) -> dict[str, pd.DataFrame]:
     """Hourly counts per sensor from a footfall CSV (``ts_local`` and one column per sensor).
 
     Direction columns (names ending in `` IN`` or `` OUT``) are skipped. A value that is not a
     finite count of at least 0 (text, a negative error code, infinity) counts as missing, and
     so do the hours of a sensor that reports 0 for 24 hours or more in a row: it was down.
-    Sensors with less than ``min_coverage`` of the hours since ``since`` observed are left out.
+    A row stamped after the present (year 2199) is no count either. Sensors with less than
+    ``min_coverage`` of the hours observed (of the file's last ``last_days`` days, or of all)
+    are left out.
 
     Returns:
         ``ds``/``y`` frames keyed by sensor name (stripped), in key order.
     """
     raw = pd.read_csv(path)
     ds = pd.to_datetime(raw.pop("ts_local"))
-    keep = ~ds.duplicated()
+    keep = ~ds.duplicated() & (ds <= pd.Timestamp.now())
+    since = ds[keep].max() - pd.Timedelta(days=last_days) if last_days else None
     series: dict[str, pd.DataFrame] = {}
     for column in raw.columns:
         if column.endswith((" IN", " OUT")) or column in ("src_date", "src_hour"):
@@ -481,11 +484,11 @@ def load_footfall(
             f"{path}: no ts_local column (a footfall CSV has ts_local, the local hour, and one "
             "column of counts per sensor)"
         )
-    last = pd.to_datetime(pd.read_csv(path, usecols=["ts_local"])["ts_local"]).max()
-    series = footfall_series(path, since=last - pd.Timedelta(days=365))
+    series = footfall_series(path, last_days=365)
     if not series:
         raise ValueError(f"{path}: no sensor has 90 % of the last year's hours")
     keys = sorted(series)[:sensors] if sensors else sorted(series)
+    last = max(series[key]["ds"].max() for key in series)
     first = min(series[key]["ds"].min() for key in keys)
     label_file = path.parent / "labels.csv"
     labels = footfall_labels(label_file) if label_file.exists() else None

@@ -141,3 +141,13 @@ def test_values_that_are_no_counts_are_missing_hours(tmp_path: Path) -> None:
     assert len(frame) == 30 * 24 - 4
     assert (frame["y"] >= 0).all() and np.isfinite(frame["y"]).all()
     assert pd.Timestamp("2023-02-01 04:00") not in set(frame["ds"])
+
+
+def test_a_row_from_the_future_neither_stretches_the_file_nor_refuses_it(tmp_path: Path) -> None:
+    path = city(tmp_path / "testcity", 60)
+    with path.open("a") as handle:
+        handle.write("2199-01-01 00:00,5\n")
+    data = load_footfall(path, country="IE", origins=3)
+    frame = data.series[SENSOR]
+    assert frame["ds"].max() == pd.Timestamp("2023-04-01 23:00") and len(frame) == 60 * 24
+    assert data.origins[-1] == pd.Timestamp("2023-03-25")
