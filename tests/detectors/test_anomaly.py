@@ -214,9 +214,54 @@ def test_seasonal_ignores_late_data() -> None:
     assert detector.baseline(ms(slot + timedelta(days=1, minutes=15))) == (10.0, math.sqrt(10.0))
 
 
+def three_weeks_of_nights(time_of_day_spread: float) -> SeasonalRobustBaseline:
+    """Hourly slots, three weeks: 22:00 moves by 30 % from week to week on six weekdays and
+    happens to be 100 on all three Fridays; 10:00 is 100 every day."""
+    detector = SeasonalRobustBaseline(
+        slot_minutes=60, history=3, min_history=3, time_of_day_spread=time_of_day_spread
+    )
+    for day in range(21):
+        night = 100.0 if day % 7 == 4 else (70.0, 100.0, 130.0)[day // 7]
+        for hour, value in ((10, 100.0), (22, night)):
+            detector.learn_one(Observation(ms(START + timedelta(days=day, hours=hour)), value))
+    detector.learn_one(Observation(ms(START + timedelta(days=21)), 100.0))  # closes the last slot
+    return detector
+
+
+def test_a_slot_steady_by_chance_takes_its_time_of_days_spread() -> None:
+    friday = START + timedelta(weeks=3, days=4)
+    night, morning = ms(friday + timedelta(hours=22)), ms(friday + timedelta(hours=10))
+    alone, pooled = three_weeks_of_nights(0.0), three_weeks_of_nights(1.0)
+    # Alone, Friday 22:00's three weeks agree, so the scale is the floor (10 % and sqrt(100)):
+    # 130 people is z = 3.
+    assert alone.deviation(Observation(night, 130.0)) == pytest.approx(3.0)
+    # Pooled, the median of the seven 22:00 slots' spreads is the six that moved by 30 %:
+    # 1.4826 * MAD 30 / median 100 of the level 100.
+    assert pooled.deviation(Observation(night, 130.0)) == pytest.approx(30 / (1.4826 * 30))
+    # A time of day that never moves keeps its floor.
+    assert pooled.deviation(Observation(morning, 130.0)) == pytest.approx(3.0)
+
+
+def test_a_snapshot_from_before_the_time_of_days_spread_resumes_with_it() -> None:
+    detector = three_weeks_of_nights(1.0)
+    old_state = dict(vars(detector))
+    del old_state["_day_spread"], old_state["time_of_day_spread"]
+    resumed = SeasonalRobustBaseline.__new__(SeasonalRobustBaseline)
+    resumed.__setstate__(old_state)  # what pickle.loads does with an older snapshot
+    assert resumed == detector
+    assert pickle.loads(pickle.dumps(detector)) == detector
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"slot_minutes": 7}, {"min_history": 9}, {"timezone": "Mars/Olympus"}, {"min_scale": 0.0}],
+    [
+        {"slot_minutes": 7},
+        {"min_history": 9},
+        {"timezone": "Mars/Olympus"},
+        {"min_scale": 0.0},
+        {"time_of_day_spread": -1.0},
+        {"time_of_day_spread": math.nan},
+    ],
 )
 def test_seasonal_rejects_bad_settings(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
