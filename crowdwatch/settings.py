@@ -26,8 +26,9 @@ Minutes = Annotated[tuple[Annotated[int, Field(gt=0, le=1440)], ...], NoDecode]
 class Settings(BaseSettings):
     """Settings for every crowdwatch command and pipeline."""
 
+    # No setting means anything at infinity: an anomaly floor of inf would silence every alarm.
     model_config = SettingsConfigDict(
-        env_prefix="CROWDWATCH_", env_file=".env", frozen=True, extra="ignore"
+        env_prefix="CROWDWATCH_", env_file=".env", frozen=True, extra="ignore", allow_inf_nan=False
     )
 
     data_dir: Path = Field(

@@ -42,3 +42,16 @@ def test_the_outbox_defaults_to_a_file_per_database_in_the_data_dir(tmp_path: Pa
     assert settings.outbox_dsn() == f"sqlite:///{tmp_path.resolve()}/outbox/site_a.sqlite3"
     url = "postgresql+psycopg://crowdwatch@db/crowdwatch"
     assert Settings(outbox_url=url).outbox_dsn() == url  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize(
+    "name", ["ANOMALY_RELATIVE_FLOOR", "ANOMALY_TIME_OF_DAY_SPREAD", "BURST_THRESHOLD"]
+)
+def test_a_float_setting_refuses_infinity_and_nan(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An anomaly floor of inf made every scale infinite: the zone never alarmed again.
+    monkeypatch.setenv(f"CROWDWATCH_{name}", value)
+    with pytest.raises(ValueError, match=name.lower()):
+        Settings()
