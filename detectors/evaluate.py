@@ -39,6 +39,7 @@ import numpy.typing as npt
 import polars as pl
 
 from crowdwatch.calls.counts import SITE, BurstParams, burst_scores
+from crowdwatch.footfall import local_time, read_counts
 from crowdwatch.settings import REPO_ROOT, Settings
 from crowdwatch.site import public_holidays
 from detectors.anomaly import AlertEpisodes, Observation, zone_detector
@@ -123,11 +124,15 @@ class Table:
 
 
 def local_ms(text: pl.Expr, timezone: str, *, skipped: str | None = None) -> pl.Expr:
-    """Naive local ``YYYY-MM-DD HH:MM`` text → epoch ms (UTC).
+    """Naive local ``YYYY-MM-DD HH:MM`` text (`local_time`) → epoch ms (UTC).
 
     An hour that never was (a DST gap) is null, or read ``skipped`` later (``"1h"``).
     """
-    naive = text.str.to_datetime("%Y-%m-%d %H:%M", time_unit="ms")
+    return zoned_ms(local_time(text), timezone, skipped=skipped)
+
+
+def zoned_ms(naive: pl.Expr, timezone: str, *, skipped: str | None = None) -> pl.Expr:
+    """Naive local datetimes → epoch ms (UTC); a DST gap's hour null or ``skipped`` later."""
 
     def zoned(t: pl.Expr) -> pl.Expr:
         return t.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
@@ -179,20 +184,16 @@ def read_labels(path: Path, timezone: str, sensors: Iterable[str]) -> list[Label
 
 
 def read_footfall(data: FootfallSet) -> pl.DataFrame:
-    """Hourly counts, long: ``sensor, ts_ms, value`` (totals only; missing hours left out)."""
-    wide = pl.read_csv(DATA_DIR / data.csv, infer_schema_length=0)
-    sensors = [
-        c
-        for c in wide.columns
-        if c not in ("ts_local", "src_date", "src_hour") and not c.endswith((" IN", " OUT"))
-    ]
+    """Hourly counts, long: ``sensor, ts_ms, value`` (totals only; missing hours left out).
+
+    Raises:
+        ValueError: As `read_counts` does, for a file in neither footfall shape.
+    """
     return (
-        wide.select(local_ms(pl.col("ts_local"), data.timezone).alias("ts_ms"), *sensors)
-        .unpivot(index="ts_ms", variable_name="sensor", value_name="value")
-        .with_columns(pl.col("value").cast(pl.Float64, strict=False))
+        read_counts(DATA_DIR / data.csv)
+        .select("sensor", zoned_ms(pl.col("ts_local"), data.timezone).alias("ts_ms"), "value")
         .drop_nulls()
-        .filter(pl.col("value").is_finite() & (pl.col("value") >= 0))
-        .sort("sensor", "ts_ms")
+        .sort("sensor", "ts_ms", maintain_order=True)
     )
 
 
@@ -245,11 +246,7 @@ def footfall_set(
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {timezone!r} (an IANA name: Europe/Dublin)") from exc
     public_holidays(country, subdivision)
-    if "ts_local" not in pl.read_csv(path, n_rows=0).columns:
-        raise ValueError(
-            f"{path}: no ts_local column (a footfall CSV has ts_local, the local hour, and one "
-            "column of counts per sensor)"
-        )
+    read_counts(path)  # a file in neither shape fails here, not in a worker
     return FootfallSet(path.parent.name, str(path.resolve()), timezone, country, subdivision)
 
 
@@ -553,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         "--footfall",
         type=Path,
         help="evaluate another city's hourly counts alone: a CSV of ts_local and one column per "
-        "sensor, with an optional labels.csv beside it (needs --timezone and --country)",
+        "sensor (or the columns sensor and count), with an optional labels.csv beside it (needs "
+        "--timezone and --country)",
     )
     parser.add_argument("--timezone", help="with --footfall: the counts' IANA time zone")
     parser.add_argument(

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
+from crowdwatch.footfall import read_counts
 from crowdwatch.site import public_holidays
 from forecasts.early_warning import warning_events, warning_values
 from forecasts.model import (
@@ -316,30 +317,30 @@ FOOTFALL = DEFAULT_DATA.parents[1] / "footfall"
 def footfall_series(
     path: Path | str, *, min_coverage: float = 0.9, last_days: int | None = None
 ) -> dict[str, pd.DataFrame]:
-    """Hourly counts per sensor from a footfall CSV (``ts_local`` and one column per sensor).
+    """Hourly counts per sensor from a footfall CSV, wide or long (`read_counts`).
 
-    Direction columns (names ending in `` IN`` or `` OUT``) are skipped. A value that is not a
-    finite count of at least 0 (text, a negative error code, infinity) counts as missing, and
-    so do the hours of a sensor that reports 0 for 24 hours or more in a row: it was down.
-    A row stamped after the present (year 2199) is no count either. Sensors with less than
-    ``min_coverage`` of the hours observed (of the file's last ``last_days`` days, or of all)
-    are left out.
+    A value that is no count (text, a negative error code, infinity) is a missing hour, and so
+    are the hours of a sensor that reports 0 for 24 hours or more in a row: it was down. A row
+    stamped after the present (year 2199) is no count either, and of an hour that comes twice
+    (the clocks going back) the first is kept. Sensors with less than ``min_coverage`` of the
+    hours observed (of the file's last ``last_days`` days, or of all) are left out.
 
     Returns:
-        ``ds``/``y`` frames keyed by sensor name (stripped), in key order.
+        ``ds``/``y`` frames keyed by sensor name, in key order.
+
+    Raises:
+        ValueError: As `read_counts` does, for a file in neither shape.
     """
-    raw = pd.read_csv(path)
-    ds = pd.to_datetime(raw.pop("ts_local"))
-    keep = ~ds.duplicated() & (ds <= pd.Timestamp.now())
-    since = ds[keep].max() - pd.Timedelta(days=last_days) if last_days else None
+    counts = read_counts(path)
+    if counts.is_empty():
+        return {}
+    first, last = counts["ts_local"].min(), counts["ts_local"].max()
+    hours = pd.date_range(first, last, freq="1h")
+    since = pd.Timestamp(last) - pd.Timedelta(days=last_days) if last_days else None
     series: dict[str, pd.DataFrame] = {}
-    for column in raw.columns:
-        if column.endswith((" IN", " OUT")) or column in ("src_date", "src_hour"):
-            continue
-        values = pd.to_numeric(raw[column], errors="coerce").to_numpy(float, copy=True)
-        values[~(np.isfinite(values) & (values >= 0))] = np.nan
-        y = pd.Series(values, index=ds)[keep.to_numpy()]
-        y = y.reindex(pd.date_range(y.index.min(), y.index.max(), freq="1h"))
+    for (sensor,), part in counts.group_by("sensor", maintain_order=True):
+        y = pd.Series(part["value"].to_numpy(), index=pd.DatetimeIndex(part["ts_local"].to_numpy()))
+        y = y[~y.index.duplicated()].reindex(hours)
         zero = (y == 0).to_numpy()
         run_id = np.cumsum(~zero)
         run_length = pd.Series(zero).groupby(run_id).transform("sum").to_numpy()
@@ -348,7 +349,7 @@ def footfall_series(
         if scored.notna().mean() < min_coverage:
             continue
         y = y.dropna()
-        series[column.strip()] = pd.DataFrame({"ds": y.index, "y": y.to_numpy()})
+        series[str(sensor)] = pd.DataFrame({"ds": y.index, "y": y.to_numpy()})
     return dict(sorted(series.items()))
 
 
@@ -461,9 +462,9 @@ def load_footfall(
 ) -> BacktestSet:
     """A footfall set from any city, in the shared data's shape, named after its folder.
 
-    The CSV has ``ts_local`` (local time, hourly) and one column of counts per sensor
-    (`footfall_series`); a ``labels.csv`` beside it (the shared sets' columns) is optional and
-    gives the event windows and the labelled big crowds.
+    The CSV has ``ts_local`` (local time, hourly) and either one column of counts per sensor or
+    the columns ``sensor`` and ``count`` (`footfall_series`); a ``labels.csv`` beside it (the
+    shared sets' columns) is optional and gives the event windows and the labelled big crowds.
 
     Args:
         path: The counts CSV.
@@ -474,16 +475,11 @@ def load_footfall(
         every_days: Days between origins.
 
     Raises:
-        ValueError: If the file has no ``ts_local``, no sensor with 90 % of the last year's
-            hours, too few days, or the country or subdivision is unknown.
+        ValueError: If the file is in neither shape (`read_counts`), has no sensor with 90 % of
+            the last year's hours or too few days, or the country or subdivision is unknown.
     """
     path = Path(path)
     public_holidays(country, subdivision)  # an unknown code fails here, not in every fit
-    if "ts_local" not in pd.read_csv(path, nrows=0).columns:
-        raise ValueError(
-            f"{path}: no ts_local column (a footfall CSV has ts_local, the local hour, and one "
-            "column of counts per sensor)"
-        )
     series = footfall_series(path, last_days=365)
     if not series:
         raise ValueError(f"{path}: no sensor has 90 % of the last year's hours")
@@ -746,8 +742,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument(
         "--footfall",
         type=Path,
-        help="another city's hourly counts: a CSV of ts_local and one column per sensor, with an "
-        "optional labels.csv beside it (needs --country)",
+        help="another city's hourly counts: a CSV of ts_local and one column per sensor (or the "
+        "columns sensor and count), with an optional labels.csv beside it (needs --country)",
     )
     parser.add_argument(
         "--country", help="with --footfall: ISO 3166 code for public holidays ('none': none)"

@@ -130,6 +130,13 @@ def test_another_citys_footfall_is_evaluated_alone_with_its_labels(
     assert evaluate.main([*argv, "--country", "IE"]) == 0
     unlabelled = capsys.readouterr().out.splitlines()
     assert "footfall surges caught               0 of 0, median lead nan h" in unlabelled
+    # the same counts as a long file (a row per sensor and hour) are the same hours
+    pl.read_csv(folder / "counts.csv", infer_schema_length=0).unpivot(
+        index="ts_local", variable_name="sensor", value_name="count"
+    ).write_csv(tmp_path / "long.csv")
+    wide = evaluate.read_footfall(evaluate.footfall_set(folder / "counts.csv", *argv[3:4], "IE"))
+    long = evaluate.read_footfall(evaluate.footfall_set(tmp_path / "long.csv", *argv[3:4], "IE"))
+    assert long.equals(wide) and wide["sensor"].unique().sort().to_list() == sensors
     (folder / "labels.csv").write_text(
         "event_id,start_local,end_local,sensor_or_area,kind,source_note\n"
         "X-1,2023-03-17 12:00,2023-03-17 14:30,Henry Street/Coles Lane/Dunnes,parade,a parade\n"

@@ -151,3 +151,17 @@ def test_a_row_from_the_future_neither_stretches_the_file_nor_refuses_it(tmp_pat
     frame = data.series[SENSOR]
     assert frame["ds"].max() == pd.Timestamp("2023-04-01 23:00") and len(frame) == 60 * 24
     assert data.origins[-1] == pd.Timestamp("2023-03-25")
+
+
+def test_a_long_file_backtests_the_same_series_as_its_wide_form(tmp_path: Path) -> None:
+    sensors = [SENSOR, "Henry Street/Coles Lane/Dunnes"]
+    wide = pd.read_csv(DUBLIN, usecols=["ts_local", *sensors], nrows=24 * 40)
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    long = wide.melt(id_vars="ts_local", var_name="sensor", value_name="count")
+    long.sort_values("ts_local", kind="stable").to_csv(tmp_path / "long.csv", index=False)
+    from_wide = footfall_series(tmp_path / "wide.csv")
+    from_long = footfall_series(tmp_path / "long.csv")
+    assert list(from_long) == sorted(sensors)
+    for sensor in sensors:
+        pd.testing.assert_frame_equal(from_long[sensor], from_wide[sensor])
+        assert len(from_long[sensor]) > 24 * 39

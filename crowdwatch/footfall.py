@@ -1,0 +1,100 @@
+"""Hourly footfall counts from a city's counter CSV: what the evaluations and the backtest read.
+
+The shared sets (Auckland, Dublin) and another city's files come in one of two shapes:
+
+- wide, the shared sets' own: ``ts_local`` and a column of counts per sensor (direction columns,
+  whose names end in `` IN`` or `` OUT``, and Auckland's ``src_date`` and ``src_hour`` are
+  skipped);
+- long, as many open-data portals publish counts: ``ts_local``, ``sensor`` and ``count``, one
+  row per sensor and hour (other columns are ignored).
+
+``ts_local`` is the local time without an offset: ``2023-03-26 01:00`` or
+``2023-03-26T01:00:00``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+SKIPPED_COLUMNS = frozenset({"ts_local", "src_date", "src_hour"})
+DIRECTIONS = (" IN", " OUT")
+LONG_COLUMNS = ("sensor", "count")
+MAX_REPEATS = 0.01
+"""Share of repeated times a file may have: the hour the clocks go back comes twice a year."""
+
+
+def local_time(text: pl.Expr) -> pl.Expr:
+    """Naive local ``YYYY-MM-DD HH:MM[:SS]`` text → datetime, null where it is no such time.
+
+    A ``T`` or a space may stand between the date and the time; spaces around are ignored.
+    """
+    clean = text.str.strip_chars().str.replace("T", " ", literal=True)
+    return pl.coalesce(
+        clean.str.to_datetime(fmt, strict=False, exact=True, time_unit="ms")
+        for fmt in ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+    )
+
+
+def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFrame:
+    """A footfall CSV's counts, long: ``sensor`` (its name, stripped), ``ts_local``, ``value``.
+
+    ``value`` is null where the cell is no count (text, empty, a negative error code, infinity):
+    a missing hour. A row whose time is unreadable or after ``now`` (UTC, the present by
+    default; a day's margin for the time zone) is left out: a row dated 2199 is no count.
+    Within a sensor the rows keep the file's order, so the hour the clocks go back stays
+    twice, as the file has it.
+
+    Raises:
+        ValueError: If the file has no ``ts_local`` column or no sensor, fewer than half of its
+            times are readable, or a sensor's times repeat (a long file needs ``sensor`` and
+            ``count`` columns; one that splits a sensor's hours further, by direction say,
+            needs them summed first).
+    """
+    path = Path(path)
+    raw = pl.read_csv(path, infer_schema_length=0)
+    if "ts_local" not in raw.columns:
+        raise ValueError(
+            f"{path}: no ts_local column (a footfall CSV has ts_local, the local hour, and "
+            "either a column of counts per sensor or the columns sensor and count)"
+        )
+    times = raw.select(local_time(pl.col("ts_local")))["ts_local"]
+    readable = times.is_not_null().sum()
+    if readable < len(raw) / 2:
+        example = raw["ts_local"].filter(times.is_null())[0]
+        raise ValueError(
+            f"{path}: {len(raw) - readable} of {len(raw)} rows have no readable ts_local "
+            f"(such as {example!r}; expected the local hour, as 2023-03-26 01:00)"
+        )
+    raw = raw.with_columns(times)
+    if all(name in raw.columns for name in LONG_COLUMNS):
+        long = raw.select("ts_local", pl.col("sensor").str.strip_chars(), "count")
+    else:
+        sensors = [
+            c for c in raw.columns if c not in SKIPPED_COLUMNS and not c.endswith(DIRECTIONS)
+        ]
+        if not sensors:
+            raise ValueError(f"{path}: no column of counts beside ts_local")
+        long = (
+            raw.select("ts_local", *sensors)
+            .unpivot(index="ts_local", variable_name="sensor", value_name="count")
+            .with_columns(pl.col("sensor").str.strip_chars())
+        )
+    value = pl.col("count").str.strip_chars().cast(pl.Float64, strict=False)
+    # local times: a day ahead of UTC's present is ahead of every time zone's
+    latest = (now or datetime.now(UTC)).replace(tzinfo=None) + timedelta(days=1)
+    frame = long.filter(pl.col("ts_local").is_not_null() & (pl.col("ts_local") <= latest)).select(
+        "sensor",
+        "ts_local",
+        pl.when(value.is_finite() & (value >= 0)).then(value).alias("value"),
+    )
+    repeats = len(frame) - frame.select("sensor", "ts_local").n_unique()
+    if repeats > MAX_REPEATS * len(frame):
+        raise ValueError(
+            f"{path}: {repeats} of {len(frame)} rows repeat a sensor's hour. A file with a row "
+            "per sensor and hour needs the columns ts_local, sensor and count; sum a sensor's "
+            "rows of one hour (by direction, say) first"
+        )
+    return frame
