@@ -497,8 +497,10 @@ def _footfall_rows(
             f"  false alarms per sensor-week, {name}",
             f"{n / max(its_weeks, 1e-9):.2f} ({n:.0f} in {its_weeks:,.0f} sensor-weeks)",
         )
+    # no labelled surge: nothing was caught or missed, and 0 % would say all were missed
+    caught_pct = 100.0 * n_caught / len(judged) if judged else math.nan
     return [
-        f"surges caught: {100.0 * n_caught / max(len(judged), 1):.0f} %",
+        f"surges caught: {caught_pct:.0f} %",
         f"false alarms per sensor-week: {ordinary / max(weeks, 1e-9):.2f}",
     ]
 

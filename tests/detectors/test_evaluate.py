@@ -130,6 +130,7 @@ def test_another_citys_footfall_is_evaluated_alone_with_its_labels(
     assert evaluate.main([*argv, "--country", "IE"]) == 0
     unlabelled = capsys.readouterr().out.splitlines()
     assert "footfall surges caught               0 of 0, median lead nan h" in unlabelled
+    assert unlabelled[-2] == "surges caught: nan %"  # not 0 %: none was missed
     # the same counts as a long file (a row per sensor and hour) are the same hours
     pl.read_csv(folder / "counts.csv", infer_schema_length=0).unpivot(
         index="ts_local", variable_name="sensor", value_name="count"
