@@ -54,11 +54,17 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
             needs them summed first).
     """
     path = Path(path)
-    raw = pl.read_csv(path, infer_schema_length=0)
+    try:
+        raw = pl.read_csv(path, infer_schema_length=0)
+    except pl.exceptions.PolarsError as exc:  # empty, binary, ragged beyond repair
+        raise ValueError(f"{path}: not a CSV file of counts ({exc})") from exc
     if "ts_local" not in raw.columns:
+        header = raw.columns[0] if len(raw.columns) == 1 else ""
+        other = [sep for sep in ";\t|" if sep in header]
+        hint = f"; its header is split by {other[0]!r}, not by commas" if other else ""
         raise ValueError(
             f"{path}: no ts_local column (a footfall CSV has ts_local, the local hour, and "
-            "either a column of counts per sensor or the columns sensor and count)"
+            f"either a column of counts per sensor or the columns sensor and count){hint}"
         )
     times = raw.select(local_time(pl.col("ts_local")))["ts_local"]
     readable = times.is_not_null().sum()

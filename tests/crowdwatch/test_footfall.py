@@ -75,7 +75,9 @@ def test_cells_that_are_no_counts_are_null_and_rows_without_a_time_are_left_out(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("when,a\n2023-03-01 00:00,1\n", "no ts_local column"),
+        ("when,a\n2023-03-01 00:00,1\n", r"no ts_local column \(.*count\)$"),
+        ("ts_local;a\n2023-03-01 00:00;1\n", "its header is split by ';', not by commas"),
+        ("", "not a CSV file of counts"),
         ("ts_local,src_hour\n2023-03-01 00:00,0:00-0:59\n", "no column of counts"),
         ("ts_local,a\n01/03/2023 00:00,1\n01/03/2023 01:00,2\n", "such as '01/03/2023 00:00'"),
     ],
