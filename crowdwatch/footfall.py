@@ -104,3 +104,50 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
             "rows of one hour (by direction, say) first"
         )
     return frame
+
+
+LABEL_COLUMNS = ("event_id", "start_local", "end_local", "sensor_or_area", "kind")
+
+
+def read_labels(path: Path | str) -> pl.DataFrame:
+    """A footfall set's ``labels.csv``, one row per labelled window, in the file's order.
+
+    Columns: ``event_id``, ``kind``, ``start_local`` and ``end_local`` (naive local datetimes;
+    the end hour is part of the window), ``sensor_or_area`` and ``areas``, its parts split at
+    ``;`` and stripped. Other columns (``source_note``) are kept as they are.
+
+    Raises:
+        ValueError: If a column is missing, or a row's start or end is no time or the end comes
+            before the start: it names the row, since a label left out would change a score.
+    """
+    path = Path(path)
+    try:
+        raw = pl.read_csv(path, infer_schema_length=0)
+    except pl.exceptions.PolarsError as exc:
+        raise ValueError(f"{path}: not a CSV file of labels ({exc})") from exc
+    missing = [name for name in LABEL_COLUMNS if name not in raw.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {', '.join(missing)} (a labels file has the columns "
+            f"{','.join(LABEL_COLUMNS)},source_note)"
+        )
+    frame = raw.with_columns(
+        local_time(pl.col("start_local")).alias("start"),
+        local_time(pl.col("end_local")).alias("end"),
+        pl.col("sensor_or_area")
+        .fill_null("")
+        .str.split(";")
+        .list.eval(pl.element().str.strip_chars())
+        .alias("areas"),
+    )
+    for row in frame.filter(
+        pl.col("start").is_null() | pl.col("end").is_null() | (pl.col("end") < pl.col("start"))
+    ).iter_rows(named=True):
+        raise ValueError(
+            f"{path}: label {row['event_id']!r} runs from {row['start_local'] or ''!r} to "
+            f"{row['end_local'] or ''!r}: expected two local times, as 2023-03-17 12:00, the "
+            "end not before the start"
+        )
+    return frame.drop("start_local", "end_local").rename(
+        {"start": "start_local", "end": "end_local"}
+    )

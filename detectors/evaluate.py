@@ -38,8 +38,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from crowdwatch import footfall
 from crowdwatch.calls.counts import SITE, BurstParams, burst_scores
-from crowdwatch.footfall import local_time, read_counts
 from crowdwatch.settings import REPO_ROOT, Settings
 from crowdwatch.site import public_holidays
 from detectors.anomaly import AlertEpisodes, Observation, zone_detector
@@ -124,11 +124,11 @@ class Table:
 
 
 def local_ms(text: pl.Expr, timezone: str, *, skipped: str | None = None) -> pl.Expr:
-    """Naive local ``YYYY-MM-DD HH:MM`` text (`local_time`) → epoch ms (UTC).
+    """Naive local ``YYYY-MM-DD HH:MM`` text (`crowdwatch.footfall.local_time`) → epoch ms (UTC).
 
     An hour that never was (a DST gap) is null, or read ``skipped`` later (``"1h"``).
     """
-    return zoned_ms(local_time(text), timezone, skipped=skipped)
+    return zoned_ms(footfall.local_time(text), timezone, skipped=skipped)
 
 
 def zoned_ms(naive: pl.Expr, timezone: str, *, skipped: str | None = None) -> pl.Expr:
@@ -153,16 +153,20 @@ def read_labels(path: Path, timezone: str, sensors: Iterable[str]) -> list[Label
     ``all sensors`` and ``city-wide`` mean every sensor; ``Queen Street sensors`` every sensor
     whose name holds "Queen Street"; anything else a sensor of that name (notes in brackets are
     ignored).
+
+    Raises:
+        ValueError: As `crowdwatch.footfall.read_labels` does, for a column missing or a row
+            whose times are not a window.
     """
     names = list(sensors)
-    frame = pl.read_csv(path).with_columns(
-        local_ms(pl.col("start_local"), timezone, skipped="1h").alias("start_ms"),
-        local_ms(pl.col("end_local"), timezone, skipped="1h").alias("end_ms"),
+    frame = footfall.read_labels(path).with_columns(
+        zoned_ms(pl.col("start_local"), timezone, skipped="1h").alias("start_ms"),
+        zoned_ms(pl.col("end_local"), timezone, skipped="1h").alias("end_ms"),
     )
     labels = []
     for row in frame.iter_rows(named=True):
         chosen: set[str] = set()
-        for part in str(row["sensor_or_area"]).split(";"):
+        for part in row["areas"]:
             wanted = _norm(part.split("(")[0])
             if wanted in ("all sensors", "seattle city-wide") or "city-wide" in wanted:
                 chosen.update(names)
@@ -187,10 +191,10 @@ def read_footfall(data: FootfallSet) -> pl.DataFrame:
     """Hourly counts, long: ``sensor, ts_ms, value`` (totals only; missing hours left out).
 
     Raises:
-        ValueError: As `read_counts` does, for a file in neither footfall shape.
+        ValueError: As `crowdwatch.footfall.read_counts` does, for a file in neither footfall shape.
     """
     return (
-        read_counts(DATA_DIR / data.csv)
+        footfall.read_counts(DATA_DIR / data.csv)
         .select("sensor", zoned_ms(pl.col("ts_local"), data.timezone).alias("ts_ms"), "value")
         .drop_nulls()
         .sort("sensor", "ts_ms", maintain_order=True)
@@ -238,15 +242,18 @@ def footfall_set(
     """Another city's hourly footfall CSV, in the shared sets' shape, named after its folder.
 
     Raises:
-        ValueError: If the time zone, the country or the subdivision is unknown, or the file
-            has no ``ts_local`` column.
+        ValueError: If the time zone, the country or the subdivision is unknown, the file is
+            in neither footfall shape, or the ``labels.csv`` beside it has a bad row.
     """
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {timezone!r} (an IANA name: Europe/Dublin)") from exc
     public_holidays(country, subdivision)
-    read_counts(path)  # a file in neither shape fails here, not in a worker
+    # a file in neither shape, or labels that are not windows, fail here, not in a worker
+    footfall.read_counts(path)
+    if (path.parent / "labels.csv").exists():
+        footfall.read_labels(path.parent / "labels.csv")
     return FootfallSet(path.parent.name, str(path.resolve()), timezone, country, subdivision)
 
 

@@ -31,8 +31,9 @@ from typing import Any, get_args
 import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+import polars as pl
 
-from crowdwatch.footfall import read_counts
+from crowdwatch.footfall import read_counts, read_labels
 from crowdwatch.site import public_holidays
 from forecasts.early_warning import warning_events, warning_values
 from forecasts.model import (
@@ -354,14 +355,18 @@ def footfall_series(
 
 
 def footfall_labels(path: Path | str) -> pd.DataFrame:
-    """A footfall set's ``labels.csv``: ``start``/``end`` as timestamps, ``sensors`` as lists."""
-    labels = pd.read_csv(path)
-    labels["start"] = pd.to_datetime(labels["start_local"])
-    labels["end"] = pd.to_datetime(labels["end_local"])
-    labels["sensors"] = labels["sensor_or_area"].map(
-        lambda text: [part.strip() for part in str(text).split(";")]
+    """A footfall set's ``labels.csv``: ``start``/``end`` as timestamps, ``sensors`` as lists.
+
+    Raises:
+        ValueError: As `read_labels` does, for a column missing or a row whose times are not
+            a window.
+    """
+    labels = read_labels(path).rename(
+        {"start_local": "start", "end_local": "end", "areas": "sensors"}
     )
-    return labels
+    frame = labels.with_columns(pl.col("start", "end").dt.cast_time_unit("us")).to_pandas()
+    frame["sensors"] = frame["sensors"].map(list)
+    return frame
 
 
 @dataclass(frozen=True)

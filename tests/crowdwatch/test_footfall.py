@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from crowdwatch.footfall import read_counts
+from crowdwatch.footfall import read_counts, read_labels
 from tests.conftest import SHARED_DATA
 
 DUBLIN = SHARED_DATA / "footfall" / "dublin_2023" / "dublin_footfall_2023_hourly.csv"
@@ -89,3 +89,41 @@ def test_a_file_in_neither_shape_says_what_it_lacks(
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         read_counts(path)
+
+
+LABELS_HEADER = "event_id,start_local,end_local,sensor_or_area,kind,source_note\n"
+
+
+def test_labels_read_with_their_times_and_areas(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        LABELS_HEADER + 'X-1,2023-03-17 12:00,2023-03-17T14:30:00, A st ;B st,parade,"a, b"\n'
+    )
+    label = read_labels(path).row(0, named=True)
+    assert label["start_local"] == datetime(2023, 3, 17, 12)  # noqa: DTZ001 (local, naive)
+    assert label["end_local"] == datetime(2023, 3, 17, 14, 30)  # noqa: DTZ001
+    assert label["areas"] == ["A st", "B st"] and label["source_note"] == "a, b"
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("X-1,2023-13-45 12:00,2023-03-17 14:30,all sensors,parade,", "label 'X-1' runs from"),
+        ("X-2,2023-03-17 12:00,,all sensors,parade,", "label 'X-2' runs from"),
+        ("X-3,2023-03-17 12:00,2023-03-16 12:00,all sensors,parade,", "the end not before"),
+    ],
+)
+def test_a_label_that_is_no_window_is_refused_by_name(
+    tmp_path: Path, row: str, message: str
+) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(LABELS_HEADER + "X-0,2023-03-01 00:00,2023-03-01 01:00,a,parade,\n" + row)
+    with pytest.raises(ValueError, match=message):
+        read_labels(path)
+
+
+def test_labels_without_their_columns_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("event,start,end\nX,2023-02-01,2023-02-02\n")
+    with pytest.raises(ValueError, match="no column event_id, start_local, end_local"):
+        read_labels(path)

@@ -151,3 +151,12 @@ def test_another_citys_footfall_is_evaluated_alone_with_its_labels(
     with pytest.raises(SystemExit):
         evaluate.main([*argv[:2], "--timezone", "Mars/Olympus", "--country", "IE"])
     assert "unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
+    # a label that is no window is refused before any sensor runs, not a traceback in a worker
+    (folder / "labels.csv").write_text(
+        "event_id,start_local,end_local,sensor_or_area,kind,source_note\n"
+        "X-1,2023-13-45 12:00,2023-03-17 14:30,Henry Street/Coles Lane/Dunnes,parade,a parade\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([*argv, "--country", "IE"])
+    assert exit_info.value.code == 2
+    assert "label 'X-1' runs from '2023-13-45 12:00'" in capsys.readouterr().err
