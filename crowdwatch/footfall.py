@@ -22,8 +22,10 @@ import polars as pl
 SKIPPED_COLUMNS = frozenset({"ts_local", "src_date", "src_hour"})
 DIRECTIONS = (" IN", " OUT")
 LONG_COLUMNS = ("sensor", "count")
-MAX_REPEATS = 0.01
-"""Share of repeated times a file may have: the hour the clocks go back comes twice a year."""
+MAX_ODD_SHARE = 0.01
+"""Share of rows that may repeat a sensor's hour or fall off the hour, and are then one-offs.
+
+The hour the clocks go back comes twice a year; a file with more is in another shape."""
 
 
 def local_time(text: pl.Expr) -> pl.Expr:
@@ -43,15 +45,16 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
 
     ``value`` is null where the cell is no count (text, empty, a negative error code, infinity):
     a missing hour. A row whose time is unreadable or after ``now`` (UTC, the present by
-    default; a day's margin for the time zone) is left out: a row dated 2199 is no count.
+    default; a day's margin for the time zone) is left out: a row dated 2199 is no count. So
+    is a stray row off the hour (12:30 in an hourly file).
     Within a sensor the rows keep the file's order, so the hour the clocks go back stays
     twice, as the file has it.
 
     Raises:
         ValueError: If the file has no ``ts_local`` column or no sensor, fewer than half of its
-            times are readable, or a sensor's times repeat (a long file needs ``sensor`` and
-            ``count`` columns; one that splits a sensor's hours further, by direction say,
-            needs them summed first).
+            times are readable, its times are not hourly, or a sensor's times repeat (a long
+            file needs ``sensor`` and ``count`` columns; one that splits a sensor's hours
+            further, by direction say, needs them summed first).
     """
     path = Path(path)
     try:
@@ -67,14 +70,22 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
             f"either a column of counts per sensor or the columns sensor and count){hint}"
         )
     times = raw.select(local_time(pl.col("ts_local")))["ts_local"]
-    readable = times.is_not_null().sum()
+    readable = int(times.is_not_null().sum())
     if readable < len(raw) / 2:
         example = raw["ts_local"].filter(times.is_null())[0]
         raise ValueError(
             f"{path}: {len(raw) - readable} of {len(raw)} rows have no readable ts_local "
             f"(such as {example!r}; expected the local hour, as 2023-03-26 01:00)"
         )
-    raw = raw.with_columns(times)
+    off_hour = times.dt.truncate("1h") != times
+    odd = int(off_hour.sum())
+    if odd > MAX_ODD_SHARE * readable:
+        raise ValueError(
+            f"{path}: {odd} of {readable} rows are not on the hour (such as "
+            f"{raw['ts_local'].filter(off_hour)[0]!r}): the counts must be hourly; sum them to "
+            "the hour first"
+        )
+    raw = raw.with_columns(pl.when(~off_hour).then(times).alias("ts_local"))
     if all(name in raw.columns for name in LONG_COLUMNS):
         long = raw.select("ts_local", pl.col("sensor").str.strip_chars(), "count")
     else:
@@ -97,7 +108,7 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
         pl.when(value.is_finite() & (value >= 0)).then(value).alias("value"),
     )
     repeats = len(frame) - frame.select("sensor", "ts_local").n_unique()
-    if repeats > MAX_REPEATS * len(frame):
+    if repeats > MAX_ODD_SHARE * len(frame):
         raise ValueError(
             f"{path}: {repeats} of {len(frame)} rows repeat a sensor's hour. A file with a row "
             "per sensor and hour needs the columns ts_local, sensor and count; sum a sensor's "

@@ -127,3 +127,15 @@ def test_labels_without_their_columns_are_refused(tmp_path: Path) -> None:
     path.write_text("event,start,end\nX,2023-02-01,2023-02-02\n")
     with pytest.raises(ValueError, match="no column event_id, start_local, end_local"):
         read_labels(path)
+
+
+def test_counts_by_the_quarter_hour_are_refused_and_a_stray_row_off_the_hour_is_left_out(
+    tmp_path: Path,
+) -> None:
+    month = wide_month().select("ts_local", SENSORS[0])
+    quarters = month.with_columns(pl.col("ts_local").str.replace(":00$", ":15"))
+    pl.concat([month, quarters]).write_csv(tmp_path / "quarters.csv")
+    with pytest.raises(ValueError, match=r"are not on the hour \(such as '2023-03-01 00:15'\)"):
+        read_counts(tmp_path / "quarters.csv")
+    pl.concat([month, quarters.head(1)]).write_csv(tmp_path / "stray.csv")
+    assert len(read_counts(tmp_path / "stray.csv")) == len(month)
