@@ -593,18 +593,20 @@ def simulate_history(
             else ({5: "saturday", 6: "sunday"}.get(day.weekday(), "workday"))
         )
         template = hours[name]
-        shift = datetime.combine(day, time(0), tzinfo=site.tz) - datetime.combine(
-            templates[name][0], time(0), tzinfo=site.tz
-        )
         factor = np.exp(rng.normal(0.0, noise, template.height) + rng.normal(0.0, noise / 2))
+        # the template's local hours moved to the day's, on the site's clock: a day whose clocks
+        # change has its hour twice or not at all (moved in UTC, every later hour was one off)
+        local = pl.col("ts").dt.convert_time_zone(site.site.timezone).dt.replace_time_zone(None)
         frames.append(
             template.with_columns(
-                pl.col("ts") + shift,
+                local.dt.offset_by(f"{(day - templates[name][0]).days}d")
+                .dt.replace_time_zone(site.site.timezone, ambiguous="earliest", non_existent="null")
+                .dt.convert_time_zone("UTC"),
                 *(
                     (pl.col(c).cast(pl.Float64) * factor).round().cast(pl.Int64)
                     for c in ("entries", "exits", "occupancy")
                 ),
-            )
+            ).drop_nulls("ts")
         )
     return pl.concat(frames).sort("zone_id", "ts")
 

@@ -7,13 +7,15 @@ an error names the file and the field.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
@@ -81,6 +83,16 @@ class ZoneKind(StrEnum):
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied, validated again like a loaded site file.
+
+        Pydantic's own copy skips validation and keeps the cached properties computed from the
+        old values: a site moved to another time zone kept telling the old one's time.
+        """
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        values = {**fields, **(update or {})}
+        return self.model_validate(copy.deepcopy(values) if deep else values)
 
 
 LatLon = tuple[Annotated[float, Field(ge=-90, le=90)], Annotated[float, Field(ge=-180, le=180)]]

@@ -140,13 +140,19 @@ def history(
     for (zone_id,), frame in rows.partition_by("zone_id", as_dict=True).items():
         if zone_id not in site.zone_by_id:
             continue
-        local = frame.select(
-            pl.col("hour")
-            .cast(pl.Datetime("ms", "UTC"))
-            .dt.convert_time_zone(site.site.timezone)
-            .dt.replace_time_zone(None)
-            .alias("ds"),
-            pl.col("y").cast(pl.Float64),
+        local = (
+            frame.select(
+                pl.col("hour")
+                .cast(pl.Datetime("ms", "UTC"))
+                .dt.convert_time_zone(site.site.timezone)
+                .dt.replace_time_zone(None)
+                .alias("ds"),
+                pl.col("y").cast(pl.Float64),
+            )
+            # the hour the clocks go back comes twice in local time: the larger of the two
+            .group_by("ds")
+            .agg(pl.col("y").max())
+            .sort("ds")
         )
         series[str(zone_id)] = local.to_pandas()
     return series
@@ -243,18 +249,20 @@ def predict(
         zone_id = model_file.stem
         meta = json.loads((folder / f"{zone_id}.meta.json").read_text(encoding="utf-8"))
         forecaster = Forecaster.from_json(model_file.read_text(encoding="utf-8"))
-        start = pd.Timestamp(meta["last_ds"]) + pd.Timedelta(hours=1)
-        future = pd.date_range(start, periods=horizon_h, freq="1h")
-        predicted = pl.from_pandas(forecaster.predict(future))
+        # the next hours counted in UTC, then read on the site's clock: across a change of
+        # the clocks a local hour is skipped or comes twice, never invented
+        last = pd.Timestamp(meta["last_ds"]).tz_localize(
+            site.site.timezone, ambiguous=False, nonexistent="shift_forward"
+        )
+        future = pd.date_range(last + pd.Timedelta(hours=1), periods=horizon_h, freq="1h")
+        predicted = pl.from_pandas(
+            forecaster.predict(future.tz_convert(site.site.timezone).tz_localize(None))
+        ).with_columns(pl.Series("ts", future.tz_convert("UTC")))
         frames.append(
             predicted.select(
                 pl.lit(zone_id).alias("zone_id"),
                 pl.lit(target).alias("target"),
-                pl.col("ds")
-                .cast(pl.Datetime("ms"))
-                .dt.replace_time_zone(site.site.timezone)
-                .dt.convert_time_zone("UTC")
-                .alias("ts"),
+                pl.col("ts").cast(pl.Datetime("ms", "UTC")),
                 pl.col("yhat").cast(pl.Float32),
                 pl.col("yhat_lower").cast(pl.Float32),
                 pl.col("yhat_upper").cast(pl.Float32),

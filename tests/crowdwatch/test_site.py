@@ -140,3 +140,16 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("- a list\n", encoding="utf-8")
     with pytest.raises(SiteError, match="expected a mapping"):
         load_site(bad)
+
+
+def test_a_copy_of_a_site_in_another_time_zone_tells_that_zones_time() -> None:
+    site = load_site(EXAMPLE_SITE)
+    assert str(site.tz) == "Asia/Shanghai"  # computed and cached on the original
+    info = site.site.model_copy(update={"country": "AU", "timezone": "Australia/Sydney"})
+    moved = site.model_copy(update={"site": info})
+    # before, the copy kept the cached Shanghai clock beside its Sydney time zone
+    assert str(moved.tz) == "Australia/Sydney" and moved.site.country == "AU"
+    assert moved.gate_fed_zones == site.gate_fed_zones
+    # and a copy is validated like a loaded file
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Base'"):
+        site.site.model_copy(update={"timezone": "Mars/Base"})

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -28,6 +29,10 @@ from tests.crowdwatch.risk.test_notify import site_with
 from tests.dashboards.test_dashboards import sql_of
 
 SITE = load_site(EXAMPLE_SITE)
+SYDNEY = SITE.model_copy(
+    update={"site": SITE.site.model_copy(update={"country": "AU", "timezone": "Australia/Sydney"})}
+)
+"""The example site moved to Sydney: Australia's calendar, clocks that change twice a year."""
 LAST = date(2026, 11, 19)
 
 
@@ -203,22 +208,60 @@ def test_a_site_in_australia_trains_with_its_calendar_from_gate_history_alone(
     engine_dir: Path,
 ) -> None:
     """Gate counts only (no zone state, as gate_flow writes): headcount from occupancy."""
-    info = SITE.site.model_copy(update={"country": "AU", "timezone": "Australia/Sydney"})
-    site = SITE.model_copy(update={"site": info})
+    site = SYDNEY
     settings = Settings(data_dir=engine_dir, clickhouse_database="forecast_au")
     australia_day = date(2026, 1, 26)  # a Monday; a public holiday in every state
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
         warehouse.migrate()
         warehouse.insert("zone_metrics", history_rows(site, australia_day, default_surge()))
-        midnight = datetime.combine(australia_day, time(0), tzinfo=site.tz)
+        # from the Sunday before: Sunday, Australia Day, Tuesday
+        midnight = datetime.combine(australia_day - timedelta(days=1), time(0), tzinfo=site.tz)
         trained = service.train(settings, warehouse, site, "headcount", until=midnight)
         assert {t.zone_id for t in trained if t.method == "prophet"} == set(site.gate_fed_zones)
         model_file = settings.data_dir / "models" / "forecast_au" / "headcount"
         model = Forecaster.from_json((model_file / "CTR-concourse.json").read_text("utf-8"))
         assert (model.config.country, model.config.subdivision) == ("AU", None)
-        rows = service.predict(settings, warehouse, site, "headcount", horizon_h=48)
+        rows = service.predict(settings, warehouse, site, "headcount", horizon_h=72)
         ctr = rows.filter(pl.col("zone_id") == "CTR-concourse").sort("ts")
-        monday, tuesday = ctr["yhat"][:24].sum(), ctr["yhat"][24:].sum()
-        # Australia Day is a day off: forecast like a Sunday, well below the Tuesday after
-        assert monday < 0.8 * tuesday
+        sunday, monday, tuesday = (ctr["yhat"][k : k + 24].sum() for k in (0, 24, 48))
+        # Australia Day is a day off: forecast like the Sunday, not like the Tuesday after
+        # (without the calendar it is a working Monday: 13,099 against 10,032 and 13,032)
+        assert abs(monday - sunday) < 0.5 * abs(monday - tuesday)
         assert ctr["ts"][0] == midnight
+
+
+def test_a_site_whose_clocks_change_trains_and_forecasts_across_the_change(
+    engine_dir: Path,
+) -> None:
+    """Sydney's clocks go back on 5 April 2026 (02:00 twice) and forward on 4 October (none)."""
+    site = SYDNEY
+    settings = Settings(data_dir=engine_dir, clickhouse_database="forecast_dst")
+    zone = "CTR-concourse"
+    with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
+        warehouse.migrate()
+        rows = pl.concat(
+            history_rows(site, day, default_surge())
+            for day in (date(2026, 4, 20), date(2026, 10, 3))
+        )
+        # the second 02:00 of 5 April (16:00 UTC), as a pipeline writes every hour
+        first = rows.filter((pl.col("zone_id") == zone) & (pl.col("ts").dt.hour() == 15))
+        first = first.filter(pl.col("ts").dt.date() == date(2026, 4, 4))
+        second = first.with_columns(
+            pl.col("ts").dt.offset_by("1h"), pl.lit(999, pl.UInt32).alias("occupancy")
+        )
+        warehouse.insert("zone_metrics", pl.concat([rows, second]))
+        series = service.history(warehouse, site, "headcount")[zone]
+        # before: 02:00 of 5 April twice, and every later training failed ("duplicate ds")
+        assert series["ds"].is_unique
+        assert series.set_index("ds")["y"][pd.Timestamp("2026-04-05 02:00")] == 999
+        for until in (date(2026, 4, 4), date(2026, 4, 20), date(2026, 10, 3)):
+            midnight = datetime.combine(until, time(0), tzinfo=site.tz)
+            trained = service.train(settings, warehouse, site, "headcount", until=midnight)
+            assert {t.method for t in trained if t.zone_id == zone} == {"prophet"}
+            rows = service.predict(settings, warehouse, site, "headcount", horizon_h=48)
+            ts = rows.filter(pl.col("zone_id") == zone).sort("ts")["ts"]
+            # 48 hours on the clock of the world, none skipped or doubled, from midnight
+            assert ts[0] == midnight and ts.diff().drop_nulls().unique().to_list() == [
+                timedelta(hours=1)
+            ]
+            assert len(ts) == 48
