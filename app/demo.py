@@ -267,10 +267,11 @@ def who_was_told(deliveries: pl.DataFrame) -> dict[tuple[str, str, datetime], st
 
     ``deliveries`` are rows of `DELIVERIES_SQL`; roles are grouped by outcome, reached first.
     """
-    told: dict[tuple[str, str, datetime], dict[str, list[str]]] = {}
+    told: dict[tuple[str, str, datetime], dict[str, dict[str, None]]] = {}
     for row in deliveries.iter_rows(named=True):
         outcomes = told.setdefault((row["alert_id"], row["event"], row["ts"]), {})
-        outcomes.setdefault(row["status"], []).append(row["role"].replace("_", " "))
+        # a role with several contacts or channels is one name in the line
+        outcomes.setdefault(row["status"], {})[row["role"].replace("_", " ")] = None
     return {
         key: "; ".join(
             f"{OUTCOMES.get(status, status)}: {', '.join(roles)}"

@@ -98,11 +98,18 @@ def test_who_was_told_puts_the_reached_first_and_groups_the_rest_by_why() -> Non
     at = datetime(2026, 11, 20, 13, 45, tzinfo=UTC)
     rows = pl.DataFrame(
         {
-            "alert_id": ["a"] * 4,
-            "event": ["escalated"] * 4,
-            "ts": [at] * 4,
-            "role": ["local_police", "station_master", "street_office", "transit_police"],
-            "status": ["no_contact", "retry", "no_contact", "delivered"],
+            "alert_id": ["a"] * 5,
+            "event": ["escalated"] * 5,
+            "ts": [at] * 5,
+            # the transit police reached on two channels: named once
+            "role": [
+                "local_police",
+                "station_master",
+                "street_office",
+                "transit_police",
+                "transit_police",
+            ],
+            "status": ["no_contact", "retry", "no_contact", "delivered", "delivered"],
         }
     )
     assert who_was_told(rows) == {
