@@ -594,8 +594,9 @@ def simulate_history(
         )
         template = hours[name]
         factor = np.exp(rng.normal(0.0, noise, template.height) + rng.normal(0.0, noise / 2))
-        # the template's local hours moved to the day's, on the site's clock: a day whose clocks
-        # change has its hour twice or not at all (moved in UTC, every later hour was one off)
+        # the template's local hours moved to the day's, on the site's clock (moved in UTC, every
+        # hour after a change of the clocks was one off); the hour that never was is left out,
+        # the one that comes twice is simulated once
         local = pl.col("ts").dt.convert_time_zone(site.site.timezone).dt.replace_time_zone(None)
         frames.append(
             template.with_columns(

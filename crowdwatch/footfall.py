@@ -151,9 +151,11 @@ def read_labels(path: Path | str) -> pl.DataFrame:
         .list.eval(pl.element().str.strip_chars())
         .alias("areas"),
     )
-    for row in frame.filter(
+    bad = frame.filter(
         pl.col("start").is_null() | pl.col("end").is_null() | (pl.col("end") < pl.col("start"))
-    ).iter_rows(named=True):
+    )
+    if not bad.is_empty():
+        row = bad.row(0, named=True)
         raise ValueError(
             f"{path}: label {row['event_id']!r} runs from {row['start_local'] or ''!r} to "
             f"{row['end_local'] or ''!r}: expected two local times, as 2023-03-17 12:00, the "
