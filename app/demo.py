@@ -358,9 +358,9 @@ def malformed(records: pl.DataFrame, share: float, seed: int) -> pl.DataFrame:
 
 
 def local_day_bounds(site: Site, day: date) -> tuple[datetime, datetime]:
-    """The UTC start and end of a local day at the site."""
-    start = datetime(day.year, day.month, day.day, tzinfo=site.tz).astimezone(UTC)
-    return start, start + timedelta(days=1)
+    """The UTC start and end of a local day at the site (23 or 25 hours when the clocks change)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=site.tz)
+    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
 
 
 def zone_peaks(warehouse: Warehouse, start: datetime, end: datetime) -> pl.DataFrame:
