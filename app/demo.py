@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -357,12 +357,6 @@ def malformed(records: pl.DataFrame, share: float, seed: int) -> pl.DataFrame:
     ).drop("_i")
 
 
-def local_day_bounds(site: Site, day: date) -> tuple[datetime, datetime]:
-    """The UTC start and end of a local day at the site (23 or 25 hours when the clocks change)."""
-    start = datetime(day.year, day.month, day.day, tzinfo=site.tz)
-    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
-
-
 def zone_peaks(warehouse: Warehouse, start: datetime, end: datetime) -> pl.DataFrame:
     """Per zone: peak occupancy and when it first crossed 80 % and 100 % of capacity."""
     return warehouse.query(PEAKS_SQL, {"start": start, "end": end})
@@ -496,7 +490,7 @@ def run_demo(settings: Settings, console: Console, *, day: date, lang: str = "zh
     )
     replay_demo_day(settings, site, batches)
 
-    start, end = local_day_bounds(site, day)
+    start, end = site.day_bounds(day)
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
         console.print(
             f"simulating {HISTORY_WEEKS} weeks of history before {day} and forecasting the "

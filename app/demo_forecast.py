@@ -13,7 +13,7 @@ have had.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 from rich.console import Console
@@ -99,11 +99,13 @@ def early_warning(
     warehouse.insert("zone_metrics", rows)
     matches = [day - timedelta(weeks=k) for k in MATCH_WEEKS]
     calendar = with_matches(site, [*sorted(matches), day], surge)
-    midnight = datetime.combine(day, time(0), tzinfo=site.tz)
+    # the day in real time: 23 or 25 hours when the clocks change
+    midnight, end = site.day_bounds(day)
     trained = service.train(settings, warehouse, calendar, TARGET, until=midnight)
-    forecast = service.predict(settings, warehouse, calendar, TARGET, horizon_h=24)
+    hours = (end - midnight) // timedelta(hours=1)
+    forecast = service.predict(settings, warehouse, calendar, TARGET, horizon_h=hours)
     now = midnight
-    while now < midnight + timedelta(days=1):
+    while now < end:
         now_ms = int(now.timestamp() * 1000)
         service.warn(settings, warehouse, calendar, now_ms, notify=settings.notify == "on")
         now += WARN_EVERY
@@ -111,7 +113,7 @@ def early_warning(
         "SELECT ts, zone_id, level, reason FROM alerts FINAL WHERE kind = {kind:String} "
         "AND event = 'opened' AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)} "
         "ORDER BY ts, zone_id",
-        {"kind": KIND, "start": midnight, "end": midnight + timedelta(days=1)},
+        {"kind": KIND, "start": midnight, "end": end},
     )
     return EarlyWarning(HISTORY_WEEKS * 7, tuple(sorted(matches)), trained, forecast.height, alerts)
 

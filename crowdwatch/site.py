@@ -11,7 +11,7 @@ import copy
 import hashlib
 from collections import Counter
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache, cached_property
 from pathlib import Path
@@ -814,6 +814,11 @@ class Site(_Model):
     def tz(self) -> ZoneInfo:
         """The site's local time zone."""
         return ZoneInfo(self.site.timezone)
+
+    def day_bounds(self, day: date) -> tuple[datetime, datetime]:
+        """The UTC start and end of a local day (23 or 25 hours when the clocks change)."""
+        start = datetime.combine(day, time(0), tzinfo=self.tz)
+        return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
 
     @cached_property
     def zone_by_id(self) -> dict[str, Zone]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bytewax.operators as op
@@ -15,13 +15,10 @@ from app.demo import (
     DELIVERIES_SQL,
     BatchSource,
     Signal,
-    local_day_bounds,
     time_slices,
     who_was_told,
 )
 from crowdwatch.isotime import epoch_ms
-from crowdwatch.site import load_site
-from tests.conftest import EXAMPLE_SITE
 from tests.demo_day import DemoWarehouse
 
 TZ = "Asia/Shanghai"
@@ -83,7 +80,7 @@ def test_batch_source_emits_the_batches_in_order() -> None:
 def test_the_timeline_says_who_was_reached_and_the_example_site_reaches_nobody(
     demo_day: DemoWarehouse,
 ) -> None:
-    start, end = local_day_bounds(demo_day.site, demo_day.demo.day)
+    start, end = demo_day.site.day_bounds(demo_day.demo.day)
     alerts = demo_day.warehouse.query(ALERTS_SQL, {"start": start, "end": end})
     told = who_was_told(demo_day.warehouse.query(DELIVERIES_SQL, {"start": start, "end": end}))
     red = alerts.filter(pl.col("level") == "red").row(0, named=True)
@@ -120,16 +117,3 @@ def test_who_was_told_puts_the_reached_first_and_groups_the_rest_by_why() -> Non
             "still trying: station master"
         )
     }
-
-
-def test_a_local_day_is_as_long_as_the_sites_clock_makes_it() -> None:
-    site = load_site(EXAMPLE_SITE)
-    start, end = local_day_bounds(site, date(2026, 4, 5))
-    assert (start, end - start) == (datetime(2026, 4, 4, 16, tzinfo=UTC), timedelta(hours=24))
-    info = site.site.model_copy(update={"timezone": "Australia/Sydney"})
-    sydney = site.model_copy(update={"site": info})
-    # the clocks go back on 5 April 2026 and forward on 4 October
-    for day, hours in ((date(2026, 4, 5), 25), (date(2026, 10, 4), 23), (date(2026, 6, 1), 24)):
-        start, end = local_day_bounds(sydney, day)
-        assert end - start == timedelta(hours=hours), day
-        assert end == local_day_bounds(sydney, day + timedelta(days=1))[0]

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 
-from app.demo import ALERTS_SQL, local_day_bounds
+from app.demo import ALERTS_SQL
 from app.report.queries import build_report
 from app.response_demo import run_response_loop
 from crowdwatch.settings import Settings
@@ -30,7 +30,7 @@ def test_duty_staff_acknowledge_one_misses_and_the_duty_chief_is_called(
     escalated: str,
     tapped: str,
 ) -> None:
-    start, end = local_day_bounds(demo_day.site, DAY)
+    start, end = demo_day.site.day_bounds(DAY)
     alerts = demo_day.warehouse.query(ALERTS_SQL, {"start": start, "end": end})
     out = io.StringIO()
     summary = run_response_loop(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -153,3 +153,17 @@ def test_a_copy_of_a_site_in_another_time_zone_tells_that_zones_time() -> None:
     # and a copy is validated like a loaded file
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Base'"):
         site.site.model_copy(update={"timezone": "Mars/Base"})
+
+
+def test_a_local_day_is_as_long_as_the_sites_clock_makes_it() -> None:
+    site = load_site(EXAMPLE_SITE)
+    start, end = site.day_bounds(date(2026, 4, 5))
+    assert (start, end - start) == (datetime(2026, 4, 4, 16, tzinfo=UTC), timedelta(hours=24))
+    sydney = site.model_copy(
+        update={"site": site.site.model_copy(update={"timezone": "Australia/Sydney"})}
+    )
+    # the clocks go back on 5 April 2026 and forward on 4 October
+    for day, hours in ((date(2026, 4, 5), 25), (date(2026, 10, 4), 23), (date(2026, 6, 1), 24)):
+        start, end = sydney.day_bounds(day)
+        assert end - start == timedelta(hours=hours), day
+        assert end == sydney.day_bounds(day + timedelta(days=1))[0]
