@@ -250,7 +250,8 @@ def footfall_set(
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {timezone!r} (an IANA name: Europe/Dublin)") from exc
     public_holidays(country, subdivision)
-    # a file in neither shape, or labels that are not windows, fail here, not in a worker
+    # a file in neither shape, or labels that are not windows, fail here as a command-line
+    # error; the evaluation reads the file again (a second or less for a city's year)
     footfall.read_counts(path)
     if (path.parent / "labels.csv").exists():
         footfall.read_labels(path.parent / "labels.csv")
