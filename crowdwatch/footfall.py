@@ -19,6 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
+from crowdwatch.settings import Settings
+
 SKIPPED_COLUMNS = frozenset({"ts_local", "src_date", "src_hour"})
 DIRECTIONS = (" IN", " OUT")
 LONG_COLUMNS = ("sensor", "count")
@@ -26,6 +28,10 @@ MAX_ODD_SHARE = 0.01
 """Share of rows that may repeat a sensor's hour or fall off the hour, and are then one-offs.
 
 The hour the clocks go back comes twice a year; a file with more is in another shape."""
+MAX_HOURLY_COUNT = 60 * int(Settings.model_fields["max_station_per_min"].default)
+"""The most people one counter can count in an hour: what a whole station passes at the most
+(`Settings.max_station_per_min`, the gate pipeline's bound, for an hour). More is a sensor's
+error code or a corrupt cell (1e15), not a crowd."""
 
 
 def local_time(text: pl.Expr) -> pl.Expr:
@@ -43,10 +49,10 @@ def local_time(text: pl.Expr) -> pl.Expr:
 def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFrame:
     """A footfall CSV's counts, long: ``sensor`` (its name, stripped), ``ts_local``, ``value``.
 
-    ``value`` is null where the cell is no count (text, empty, a negative error code, infinity):
-    a missing hour. A row whose time is unreadable or after ``now`` (UTC, the present by
-    default; a day's margin for the time zone) is left out: a row dated 2199 is no count. So
-    is a stray row off the hour (12:30 in an hourly file).
+    ``value`` is null where the cell is no count (text, empty, a negative error code, infinity,
+    more than `MAX_HOURLY_COUNT`): a missing hour. A row whose time is unreadable or after
+    ``now`` (UTC, the present by default; a day's margin for the time zone) is left out: a row
+    dated 2199 is no count. So is a stray row off the hour (12:30 in an hourly file).
     Within a sensor the rows keep the file's order, so the hour the clocks go back stays
     twice, as the file has it.
 
@@ -105,7 +111,9 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
     frame = long.filter(pl.col("ts_local").is_not_null() & (pl.col("ts_local") <= latest)).select(
         "sensor",
         "ts_local",
-        pl.when(value.is_finite() & (value >= 0)).then(value).alias("value"),
+        pl.when(value.is_finite() & value.is_between(0, MAX_HOURLY_COUNT))
+        .then(value)
+        .alias("value"),
     )
     repeats = len(frame) - frame.select("sensor", "ts_local").n_unique()
     if repeats > MAX_ODD_SHARE * len(frame):

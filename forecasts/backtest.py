@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, get_args
@@ -317,28 +317,30 @@ FOOTFALL = DEFAULT_DATA.parents[1] / "footfall"
 
 def footfall_series(
     path: Path | str, *, min_coverage: float = 0.9, last_days: int | None = None
-) -> dict[str, pd.DataFrame]:
+) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
     """Hourly counts per sensor from a footfall CSV, wide or long (`read_counts`).
 
-    A value that is no count (text, a negative error code, infinity) is a missing hour, and so
-    are the hours of a sensor that reports 0 for 24 hours or more in a row: it was down. A row
-    stamped after the present (year 2199) is no count either, and of an hour that comes twice
-    (the clocks going back) the first is kept. Sensors with less than ``min_coverage`` of the
-    hours observed (of the file's last ``last_days`` days, or of all) are left out.
+    A value that is no count (text, a negative error code, infinity, 1e15) is a missing hour,
+    and so are the hours of a sensor that reports 0 for 24 hours or more in a row: it was down.
+    A row stamped after the present (year 2199) is no count either, and of an hour that comes
+    twice (the clocks going back) the first is kept. Sensors with less than ``min_coverage`` of
+    the hours observed (of the file's last ``last_days`` days, or of all) are left out.
 
     Returns:
-        ``ds``/``y`` frames keyed by sensor name, in key order.
+        ``ds``/``y`` frames keyed by sensor name, in key order; and the sensors left out, with
+        the share of the hours they observed.
 
     Raises:
         ValueError: As `read_counts` does, for a file in neither shape.
     """
     counts = read_counts(path)
     if counts.is_empty():
-        return {}
+        return {}, {}
     first, last = counts["ts_local"].min(), counts["ts_local"].max()
     hours = pd.date_range(first, last, freq="1h")
     since = pd.Timestamp(last) - pd.Timedelta(days=last_days) if last_days else None
     series: dict[str, pd.DataFrame] = {}
+    left_out: dict[str, float] = {}
     for (sensor,), part in counts.group_by("sensor", maintain_order=True):
         y = pd.Series(part["value"].to_numpy(), index=pd.DatetimeIndex(part["ts_local"].to_numpy()))
         y = y[~y.index.duplicated()].reindex(hours)
@@ -348,10 +350,11 @@ def footfall_series(
         y[zero & (run_length >= 24)] = np.nan
         scored = y if since is None else y[y.index >= since]
         if scored.notna().mean() < min_coverage:
+            left_out[str(sensor)] = float(scored.notna().mean())
             continue
         y = y.dropna()
         series[str(sensor)] = pd.DataFrame({"ds": y.index, "y": y.to_numpy()})
-    return dict(sorted(series.items()))
+    return dict(sorted(series.items())), left_out
 
 
 def footfall_labels(path: Path | str) -> pd.DataFrame:
@@ -378,6 +381,8 @@ class BacktestSet:
     config: ForecastConfig
     origins: list[pd.Timestamp]
     labels: pd.DataFrame | None = None
+    left_out: dict[str, float] = field(default_factory=dict)
+    """Sensors of the file left out, with the share of the last year's hours they observed."""
 
 
 def spread_origins(
@@ -485,9 +490,13 @@ def load_footfall(
     """
     path = Path(path)
     public_holidays(country, subdivision)  # an unknown code fails here, not in every fit
-    series = footfall_series(path, last_days=365)
+    series, left_out = footfall_series(path, last_days=365)
     if not series:
-        raise ValueError(f"{path}: no sensor has 90 % of the last year's hours")
+        best = max(left_out.items(), key=lambda item: item[1], default=None)
+        raise ValueError(
+            f"{path}: no sensor has 90 % of the last year's hours"
+            + (f" (the most: {best[0]}, {best[1]:.0%})" if best else "")
+        )
     keys = sorted(series)[:sensors] if sensors else sorted(series)
     last = max(series[key]["ds"].max() for key in series)
     first = min(series[key]["ds"].min() for key in keys)
@@ -505,6 +514,7 @@ def load_footfall(
         config,
         spread_origins(last, origins, every_days, first),
         labels,
+        left_out,
     )
 
 
@@ -811,6 +821,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
             f"{footfall.name}: {len(footfall.series)} sensors, {len(footfall.origins)} origins "
             f"from {footfall.origins[0]:%Y-%m-%d} to {footfall.origins[-1]:%Y-%m-%d}"
         )
+        if footfall.left_out:
+            print(
+                f"{footfall.name}: left out, with less than 90 % of the last year's hours: "
+                + ", ".join(f"{k} ({v:.0%})" for k, v in sorted(footfall.left_out.items()))
+            )
     summaries = []
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]

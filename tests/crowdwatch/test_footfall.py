@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from crowdwatch.footfall import read_counts, read_labels
+from crowdwatch.footfall import MAX_HOURLY_COUNT, read_counts, read_labels
 from tests.conftest import SHARED_DATA
 
 DUBLIN = SHARED_DATA / "footfall" / "dublin_2023" / "dublin_footfall_2023_hourly.csv"
@@ -60,7 +60,7 @@ def test_cells_that_are_no_counts_are_null_and_rows_without_a_time_are_left_out(
     tmp_path: Path,
 ) -> None:
     month = wide_month().select("ts_local", SENSORS[0])
-    bad = {1: "-1", 2: "inf", 3: "n/a", 4: "", 5: "12\x003", 6: " 17 "}
+    bad = {1: "-1", 2: "inf", 3: "n/a", 4: "", 5: "12\x003", 6: " 17 ", 10: "1e15", 11: "1200000"}
     cells = [bad.get(k, v) for k, v in enumerate(month[SENSORS[0]].to_list())]
     times = month["ts_local"].to_list()
     times[7], times[8] = "2023-13-45 25:61", "2199-01-01 00:00"
@@ -69,6 +69,7 @@ def test_cells_that_are_no_counts_are_null_and_rows_without_a_time_are_left_out(
     assert len(frame) == len(month) - 2
     assert frame["value"][1:6].null_count() == 5 and frame["value"][6] == 17
     assert frame["value"][7] == float(month[SENSORS[0]][9])
+    assert frame["value"][8] is None and frame["value"][9] == MAX_HOURLY_COUNT
     assert frame["ts_local"].max().date() < date(2023, 4, 1)
 
 

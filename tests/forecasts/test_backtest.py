@@ -29,6 +29,14 @@ def city(folder: Path, days: int, labels: str | None = None) -> Path:
     return path
 
 
+def with_gappy_sensor(path: Path) -> Path:
+    """``path`` with a second sensor, ``gappy``, that counted every other hour only."""
+    frame = pd.read_csv(path)
+    frame["gappy"] = frame[SENSOR].where(frame.index % 2 == 0)
+    frame.to_csv(path, index=False)
+    return path
+
+
 pytestmark = pytest.mark.skipif(not DUBLIN.exists(), reason=f"Dublin data not found at {DUBLIN}")
 
 
@@ -64,10 +72,11 @@ def test_another_citys_folder_brings_its_calendar_and_event_windows(tmp_path: Pa
 def test_the_backtest_runs_on_another_citys_csv_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = city(tmp_path / "testcity", 35)
+    path = with_gappy_sensor(city(tmp_path / "testcity", 35))
     main(["--footfall", str(path), "--country", "ie", "--origins", "2", "--processes", "1"])
     out = capsys.readouterr().out
     assert "testcity: 1 sensors, 2 origins from 2023-02-15 to 2023-02-28" in out
+    assert "testcity: left out, with less than 90 % of the last year's hours: gappy (50%)" in out
     rows = [line.split() for line in out.splitlines() if line.startswith(("testcity ", "hangzhou"))]
     assert [row[:3] for row in rows] == [["testcity", "1", "2"]]
     worst = r"^worst MAE ratio \(set, weekday\): ([\d.]+) \(testcity, \w{3}\)$"
@@ -131,13 +140,22 @@ def test_the_crowdwatch_command_passes_the_backtest_options_on_and_no_others(
     assert "unrecognized arguments: --country XX" in capsys.readouterr().err
 
 
+def test_a_sensor_left_out_is_named_and_a_file_of_such_sensors_refused(tmp_path: Path) -> None:
+    path = with_gappy_sensor(city(tmp_path / "testcity", 30))
+    data = load_footfall(path, country="IE", origins=2)
+    assert list(data.series) == [SENSOR] and data.left_out == {"gappy": 0.5}
+    path.write_text(pd.read_csv(path).drop(columns=SENSOR).to_csv(index=False))
+    with pytest.raises(ValueError, match=r"no sensor has 90 % .* \(the most: gappy, 50%\)"):
+        load_footfall(path, country="IE", origins=2)
+
+
 def test_values_that_are_no_counts_are_missing_hours(tmp_path: Path) -> None:
     path = city(tmp_path / "testcity", 30)
     lines = path.read_text().splitlines()
     for row, bad in ((5, "-1"), (6, "inf"), (7, "n/a"), (8, "")):
         lines[row] = lines[row].rsplit(",", 1)[0] + "," + bad
     path.write_text("\n".join(lines) + "\n")
-    frame = footfall_series(path, min_coverage=0.5)[SENSOR]
+    frame = footfall_series(path, min_coverage=0.5)[0][SENSOR]
     assert len(frame) == 30 * 24 - 4
     assert (frame["y"] >= 0).all() and np.isfinite(frame["y"]).all()
     assert pd.Timestamp("2023-02-01 04:00") not in set(frame["ds"])
@@ -159,8 +177,8 @@ def test_a_long_file_backtests_the_same_series_as_its_wide_form(tmp_path: Path) 
     wide.to_csv(tmp_path / "wide.csv", index=False)
     long = wide.melt(id_vars="ts_local", var_name="sensor", value_name="count")
     long.sort_values("ts_local", kind="stable").to_csv(tmp_path / "long.csv", index=False)
-    from_wide = footfall_series(tmp_path / "wide.csv")
-    from_long = footfall_series(tmp_path / "long.csv")
+    from_wide, _ = footfall_series(tmp_path / "wide.csv")
+    from_long, _ = footfall_series(tmp_path / "long.csv")
     assert list(from_long) == sorted(sensors)
     for sensor in sensors:
         pd.testing.assert_frame_equal(from_long[sensor], from_wide[sensor])
