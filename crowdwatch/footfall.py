@@ -4,7 +4,7 @@ The shared sets (Auckland, Dublin) and another city's files come in one of two s
 
 - wide, the shared sets' own: ``ts_local`` and a column of counts per sensor (direction columns,
   whose names end in `` IN`` or `` OUT``, and Auckland's ``src_date`` and ``src_hour`` are
-  skipped);
+  skipped; a file of direction columns only gets each sensor's total as their sum);
 - long, as many open-data portals publish counts: ``ts_local``, ``sensor`` and ``count``, one
   row per sensor and hour (other columns are ignored).
 
@@ -93,27 +93,16 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
         )
     raw = raw.with_columns(pl.when(~off_hour).then(times).alias("ts_local"))
     if all(name in raw.columns for name in LONG_COLUMNS):
-        long = raw.select("ts_local", pl.col("sensor").str.strip_chars(), "count")
+        long = raw.select("ts_local", pl.col("sensor").str.strip_chars(), count(pl.col("count")))
     else:
-        sensors = [
-            c for c in raw.columns if c not in SKIPPED_COLUMNS and not c.endswith(DIRECTIONS)
-        ]
-        if not sensors:
-            raise ValueError(f"{path}: no column of counts beside ts_local")
-        long = (
-            raw.select("ts_local", *sensors)
-            .unpivot(index="ts_local", variable_name="sensor", value_name="count")
-            .with_columns(pl.col("sensor").str.strip_chars())
+        long = _wide_counts(raw, path).unpivot(
+            index="ts_local", variable_name="sensor", value_name="count"
         )
-    value = pl.col("count").str.strip_chars().cast(pl.Float64, strict=False)
+        long = long.with_columns(pl.col("sensor").str.strip_chars())
     # local times: a day ahead of UTC's present is ahead of every time zone's
     latest = (now or datetime.now(UTC)).replace(tzinfo=None) + timedelta(days=1)
     frame = long.filter(pl.col("ts_local").is_not_null() & (pl.col("ts_local") <= latest)).select(
-        "sensor",
-        "ts_local",
-        pl.when(value.is_finite() & value.is_between(0, MAX_HOURLY_COUNT))
-        .then(value)
-        .alias("value"),
+        "sensor", "ts_local", pl.col("count").alias("value")
     )
     repeats = len(frame) - frame.select("sensor", "ts_local").n_unique()
     if repeats > MAX_ODD_SHARE * len(frame):
@@ -123,6 +112,40 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
             "rows of one hour (by direction, say) first"
         )
     return frame
+
+
+def count(cell: pl.Expr) -> pl.Expr:
+    """A text cell → its count, null where it is no count (`read_counts`)."""
+    value = cell.str.strip_chars().cast(pl.Float64, strict=False)
+    return pl.when(value.is_finite() & value.is_between(0, MAX_HOURLY_COUNT)).then(value)
+
+
+def _wide_counts(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """``ts_local`` and a column of counts per sensor, from a wide file's text columns.
+
+    A sensor's total column is taken and its direction columns are skipped. A file of
+    direction columns only gets each sensor's total as the sum of its directions (null where
+    one of them is no count).
+    """
+    columns = [c for c in raw.columns if c not in SKIPPED_COLUMNS]
+    totals = [c for c in columns if not c.endswith(DIRECTIONS)]
+    if totals:
+        return raw.select("ts_local", *(count(pl.col(c)) for c in totals))
+    if not columns:
+        raise ValueError(f"{path}: no column of counts beside ts_local")
+    directions: dict[str, list[pl.Expr]] = {}
+    for column in columns:
+        base = next(column.removesuffix(d) for d in DIRECTIONS if column.endswith(d))
+        directions.setdefault(base, []).append(count(pl.col(column)))
+    return raw.select(
+        "ts_local",
+        *(
+            pl.when(pl.all_horizontal(part.is_not_null() for part in parts))
+            .then(pl.sum_horizontal(parts))
+            .alias(base)
+            for base, parts in directions.items()
+        ),
+    )
 
 
 LABEL_COLUMNS = ("event_id", "start_local", "end_local", "sensor_or_area", "kind")

@@ -45,6 +45,22 @@ def test_a_long_file_reads_as_its_wide_form(tmp_path: Path) -> None:
     assert from_wide["ts_local"].min().date() == date(2023, 3, 1)
 
 
+def test_a_file_of_directions_only_reads_each_sensors_total_as_their_sum(tmp_path: Path) -> None:
+    month = wide_month()
+    directions = [f"{SENSORS[0]} Pedestrian IN", f"{SENSORS[0]} Pedestrian OUT"]
+    cells = month[directions[0]].to_list()
+    cells[3] = "n/a"
+    month.select("ts_local", *directions).with_columns(pl.Series(directions[0], cells)).write_csv(
+        tmp_path / "directions.csv"
+    )
+    frame = read_counts(tmp_path / "directions.csv")
+    assert frame["sensor"].unique().to_list() == [f"{SENSORS[0]} Pedestrian"]
+    # Dublin's own total column is the sum of its two directions
+    total = month[SENSORS[0]].cast(pl.Float64)
+    assert frame["value"][3] is None and frame["value"].null_count() == 1
+    assert frame["value"].fill_null(total[3]).equals(total, check_names=False)
+
+
 def test_a_long_file_without_its_column_names_is_refused_not_read_as_one_sensor(
     tmp_path: Path,
 ) -> None:
