@@ -243,12 +243,16 @@ class BufferedWarehouseSink(DynamicSink[TableRows]):
 
 
 DELIVERIES_SQL = """
-SELECT alert_id, event, event_ts AS ts, role, argMax(status, attempt) AS status
+SELECT alert_id, event, event_ts AS ts, role, status
 FROM alert_deliveries FINAL
-WHERE event_ts >= {start:DateTime64(3)} AND event_ts < {end:DateTime64(3)}
-GROUP BY alert_id, event, event_ts, role, idempotency_key, channel
+WHERE event_ts >= {start:DateTime64(3)} AND event_ts < {end:DateTime64(3)} AND attempt = 0
 ORDER BY role
 """
+"""What the replay decided for each role of each alert event of a day.
+
+The replay is in log mode, so its decisions are the rows decided without sending (attempt 0:
+logged, no contact). The response loop's deliveries of the same alert events, attempts 1 and
+on, are its own section's, and on a second run of the demo would read as the replay's."""
 
 OUTCOMES = {
     "delivered": "reached",
@@ -434,17 +438,26 @@ def simulate_demo_day(site: Site, day: date, folder: Path) -> DemoDay:
     return DemoDay(day, surge, passages, bad, faults, messages, cluster, calls, signals)
 
 
+def replay_settings(settings: Settings) -> Settings:
+    """``settings`` for the replay of a simulated day: in log mode, with a longer video horizon.
+
+    A simulated day pages nobody, whatever ``CROWDWATCH_NOTIFY`` says: its alerts are logged,
+    never sent to the site file's contacts. The video horizon is raised to two slices.
+    """
+    return settings.model_copy(
+        update={"video_horizon_s": max(settings.video_horizon_s, 2 * SLICE_S), "notify": "log"}
+    )
+
+
 def replay_demo_day(settings: Settings, site: Site, batches: list[RawBatch]) -> None:
     """Run ``batches`` (from `time_slices`) through zone_risk into the settings' warehouse.
 
-    The warehouse must be migrated; the site is synced into it first. The video horizon is
-    raised to two slices for the replay, and rows go through the `BufferedWarehouseSink`.
+    The warehouse must be migrated; the site is synced into it first. The run has the
+    `replay_settings`, and rows go through the `BufferedWarehouseSink`.
     """
     prepare_warehouse(settings, site)
     build = registry.get("zone_risk")
-    replay = settings.model_copy(
-        update={"video_horizon_s": max(settings.video_horizon_s, 2 * SLICE_S)}
-    )
+    replay = replay_settings(settings)
     sink = BufferedWarehouseSink(settings.dsn(), settings.clickhouse_database)
     run_flow(build(replay, source=BatchSource(batches), sink=sink), settings.workers)
 

@@ -28,7 +28,7 @@ from rich.console import Console
 
 from crowdwatch.risk.notify import AlertEvent, AlertReceiver
 from crowdwatch.settings import Settings
-from crowdwatch.site import Contact, Site
+from crowdwatch.site import BUILTIN_ROLES, Contact, Site
 from crowdwatch.warehouse.client import Warehouse
 from crowdwatch.workflow import kpis
 from crowdwatch.workflow.api import ApiServer
@@ -111,23 +111,33 @@ def causes_of(reason: str) -> tuple[str, ...]:
 
 
 def duty_site(site: Site, station_id: str, receiver: AlertReceiver) -> Site:
-    """``site`` with every role at ``station_id`` and the duty chief on the local receiver."""
-    names = {"station_master": "王站长", "transit_police": "李所长", "local_police": "赵所长"}
-    contacts = {
-        role: Contact(name=names.get(role, "陈主任"), webhook=receiver.url(f"/{role}"))
-        for role in ("station_master", "transit_police", "local_police", "street_office")
+    """``site`` with simulated contacts on the local receiver, and none of the site file's.
+
+    At ``station_id`` the four built-in roles are reached at ``/<role>``, and so is the duty
+    chief site-wide; a role the site file gives a contact of its own (at that station or
+    site-wide, a command centre say) is reached there too, and every other station has no
+    contact: a simulated alert never pages a real person.
+    """
+    names = {
+        "station_master": "王站长",
+        "transit_police": "李所长",
+        "local_police": "赵所长",
+        "street_office": "陈主任",
+        "duty_chief": "周主任",
     }
+
+    def simulated(*roles: str) -> dict[str, Contact]:
+        return {
+            role: Contact(name=names.get(role, "吴主任"), webhook=receiver.url(f"/{role}"))
+            for role in dict.fromkeys(roles)
+        }
+
+    here = simulated(*BUILTIN_ROLES, *site.station_by_id[station_id].contacts)
     stations = [
-        s.model_copy(update={"contacts": contacts}) if s.id == station_id else s
-        for s in site.stations
+        s.model_copy(update={"contacts": here if s.id == station_id else {}}) for s in site.stations
     ]
     response = site.response.model_copy(
-        update={
-            "contacts": {
-                "duty_chief": Contact(name="周主任", webhook=receiver.url("/duty_chief")),
-                **site.response.contacts,
-            }
-        }
+        update={"contacts": simulated("duty_chief", *site.response.contacts)}
     )
     data = site.model_copy(update={"stations": stations, "response": response}).model_dump()
     return Site.model_validate(data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bytewax.operators as op
@@ -15,10 +15,14 @@ from app.demo import (
     DELIVERIES_SQL,
     BatchSource,
     Signal,
+    replay_settings,
     time_slices,
     who_was_told,
 )
 from crowdwatch.isotime import epoch_ms
+from crowdwatch.risk.outbox import DELIVERY_SCHEMA
+from crowdwatch.settings import Settings
+from crowdwatch.warehouse.client import Warehouse
 from tests.demo_day import DemoWarehouse
 
 TZ = "Asia/Shanghai"
@@ -117,3 +121,31 @@ def test_who_was_told_puts_the_reached_first_and_groups_the_rest_by_why() -> Non
             "still trying: station master"
         )
     }
+
+
+def test_the_timeline_shows_the_replays_decisions_not_a_response_loops_deliveries(
+    warehouse: Warehouse,
+) -> None:
+    # a second demo run: the replay's decision (no contact) and, for the same alert event,
+    # the first run's response loop delivering to its simulated station master
+    at = datetime(2026, 11, 20, 13, 45, tzinfo=UTC)
+    event = {
+        **dict.fromkeys(DELIVERY_SCHEMA),
+        **{"alert_id": "a", "event": "escalated", "kind": "big_crowd", "level": "red"},
+        **{"event_ts": at, "attempted_at": at, "role": "station_master", "channel": "webhook"},
+        **{"idempotency_key": "k", "queued_ms": 0, "error": ""},
+    }
+    rows = [
+        {**event, "recipient": "", "attempt": 0, "status": "no_contact"},
+        {**event, "recipient": "王站长", "attempt": 1, "status": "delivered"},
+    ]
+    warehouse.insert("alert_deliveries", pl.DataFrame(rows, schema=DELIVERY_SCHEMA))
+    window = {"start": at - timedelta(hours=1), "end": at + timedelta(hours=1)}
+    told = who_was_told(warehouse.query(DELIVERIES_SQL, window))
+    assert list(told.values()) == ["no contact: station master"]
+
+
+def test_a_simulated_day_pages_nobody_whatever_the_notify_setting(settings: Settings) -> None:
+    live = settings.model_copy(update={"notify": "on"})
+    assert live.notify_mode == "on"
+    assert replay_settings(live).notify_mode == "log"

@@ -18,7 +18,8 @@ from tests.demo_day import DAY, ZONE
 
 
 def test_the_demo_forecasts_its_event_day_and_warns_before_the_crowd(engine_dir: Path) -> None:
-    settings = Settings(data_dir=engine_dir, clickhouse_database="demo_forecast")
+    # CROWDWATCH_NOTIFY=on: the warnings of a simulated day still page nobody
+    settings = Settings(data_dir=engine_dir, clickhouse_database="demo_forecast", notify="on")
     site = load_site(EXAMPLE_SITE)
     surge = default_surge()
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
@@ -68,6 +69,8 @@ def test_the_demo_forecasts_its_event_day_and_warns_before_the_crowd(engine_dir:
             "AND event = 'opened'"
         )
         assert stored_alerts["n"][0] == alerts.height
+        sent = warehouse.query("SELECT count() AS n FROM alert_deliveries")
+        assert sent["n"][0] == 0
         # run again on the same day: nothing raised anew, the day's warnings shown as before
         again = early_warning(settings, warehouse, site, DAY, surge)
         assert again.alerts.equals(alerts)

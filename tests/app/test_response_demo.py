@@ -10,10 +10,13 @@ from rich.console import Console
 
 from app.demo import ALERTS_SQL
 from app.report.queries import build_report
-from app.response_demo import run_response_loop
+from app.response_demo import duty_site, run_response_loop
+from crowdwatch.risk.notify import AlertReceiver
 from crowdwatch.settings import Settings
+from crowdwatch.site import Contact, load_site
 from crowdwatch.warehouse.client import Warehouse
 from dashboards.macros import expand
+from tests.conftest import EXAMPLE_SITE
 from tests.dashboards.test_dashboards import EXPECTED, RESPONSE, targets
 from tests.demo_day import DAY, ZONE, DemoWarehouse
 
@@ -82,3 +85,30 @@ def test_duty_staff_acknowledge_one_misses_and_the_duty_chief_is_called(
     assert [r.pick.title for r in report.response if r.notes] == []
     acked = next(r for r in report.response if r.pick.title == "Time to acknowledge")
     assert sorted(acked.frames["A"]["role"]) == sorted(summary.acknowledged)
+
+
+def test_the_loop_reaches_simulated_contacts_only_never_the_site_files() -> None:
+    site = load_site(EXAMPLE_SITE)
+    real = Contact(name="a real person", webhook="https://hooks.example.org/real")
+    on_duty = {"station_master": real, "district_command": real}
+    with_real = site.model_copy(
+        update={
+            "stations": [s.model_copy(update={"contacts": on_duty}) for s in site.stations],
+            "response": site.response.model_copy(
+                update={"contacts": {"duty_chief": real, "district_command": real}}
+            ),
+        }
+    )
+    assert with_real.contact_for("NPK", "station_master") == real
+    with AlertReceiver() as receiver:
+        people = duty_site(with_real, "STD", receiver)
+        contacts = [
+            *(c for s in people.stations for c in s.contacts.values()),
+            *people.response.contacts.values(),
+        ]
+        urls = [getattr(channel, "url", "") for c in contacts for channel in c.all_channels]
+        assert urls and all(url.startswith(receiver.url("/")) for url in urls)
+        # the roles the file reaches stay reachable, on the receiver; other stations have none
+        assert people.contact_for("STD", "district_command") is not None
+        assert people.contact_for("STD", "street_office") is not None
+        assert people.contact_for("NPK", "station_master") is None
