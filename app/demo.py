@@ -53,7 +53,13 @@ from crowdwatch.sources.files import (
     event_times,
     merge_runs,
 )
-from crowdwatch.warehouse.client import TableRows, Warehouse, by_table, describe_dsn
+from crowdwatch.warehouse.client import (
+    TableRows,
+    Warehouse,
+    WarehouseError,
+    by_table,
+    describe_dsn,
+)
 
 MALFORMED_SHARE = 0.001
 SLICE_S = MERGE_SLICE_S
@@ -462,6 +468,47 @@ def replay_demo_day(settings: Settings, site: Site, batches: list[RawBatch]) -> 
     run_flow(build(replay, source=BatchSource(batches), sink=sink), settings.workers)
 
 
+OWNED_SQL = r"""
+SELECT
+    (SELECT count() FROM demo_days)
+    + (SELECT count() FROM rejected_events
+       WHERE match(source, '^file:gate_passages_\d{4}-\d{2}-\d{2}\.csv$')) AS demo_marks,
+    (SELECT count() FROM zone_metrics) + (SELECT count() FROM alerts) AS rows
+"""
+"""Whether a demo wrote into the database, and how much data it holds.
+
+A demo's marks are its days in ``demo_days`` and, from a demo run before that table, the
+malformed records its gate file (``gate_passages_<day>.csv``) leaves in ``rejected_events``."""
+
+
+def claim_for_demo(warehouse: Warehouse, settings: Settings, site: Site, day: date) -> None:
+    """Mark ``day`` as the demo's in ``demo_days``; refuse a database that holds real data.
+
+    The demo writes its simulated day (alerts, a red one among them, and six weeks of history
+    that forecasts train on) into the settings' database. One that already holds zone metrics
+    or alerts but no mark of a demo (`OWNED_SQL`) is a deployment's or a replay's: it is
+    refused, before anything is written.
+
+    Raises:
+        WarehouseError: The database holds data that no demo wrote.
+    """
+    owned = warehouse.query(OWNED_SQL).row(0, named=True)
+    if owned["rows"] and not owned["demo_marks"]:
+        raise WarehouseError(
+            f"database {settings.clickhouse_database!r} ({describe_dsn(settings.dsn())}) holds "
+            f"zone metrics or alerts that no demo wrote (rows: {owned['rows']:,}); the demo "
+            "would mix a simulated day, alerts included, into them. Run it on a database of "
+            "its own: CROWDWATCH_CLICKHOUSE_DATABASE=crowdwatch_demo crowdwatch demo"
+        )
+    warehouse.insert(
+        "demo_days",
+        pl.DataFrame(
+            {"day": [day], "site": [site.site.name], "written_at": [datetime.now(UTC)]},
+            schema={"day": pl.Date, "site": pl.String, "written_at": pl.Datetime("ms", "UTC")},
+        ),
+    )
+
+
 def run_demo(settings: Settings, console: Console, *, day: date, lang: str = "zh-CN") -> None:
     """Run the whole demo and print its story; the response loop in ``lang`` (zh-CN, en)."""
     site = load_site(settings.site_file)
@@ -472,6 +519,7 @@ def run_demo(settings: Settings, console: Console, *, day: date, lang: str = "zh
     )
     with Warehouse.connect(settings.dsn(), settings.clickhouse_database) as warehouse:
         applied = warehouse.migrate()
+        claim_for_demo(warehouse, settings, site, day)
     console.print(
         f"warehouse: {describe_dsn(settings.dsn())} — "
         f"{'applied ' + ', '.join(m.name for m in applied) if applied else 'schema up to date'}"
@@ -545,14 +593,21 @@ def run_demo(settings: Settings, console: Console, *, day: date, lang: str = "zh
     print_camera_faults(camera_faults, site, console)
     print_frame(rejected, console, title="Rejected records (rejected_events)")
     console.rule("where the data lives")
+    database = settings.clickhouse_database
+    # the commands name a database that is not the default, as the demo was told it
+    prefix = (
+        ""
+        if database == Settings.model_fields["clickhouse_database"].default
+        else f"CROWDWATCH_CLICKHOUSE_DATABASE={database} "
+    )
     console.print(
-        f"warehouse: {describe_dsn(settings.dsn())}, database {settings.clickhouse_database}\n"
+        f"warehouse: {describe_dsn(settings.dsn())}, database {database}\n"
         "query it:\n"
-        '  .venv/bin/crowdwatch query "SELECT zone_id, max(occupancy) FROM zone_metrics FINAL '
-        'GROUP BY zone_id"\n'
-        '  .venv/bin/crowdwatch query "SELECT reason, count() FROM rejected_events GROUP BY '
-        'reason"\n'
+        f'  {prefix}.venv/bin/crowdwatch query "SELECT zone_id, max(occupancy) FROM zone_metrics '
+        'FINAL GROUP BY zone_id"\n'
+        f'  {prefix}.venv/bin/crowdwatch query "SELECT reason, count() FROM rejected_events '
+        'GROUP BY reason"\n'
         "dashboards: infra/grafana/dashboards (set the time range to the demo day)\n"
         f"the day's story as a page of the dashboards' key panels: {report_path.as_uri()}\n"
-        "  (.venv/bin/crowdwatch report draws it again, for any zone and range)"
+        f"  ({prefix}.venv/bin/crowdwatch report draws it again, for any zone and range)"
     )

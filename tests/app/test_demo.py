@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import io
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import bytewax.operators as op
 import polars as pl
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
+from rich.console import Console
 
 from app.demo import (
     ALERTS_SQL,
     DELIVERIES_SQL,
     BatchSource,
     Signal,
+    claim_for_demo,
     replay_settings,
+    run_demo,
     time_slices,
     who_was_told,
 )
 from crowdwatch.isotime import epoch_ms
 from crowdwatch.risk.outbox import DELIVERY_SCHEMA
 from crowdwatch.settings import Settings
-from crowdwatch.warehouse.client import Warehouse
+from crowdwatch.site import load_site
+from crowdwatch.warehouse.client import Warehouse, WarehouseError
 from tests.demo_day import DemoWarehouse
 
 TZ = "Asia/Shanghai"
@@ -149,3 +155,31 @@ def test_a_simulated_day_pages_nobody_whatever_the_notify_setting(settings: Sett
     live = settings.model_copy(update={"notify": "on"})
     assert live.notify_mode == "on"
     assert replay_settings(live).notify_mode == "log"
+
+
+def test_the_demo_refuses_a_database_with_data_no_demo_wrote(
+    settings: Settings, warehouse: Warehouse
+) -> None:
+    # a deployment's database: a zone's metrics, and no day of a demo
+    warehouse.command("INSERT INTO zone_metrics (zone_id, ts) VALUES ('CTR-concourse', now64(3))")
+    with pytest.raises(WarehouseError, match=r"alerts that no demo wrote \(rows: 1\)"):
+        run_demo(settings, Console(file=io.StringIO()), day=date(2026, 11, 20))
+    assert warehouse.query("SELECT count() AS n FROM alerts")["n"][0] == 0
+    assert warehouse.query("SELECT count() AS n FROM demo_days")["n"][0] == 0
+    # a database the demo wrote before takes it again
+    site = load_site(settings.site_file)
+    warehouse.command("TRUNCATE TABLE zone_metrics")
+    claim_for_demo(warehouse, settings, site, date(2026, 11, 20))
+    warehouse.command("INSERT INTO zone_metrics (zone_id, ts) VALUES ('CTR-concourse', now64(3))")
+    claim_for_demo(warehouse, settings, site, date(2026, 11, 21))
+    days = warehouse.query("SELECT day FROM demo_days FINAL ORDER BY day")["day"].to_list()
+    assert days == [date(2026, 11, 20), date(2026, 11, 21)]
+    # and so does one a demo wrote before demo_days: its gate file's rejected records say so
+    warehouse.command("TRUNCATE TABLE demo_days")
+    with pytest.raises(WarehouseError):
+        claim_for_demo(warehouse, settings, site, date(2026, 11, 22))
+    warehouse.command(
+        "INSERT INTO rejected_events (received_at, source, position, reason, payload) "
+        "VALUES (now64(3), 'file:gate_passages_2026-11-13.csv', 'row 7', 'ts missing', '')"
+    )
+    claim_for_demo(warehouse, settings, site, date(2026, 11, 22))
