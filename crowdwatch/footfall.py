@@ -93,7 +93,7 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
         )
     raw = raw.with_columns(pl.when(~off_hour).then(times).alias("ts_local"))
     if all(name in raw.columns for name in LONG_COLUMNS):
-        long = raw.select("ts_local", pl.col("sensor").str.strip_chars(), count(pl.col("count")))
+        long = raw.select("ts_local", pl.col("sensor").str.strip_chars(), _count(pl.col("count")))
     else:
         long = _wide_counts(raw, path).unpivot(
             index="ts_local", variable_name="sensor", value_name="count"
@@ -114,7 +114,7 @@ def read_counts(path: Path | str, *, now: datetime | None = None) -> pl.DataFram
     return frame
 
 
-def count(cell: pl.Expr) -> pl.Expr:
+def _count(cell: pl.Expr) -> pl.Expr:
     """A text cell → its count, null where it is no count (`read_counts`)."""
     value = cell.str.strip_chars().cast(pl.Float64, strict=False)
     return pl.when(value.is_finite() & value.is_between(0, MAX_HOURLY_COUNT)).then(value)
@@ -130,13 +130,13 @@ def _wide_counts(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
     columns = [c for c in raw.columns if c not in SKIPPED_COLUMNS]
     totals = [c for c in columns if not c.endswith(DIRECTIONS)]
     if totals:
-        return raw.select("ts_local", *(count(pl.col(c)) for c in totals))
+        return raw.select("ts_local", *(_count(pl.col(c)) for c in totals))
     if not columns:
         raise ValueError(f"{path}: no column of counts beside ts_local")
     directions: dict[str, list[pl.Expr]] = {}
     for column in columns:
         base = next(column.removesuffix(d) for d in DIRECTIONS if column.endswith(d))
-        directions.setdefault(base, []).append(count(pl.col(column)))
+        directions.setdefault(base, []).append(_count(pl.col(column)))
     return raw.select(
         "ts_local",
         *(

@@ -313,10 +313,12 @@ def hangzhou_series(
 
 
 FOOTFALL = DEFAULT_DATA.parents[1] / "footfall"
+#: The share of the hours a footfall sensor must have observed to be backtested.
+MIN_COVERAGE = 0.9
 
 
 def footfall_series(
-    path: Path | str, *, min_coverage: float = 0.9, last_days: int | None = None
+    path: Path | str, *, min_coverage: float = MIN_COVERAGE, last_days: int | None = None
 ) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
     """Hourly counts per sensor from a footfall CSV, wide or long (`read_counts`).
 
@@ -349,8 +351,9 @@ def footfall_series(
         run_length = pd.Series(zero).groupby(run_id).transform("sum").to_numpy()
         y[zero & (run_length >= 24)] = np.nan
         scored = y if since is None else y[y.index >= since]
-        if scored.notna().mean() < min_coverage:
-            left_out[str(sensor)] = float(scored.notna().mean())
+        coverage = float(scored.notna().mean())
+        if coverage < min_coverage:
+            left_out[str(sensor)] = coverage
             continue
         y = y.dropna()
         series[str(sensor)] = pd.DataFrame({"ds": y.index, "y": y.to_numpy()})
@@ -494,7 +497,7 @@ def load_footfall(
     if not series:
         best = max(left_out.items(), key=lambda item: item[1], default=None)
         raise ValueError(
-            f"{path}: no sensor has 90 % of the last year's hours"
+            f"{path}: no sensor has {MIN_COVERAGE * 100:.0f} % of the last year's hours"
             + (f" (the most: {best[0]}, {best[1]:.0%})" if best else "")
         )
     keys = sorted(series)[:sensors] if sensors else sorted(series)
@@ -823,7 +826,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
         )
         if footfall.left_out:
             print(
-                f"{footfall.name}: left out, with less than 90 % of the last year's hours: "
+                f"{footfall.name}: left out, with less than {MIN_COVERAGE * 100:.0f} % of the last "
+                "year's hours: "
                 + ", ".join(f"{k} ({v:.0%})" for k, v in sorted(footfall.left_out.items()))
             )
     summaries = []
