@@ -557,7 +557,21 @@ class Response(_Model):
 
 
 CALENDAR_YEARS = range(2000, 2051)
-"""The years a site calendar covers."""
+"""The years a site calendar covers: an event or event day outside them is a mistyped year."""
+MAX_EVENT_DAYS = 31
+"""The longest event window. A forecast leaves an event's hours out of its training, so a window
+of months (an end year mistyped) would leave it no history; a festival of several weeks is a
+window for each day or night it draws crowds."""
+MAX_ATTENDANCE = 100_000_000
+"""More people than any gathering has drawn: a larger expected attendance is a typo."""
+
+
+def _in_calendar(day: date) -> None:
+    if day.year not in CALENDAR_YEARS:
+        raise ValueError(
+            f"{day} is outside the years the site calendar covers "
+            f"({CALENDAR_YEARS[0]}-{CALENDAR_YEARS[-1]}): is the year mistyped?"
+        )
 
 
 @cache
@@ -593,7 +607,7 @@ class EventWindow(_Model):
     start: datetime
     end: datetime
     kind: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    attendance: int | None = Field(default=None, gt=0)
+    attendance: int | None = Field(default=None, gt=0, le=MAX_ATTENDANCE)
 
     @model_validator(mode="after")
     def _ordered(self) -> EventWindow:
@@ -601,6 +615,14 @@ class EventWindow(_Model):
             raise ValueError("start and end are local times of the site: give no offset")
         if self.end <= self.start:
             raise ValueError(f"end {self.end} is not after start {self.start}")
+        _in_calendar(self.start.date())
+        _in_calendar(self.end.date())
+        if self.end - self.start > timedelta(days=MAX_EVENT_DAYS):
+            raise ValueError(
+                f"{self.start} to {self.end} is longer than {MAX_EVENT_DAYS} days: a forecast "
+                "trains on no hour inside an event window, so give a window for each day or "
+                "night the event draws crowds"
+            )
         return self
 
     def days(self) -> list[date]:
@@ -648,6 +670,8 @@ class SiteInfo(_Model):
     @model_validator(mode="after")
     def _known_calendar(self) -> SiteInfo:
         public_holidays(self.country, self.subdivision)
+        for day in self.event_days:
+            _in_calendar(day)
         return self
 
     def days_off(self) -> frozenset[int]:

@@ -118,6 +118,21 @@ def test_event_windows_add_their_days_to_the_event_days(tmp_path: Path) -> None:
             ),
             "site.events.0: start and end are local times",
         ),
+        (
+            lambda d: d["site"].update(events=[match("2199-11-21T19:00", "2199-11-21T22:00")]),
+            "site.events.0: 2199-11-21 is outside the years the site calendar covers",
+        ),
+        (
+            lambda d: d["site"].update(events=[match("2026-11-21T19:00", "2027-11-21T22:00")]),
+            "site.events.0: 2026-11-21 19:00:00 to 2027-11-21 22:00:00 is longer than 31 days",
+        ),
+        (
+            lambda d: d["site"].update(
+                events=[{**match("2026-11-21T19:00", "2026-11-21T22:00"), "attendance": 10**15}]
+            ),
+            "site.events.0.attendance: Input should be less than or equal to 100000000",
+        ),
+        (lambda d: d["site"].update(event_days=["2199-11-21"]), "2199-11-21 is outside the years"),
     ],
 )
 def test_errors_name_the_file_and_the_field(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
