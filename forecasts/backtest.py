@@ -642,6 +642,24 @@ def weekday_ratios(results: pd.DataFrame) -> pd.Series:
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
+def origin_ratios(results: pd.DataFrame) -> pd.DataFrame:
+    """Per origin day: its weekday, MAE over the naive MAE (all keys) and the coverage.
+
+    A weekday's ratio (`weekday_ratios`) pools that weekday's origins, so these show which days
+    make it.
+    """
+    scored = results[results["error"].isna()]
+    per = scored.groupby("origin")[["mae", "naive_mae", "coverage"]].mean()
+    return pd.DataFrame(
+        {
+            "weekday": [WEEKDAYS[day.day_of_week] for day in pd.to_datetime(per.index)],
+            "mae_ratio": per["mae"] / per["naive_mae"],
+            "coverage": per["coverage"],
+        },
+        index=pd.to_datetime(per.index).strftime("%Y-%m-%d").rename("origin"),
+    )
+
+
 def set_summary(name: str, results: pd.DataFrame, leads: pd.DataFrame) -> dict[str, Any]:
     """One set's headline figures: MAE ratios, coverage, fit time, warnings and lead times."""
     per_key, overall = summarise(results)
@@ -785,6 +803,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--transform", choices=get_args(Transform), default=defaults.transform)
     parser.add_argument("--day-types", choices=sorted(DAY_TYPES), default=defaults.day_types)
     parser.add_argument("--per-sensor", action="store_true", help="print every sensor's row")
+    parser.add_argument(
+        "--per-origin", action="store_true", help="print every origin day's MAE ratio"
+    )
     args = parser.parse_args(argv)
     quiet_prophet_logging()
     changes = {
@@ -846,6 +867,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
             if args.per_sensor:
                 per_key, _ = summarise(results)
                 progress.console.print(per_key[["mae_ratio", "coverage"]].round(3).to_string())
+            if args.per_origin:
+                progress.console.print(origin_ratios(results).round(3).to_string())
             if len(leads):
                 progress.console.print(leads.round(1).to_string(index=False))
     print(

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from app.cli import main as cli_main
-from forecasts.backtest import footfall_series, load_footfall, main, spread_origins
+from forecasts.backtest import (
+    footfall_series,
+    load_footfall,
+    main,
+    origin_ratios,
+    spread_origins,
+)
 from tests.conftest import SHARED_DATA
 
 DUBLIN = SHARED_DATA / "footfall" / "dublin_2023" / "dublin_footfall_2023_hourly.csv"
@@ -73,7 +79,8 @@ def test_the_backtest_runs_on_another_citys_csv_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = with_gappy_sensor(city(tmp_path / "testcity", 35))
-    main(["--footfall", str(path), "--country", "ie", "--origins", "2", "--processes", "1"])
+    argv = ["--footfall", str(path), "--country", "ie", "--origins", "2", "--processes", "1"]
+    main([*argv, "--per-origin"])
     out = capsys.readouterr().out
     assert "testcity: 1 sensors, 2 origins from 2023-02-15 to 2023-02-28" in out
     assert "testcity: left out, with less than 90 % of the last year's hours: gappy (50%)" in out
@@ -83,6 +90,28 @@ def test_the_backtest_runs_on_another_citys_csv_alone(
     ratio = re.search(worst, out, re.M)
     assert ratio and 0 < float(ratio.group(1)) < 5
     assert re.search(r"^80% coverage range: [\d.]+-[\d.]+ %$", out, re.M)
+    # one origin a weekday: the worst weekday is the worse of the two origin days
+    days = re.findall(r"^(2023-02-\d\d)\s+(\w{3})\s+([\d.]+)\s+[\d.]+$", out, re.M)
+    assert [day[:2] for day in days] == [("2023-02-15", "Wed"), ("2023-02-28", "Tue")]
+    assert max(float(day[2]) for day in days) == pytest.approx(float(ratio.group(1)), abs=1e-3)
+
+
+def test_an_origin_days_ratio_pools_its_sensors_and_leaves_failed_fits_out() -> None:
+    rows = pd.DataFrame(
+        {
+            "origin": pd.to_datetime(["2023-02-15"] * 3 + ["2023-02-18"]),
+            "error": [None, None, "history covers 3 days", None],
+            "mae": [10.0, 30.0, 1000.0, 5.0],
+            "naive_mae": [40.0, 20.0, 1.0, 4.0],
+            "coverage": [0.5, 1.0, 0.0, 0.75],
+        }
+    )
+    days = origin_ratios(rows)
+    assert days.index.tolist() == ["2023-02-15", "2023-02-18"]
+    assert days["weekday"].tolist() == ["Wed", "Sat"]
+    # (10 + 30) / (40 + 20), not the mean of 0.25 and 1.5, and without the failed fit's 1000
+    assert days["mae_ratio"].tolist() == pytest.approx([2 / 3, 1.25])
+    assert days["coverage"].tolist() == [0.75, 0.75]
 
 
 @pytest.mark.parametrize(
