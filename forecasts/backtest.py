@@ -34,7 +34,7 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 import polars as pl
 
 from crowdwatch.footfall import read_counts, read_labels
-from crowdwatch.site import public_holidays
+from crowdwatch.site import MAX_EVENT_DAYS, public_holidays
 from forecasts.early_warning import warning_events, warning_values
 from forecasts.model import (
     DAY_TYPES,
@@ -423,8 +423,21 @@ def spread_origins(
 
 
 def calendar_events(labels: pd.DataFrame) -> tuple[EventWindow, ...]:
-    """Event windows from the labels a site would know ahead of time (`CALENDAR_KINDS`)."""
+    """Event windows from the labels a site would know ahead of time (`CALENDAR_KINDS`).
+
+    Raises:
+        ValueError: If such a label is longer than a site's event window may be
+            (`crowdwatch.site.MAX_EVENT_DAYS`): a year mistyped, which would leave every
+            sensor's model no hour to train on.
+    """
     known = labels[labels["kind"].isin(CALENDAR_KINDS)]
+    too_long = known[known["end"] - known["start"] > pd.Timedelta(days=MAX_EVENT_DAYS)]
+    if len(too_long):
+        row = too_long.iloc[0]
+        raise ValueError(
+            f"label {row.event_id!r} ({row.kind}) runs from {row.start} to {row.end}, longer "
+            f"than {MAX_EVENT_DAYS} days: an event window's hours are left out of training"
+        )
     return tuple(
         EventWindow(row.start.to_pydatetime(), row.end.to_pydatetime(), str(row.kind))
         for row in known.itertuples()

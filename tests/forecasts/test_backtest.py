@@ -75,6 +75,19 @@ def test_another_citys_folder_brings_its_calendar_and_event_windows(tmp_path: Pa
     assert data.origins[0] >= pd.Timestamp("2023-02-15")
 
 
+def test_an_announced_label_of_months_is_refused_and_a_long_lockdown_is_not(tmp_path: Path) -> None:
+    labels = (
+        "event_id,start_local,end_local,sensor_or_area,kind,source_note\n"
+        f"X-1,2023-03-20 09:00,2023-06-20 18:00,{SENSOR},lockdown,three months of it\n"
+        f"X-2,2023-03-17 12:00,2024-03-17 14:30,{SENSOR},parade,the end year mistyped\n"
+    )
+    with pytest.raises(ValueError, match=r"label 'X-2' \(parade\) runs from 2023-03-17 12:00:00"):
+        load_footfall(city(tmp_path / "testcity", 60, labels), country="IE")
+    (tmp_path / "testcity" / "labels.csv").write_text(labels.replace("2024-03-17", "2023-03-17"))
+    data = load_footfall(tmp_path / "testcity" / "counts.csv", country="IE")
+    assert [e.kind for e in data.config.events] == ["parade"]
+
+
 def test_the_backtest_runs_on_another_citys_csv_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
