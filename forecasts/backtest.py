@@ -663,13 +663,14 @@ def origin_ratios(results: pd.DataFrame) -> pd.DataFrame:
     """
     scored = results[results["error"].isna()]
     per = scored.groupby("origin")[["mae", "naive_mae", "coverage"]].mean()
+    days = pd.DatetimeIndex(per.index)
     return pd.DataFrame(
         {
-            "weekday": [WEEKDAYS[day.day_of_week] for day in pd.to_datetime(per.index)],
-            "mae_ratio": per["mae"] / per["naive_mae"],
-            "coverage": per["coverage"],
+            "weekday": [WEEKDAYS[day] for day in days.day_of_week],
+            "mae_ratio": (per["mae"] / per["naive_mae"]).to_numpy(),
+            "coverage": per["coverage"].to_numpy(),
         },
-        index=pd.to_datetime(per.index).strftime("%Y-%m-%d").rename("origin"),
+        index=days.strftime("%Y-%m-%d").rename("origin"),
     )
 
 
