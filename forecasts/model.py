@@ -242,16 +242,23 @@ class FitResult:
 
 
 def quiet_prophet_logging() -> None:
-    """Set cmdstanpy's and Prophet's loggers to WARNING (they log every fit at INFO).
+    """Keep cmdstanpy's and Prophet's routine messages out of the output.
 
-    Prophet also logs at ERROR when plotly is missing; plotting is not used here.
+    Both log every fit at INFO; Prophet also logs at ERROR when plotly is missing (plotting is
+    not used here). When Stan's L-BFGS stops early (a short or flat history: 5 of 80 Hangzhou
+    stations' outflow from 16 January), cmdstanpy logs "Chain [1] error: code '1' Operation
+    not permitted" (the exit code read as an OS error) and Prophet, at WARNING, that it falls
+    back to Newton; the fit then goes on, and where Newton fails too the exception is the
+    forecast's `Forecaster.fallback_reason`. So cmdstanpy says nothing below CRITICAL and
+    Prophet's model code nothing below ERROR.
     """
     # cmdstanpy configures its logger (level DEBUG, an INFO handler) the first time it is asked
-    # for it, so ask first and lower it afterwards.
+    # for it, so ask first and raise it afterwards.
     from cmdstanpy.utils import get_logger  # type: ignore[import-untyped, unused-ignore]
 
-    get_logger().setLevel(logging.WARNING)
+    get_logger().setLevel(logging.CRITICAL)
     logging.getLogger("prophet").setLevel(logging.WARNING)
+    logging.getLogger("prophet.models").setLevel(logging.ERROR)
     logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
 
 

@@ -91,15 +91,26 @@ def test_an_announced_label_of_months_is_refused_and_a_long_lockdown_is_not(tmp_
 def test_the_backtest_runs_on_another_citys_csv_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = with_gappy_sensor(city(tmp_path / "testcity", 35))
+    path = with_gappy_sensor(city(tmp_path / "testcity_far_away", 35))
     argv = ["--footfall", str(path), "--country", "ie", "--origins", "2", "--processes", "1"]
     main([*argv, "--per-origin"])
     out = capsys.readouterr().out
-    assert "testcity: 1 sensors, 2 origins from 2023-02-15 to 2023-02-28" in out
-    assert "testcity: left out, with less than 90 % of the last year's hours: gappy (50%)" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith(("testcity ", "hangzhou"))]
-    assert [row[:3] for row in rows] == [["testcity", "1", "2"]]
-    worst = r"^worst MAE ratio \(set, weekday\): ([\d.]+) \(testcity, \w{3}\)$"
+    assert "testcity_far_away: 1 sensors, 2 origins from 2023-02-15 to 2023-02-28" in out
+    assert (
+        "testcity_far_away: left out, with less than 90 % of the last year's hours: gappy (50%)"
+        in out
+    )
+    rows = [
+        line.split()
+        for line in out.splitlines()
+        if line.startswith(("testcity_far_away ", "hangzhou"))
+    ]
+    assert [row[:3] for row in rows] == [["testcity_far_away", "1", "2"]]
+    # a set name longer than the column still leaves each figure under its heading
+    header = next(line for line in out.splitlines() if line.startswith("set "))
+    row = next(line for line in out.splitlines() if line.startswith("testcity_far_away "))
+    assert row.index(rows[0][3]) + len(rows[0][3]) == header.index("MAE ratio") + len("MAE ratio")
+    worst = r"^worst MAE ratio \(set, weekday\): ([\d.]+) \(testcity_far_away, \w{3}\)$"
     ratio = re.search(worst, out, re.M)
     assert ratio and 0 < float(ratio.group(1)) < 5
     assert re.search(r"^80% coverage range: [\d.]+-[\d.]+ %$", out, re.M)

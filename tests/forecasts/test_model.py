@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, timedelta
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -510,19 +511,40 @@ def test_days_off_follow_the_site_country() -> None:
 
 
 @pytest.mark.skipif(not HANGZHOU.exists(), reason=f"Hangzhou metro data not found at {HANGZHOU}")
-def test_hangzhou_series_sums_the_10_minute_inflow_per_hour() -> None:
+@pytest.mark.parametrize("flow", ["inflow", "outflow"])
+def test_hangzhou_series_sums_the_10_minute_flow_per_hour(
+    flow: Literal["inflow", "outflow"],
+) -> None:
     expected = np.zeros(24)
     with HANGZHOU.open(newline="") as handle:
         for row in csv.DictReader(handle):
             if row["station_idx"] == "7" and row["timestamp"].startswith("2019-01-08"):
-                expected[int(row["timestamp"][11:13])] += int(row["inflow"])
-    series = hangzhou_series(HANGZHOU, stations=[7])
+                expected[int(row["timestamp"][11:13])] += int(row[flow])
+    series = hangzhou_series(HANGZHOU, stations=[7], flow=flow)
     assert list(series) == ["HZ07"]
     frame = series["HZ07"]
     day = frame[frame["ds"].dt.date == date(2019, 1, 8)]
     assert day["ds"].dt.hour.tolist() == list(range(24))
     np.testing.assert_array_equal(day["y"].to_numpy(), expected)
     assert expected.sum() > 1000
+
+
+@pytest.mark.skipif(not HANGZHOU.exists(), reason=f"Hangzhou metro data not found at {HANGZHOU}")
+def test_a_fit_where_stan_falls_back_to_newton_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # station 6's outflow before 16 January: Stan's L-BFGS stops early, Prophet retries with
+    # Newton and the fit succeeds; cmdstanpy used to log "error: code '1' Operation not
+    # permitted" and Prophet that it falls back, which read as a failure
+    raw = pd.read_csv(HANGZHOU)
+    station = raw[(raw["station_idx"] == 6) & (raw["timestamp"] < "2019-01-16")]
+    hours = pd.to_datetime(station["timestamp"]).dt.floor("1h")
+    history = station.groupby(hours.to_numpy())["outflow"].sum().rename_axis("ds")
+    frame = history.rename("y").reset_index()
+    model = Forecaster.fit(frame, replace(CONFIG, country="CN"))
+    assert model.method == "prophet"
+    said = [r.getMessage() for r in caplog.records if r.name.startswith(("cmdstanpy", "prophet"))]
+    assert said == []
 
 
 def test_labels_name_series_by_name_or_by_street() -> None:
