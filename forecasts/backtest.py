@@ -461,10 +461,12 @@ def load_set(
     last year's hours, ``origins`` ``every_days`` apart (`spread_origins`), the country's calendar
     and the labelled announced events as event windows.
     """
-    if name in ("hangzhou", "hangzhou_outflow"):
-        series = hangzhou_series(
-            DEFAULT_DATA, flow="outflow" if name.endswith("outflow") else "inflow"
-        )
+    flows: dict[str, Literal["inflow", "outflow"]] = {
+        "hangzhou": "inflow",
+        "hangzhou_outflow": "outflow",
+    }
+    if name in flows:
+        series = hangzhou_series(DEFAULT_DATA, flow=flows[name])
         last = max(frame["ds"].max() for frame in series.values()).normalize()
         chosen = [last - pd.Timedelta(days=k) for k in reversed(range(min(origins, 7)))]
         keys = sorted(series)[:sensors] if sensors else sorted(series)

@@ -536,12 +536,8 @@ def test_a_fit_where_stan_falls_back_to_newton_logs_no_error(
     # station 6's outflow before 16 January: Stan's L-BFGS stops early, Prophet retries with
     # Newton and the fit succeeds; cmdstanpy used to log "error: code '1' Operation not
     # permitted" and Prophet that it falls back, which read as a failure
-    raw = pd.read_csv(HANGZHOU)
-    station = raw[(raw["station_idx"] == 6) & (raw["timestamp"] < "2019-01-16")]
-    hours = pd.to_datetime(station["timestamp"]).dt.floor("1h")
-    history = station.groupby(hours.to_numpy())["outflow"].sum().rename_axis("ds")
-    frame = history.rename("y").reset_index()
-    model = Forecaster.fit(frame, replace(CONFIG, country="CN"))
+    frame = hangzhou_series(HANGZHOU, stations=[6], flow="outflow")["HZ06"]
+    model = Forecaster.fit(frame[frame["ds"] < "2019-01-16"], replace(CONFIG, country="CN"))
     assert model.method == "prophet"
     said = [r.getMessage() for r in caplog.records if r.name.startswith(("cmdstanpy", "prophet"))]
     assert said == []
