@@ -27,6 +27,7 @@ from forecasts.model import (
     EventWindow,
     ForecastConfig,
     Forecaster,
+    _at,
     _carried_departure,
     _conformal,
     _daytype_baseline,
@@ -499,6 +500,29 @@ def test_the_conformal_band_holds_at_least_its_share_of_the_calibration_errors(
     if lower < 0 < upper:
         strictly = ((errors > lower) & (errors < upper)).mean()
         assert strictly <= width + 3 / len(errors) + 1e-9
+
+
+@given(
+    hours=st.integers(2, 200),
+    unit=st.sampled_from(["ns", "us", "s"]),
+    index_kind=st.sampled_from(["grid", "masked", "holed"]),
+    offsets=st.lists(st.integers(-400, 400), min_size=1, max_size=50),
+)
+def test_lookup_by_position_gives_what_reindex_gives(
+    hours: int, unit: str, index_kind: str, offsets: list[int]
+) -> None:
+    # the baselines' fast lookup: every kind of index a history arrives with (a date_range
+    # grid, a grid cut by a mask, which drops the index's freq, one with an hour missing, and
+    # other units than nanoseconds), times on and off the grid (half hours) and out of range
+    index = pd.date_range("2024-03-31", periods=hours, freq="1h").as_unit(unit)
+    z = pd.Series(np.arange(hours, dtype=float) ** 0.5, index=index)
+    if index_kind == "masked":
+        z = z[np.arange(hours) >= 1]
+    elif index_kind == "holed":
+        z = z.drop(z.index[hours // 2])
+    times = pd.DatetimeIndex(index[0] + pd.to_timedelta(np.asarray(offsets) * 30, unit="min"))
+    expected = z.reindex(times).to_numpy(float)
+    np.testing.assert_array_equal(_at(z, times), expected)
 
 
 def test_days_off_follow_the_site_country() -> None:
