@@ -259,6 +259,19 @@ def backtest(
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
+def naive_exact(results: pd.DataFrame) -> list[str]:
+    """The keys on which the weekly naive forecast was exact at every origin scored.
+
+    Their MAE ratio has nothing to divide by: such a column is a flag or a counter stuck at a
+    reading for the backtest's days (Seattle's 911 file has ``in_source``, 1 in all but 118 of
+    61,344 hours), not counts to forecast, and scoring it would make the worst sensor's ratio
+    infinite and pad the coverage.
+    """
+    scored = results[results["error"].isna()]
+    naive = scored.groupby("key")["naive_mae"].max()
+    return sorted(naive.index[naive == 0])
+
+
 def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-key and overall means of the backtest metrics.
 
@@ -325,18 +338,20 @@ MIN_COVERAGE = 0.9
 
 def footfall_series(
     path: Path | str, *, min_coverage: float = MIN_COVERAGE, last_days: int | None = None
-) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """Hourly counts per sensor from a footfall CSV, wide or long (`read_counts`).
 
     A value that is no count (text, a negative error code, infinity, 1e15) is a missing hour,
     and so are the hours of a sensor that reports 0 for 24 hours or more in a row: it was down.
     A row stamped after the present (year 2199) is no count either, and of an hour that comes
     twice (the clocks going back) the first is kept. Sensors with less than ``min_coverage`` of
-    the hours observed (of the file's last ``last_days`` days, or of all) are left out.
+    the hours observed (of the file's last ``last_days`` days, or of all) are left out, and so
+    are columns with the same value in every observed hour: a flag or a code, or a counter
+    that froze, has nothing to forecast (and a weekly naive error of 0 to compare with).
 
     Returns:
         ``ds``/``y`` frames keyed by sensor name, in key order; and the sensors left out, with
-        the share of the hours they observed.
+        the reason (the share of the hours they observed, or their one value).
 
     Raises:
         ValueError: As `read_counts` does, for a file in neither shape.
@@ -348,7 +363,7 @@ def footfall_series(
     hours = pd.date_range(first, last, freq="1h")
     since = pd.Timestamp(last) - pd.Timedelta(days=last_days) if last_days else None
     series: dict[str, pd.DataFrame] = {}
-    left_out: dict[str, float] = {}
+    left_out: dict[str, str] = {}
     for (sensor,), part in counts.group_by("sensor", maintain_order=True):
         y = pd.Series(part["value"].to_numpy(), index=pd.DatetimeIndex(part["ts_local"].to_numpy()))
         y = y[~y.index.duplicated()].reindex(hours)
@@ -359,7 +374,10 @@ def footfall_series(
         scored = y if since is None else y[y.index >= since]
         coverage = float(scored.notna().mean())
         if coverage < min_coverage:
-            left_out[str(sensor)] = coverage
+            left_out[str(sensor)] = f"{coverage:.0%} of the hours"
+            continue
+        if scored.nunique() == 1:
+            left_out[str(sensor)] = f"{scored.dropna().iloc[0]:g} in every hour"
             continue
         y = y.dropna()
         series[str(sensor)] = pd.DataFrame({"ds": y.index, "y": y.to_numpy()})
@@ -390,8 +408,8 @@ class BacktestSet:
     config: ForecastConfig
     origins: list[pd.Timestamp]
     labels: pd.DataFrame | None = None
-    left_out: dict[str, float] = field(default_factory=dict)
-    """Sensors of the file left out, with the share of the last year's hours they observed."""
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Sensors of the file left out, with the reason (`footfall_series`)."""
 
 
 def spread_origins(
@@ -521,10 +539,9 @@ def load_footfall(
     public_holidays(country, subdivision)  # an unknown code fails here, not in every fit
     series, left_out = footfall_series(path, last_days=365)
     if not series:
-        best = max(left_out.items(), key=lambda item: item[1], default=None)
         raise ValueError(
-            f"{path}: no sensor has {MIN_COVERAGE * 100:.0f} % of the last year's hours"
-            + (f" (the most: {best[0]}, {best[1]:.0%})" if best else "")
+            f"{path}: no sensor has {MIN_COVERAGE * 100:.0f} % of the last year's hours and "
+            "counts that vary" + (f" (left out: {_reasons(left_out)})" if left_out else "")
         )
     keys = sorted(series)[:sensors] if sensors else sorted(series)
     last = max(series[key]["ds"].max() for key in series)
@@ -545,6 +562,10 @@ def load_footfall(
         labels,
         left_out,
     )
+
+
+def _reasons(left_out: dict[str, str]) -> str:
+    return ", ".join(f"{sensor} ({why})" for sensor, why in sorted(left_out.items()))
 
 
 SETS = ("hangzhou", "auckland", "dublin_2023")
@@ -884,9 +905,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
         )
         if footfall.left_out:
             print(
-                f"{footfall.name}: left out, with less than {MIN_COVERAGE * 100:.0f} % of the last "
-                "year's hours: "
-                + ", ".join(f"{k} ({v:.0%})" for k, v in sorted(footfall.left_out.items()))
+                f"{footfall.name}: left out (a sensor needs {MIN_COVERAGE * 100:.0f} % of the "
+                f"last year's hours and counts that vary): {_reasons(footfall.left_out)}"
             )
     summaries = []
     start = time.perf_counter()
@@ -899,6 +919,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
         for data in chain(shared, [footfall] if footfall else []):
             config = replace(data.config, **changes)
             results = run_backtest(data, config, processes=args.processes, progress=progress)
+            exact = naive_exact(results)
+            if exact:
+                progress.console.print(
+                    f"{data.name}: left out of the figures, the weekly naive forecast was exact "
+                    f"on every day (no counts to compare): {', '.join(exact)}"
+                )
+                results = results[~results["key"].isin(exact)]
             leads = event_lead_times(replace(data, config=config), args.processes)
             summaries.append(set_summary(data.name, results, leads))
             if args.per_sensor:

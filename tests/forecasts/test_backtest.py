@@ -97,9 +97,9 @@ def test_the_backtest_runs_on_another_citys_csv_alone(
     out = capsys.readouterr().out
     assert "testcity_far_away: 1 sensors, 2 origins from 2023-02-15 to 2023-02-28" in out
     assert (
-        "testcity_far_away: left out, with less than 90 % of the last year's hours: gappy (50%)"
-        in out
-    )
+        "testcity_far_away: left out (a sensor needs 90 % of the last year's hours and counts "
+        "that vary): gappy (50% of the hours)"
+    ) in out
     rows = [
         line.split()
         for line in out.splitlines()
@@ -196,10 +196,35 @@ def test_the_crowdwatch_command_passes_the_backtest_options_on_and_no_others(
 def test_a_sensor_left_out_is_named_and_a_file_of_such_sensors_refused(tmp_path: Path) -> None:
     path = with_gappy_sensor(city(tmp_path / "testcity", 30))
     data = load_footfall(path, country="IE", origins=2)
-    assert list(data.series) == [SENSOR] and data.left_out == {"gappy": 0.5}
+    assert list(data.series) == [SENSOR] and data.left_out == {"gappy": "50% of the hours"}
     path.write_text(pd.read_csv(path).drop(columns=SENSOR).to_csv(index=False))
-    with pytest.raises(ValueError, match=r"no sensor has 90 % .* \(the most: gappy, 50%\)"):
+    with pytest.raises(ValueError, match=r"no sensor has 90 % .* \(left out: gappy \(50% of"):
         load_footfall(path, country="IE", origins=2)
+
+
+def test_a_flag_column_or_a_stuck_counter_is_no_sensor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Seattle's hourly 911 file has a flag column (in_source: 1, or 0 where the hour was
+    # filled in): read as a sensor, its weekly naive error was 0 on the backtest's days and
+    # the worst sensor's ratio infinite
+    path = city(tmp_path / "testcity", 35)
+    frame = pd.read_csv(path)
+    frame["in_source"] = np.where(frame.index < 3, 0, 1)
+    frame["frozen"] = 412.0  # a counter stuck at one reading
+    frame.to_csv(path, index=False)
+    data = load_footfall(path, country="IE", origins=2)
+    assert sorted(data.series) == [SENSOR, "in_source"]
+    assert data.left_out == {"frozen": "412 in every hour"}
+    cli_main(["forecast", "backtest", "--footfall", str(path), "--country", "IE", "--origins", "1"])
+    out = capsys.readouterr().out
+    assert "left out (a sensor needs 90 % of the last year's hours and counts that vary): " in out
+    assert "frozen (412 in every hour)" in out
+    assert "the weekly naive forecast was exact on every day (no counts to compare): in_source" in (
+        " ".join(out.split())
+    )
+    assert f"worst sensor {SENSOR} (" in out
+    assert re.search(r"^testcity +1 +1 ", out, re.MULTILINE)
 
 
 def test_values_that_are_no_counts_are_missing_hours(tmp_path: Path) -> None:
