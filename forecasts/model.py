@@ -867,10 +867,9 @@ def _recent_level(clean: pd.Series, origin: pd.Timestamp, config: ForecastConfig
     """
     if config.level_days <= 0:
         return 1.0
-    times = clean.index[
-        (clean.index >= origin - pd.Timedelta(days=config.level_days)) & (clean.index < origin)
-    ]
-    z = _at(clean, times)
+    window = (clean.index >= origin - pd.Timedelta(days=config.level_days)) & (clean.index < origin)
+    times = clean.index[window]
+    z = clean.to_numpy(float)[window]
     base = _seasonal_baseline(clean, times, times, config.baseline_weeks)
     known = np.isfinite(z) & np.isfinite(base)
     if known.sum() < 24:
